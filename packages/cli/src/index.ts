@@ -1,0 +1,4 @@
+/**
+ * @effect-amqp/cli
+ */
+export {}
