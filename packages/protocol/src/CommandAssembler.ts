@@ -1,0 +1,126 @@
+/**
+ * Reassembles commands from the frames of one channel: a method, and for content-carrying methods
+ * (`basic.deliver`, `basic.get-ok`, `basic.return`, `basic.publish`) the content header and body
+ * frames that must follow it with nothing else in between.
+ *
+ * A frame out of that order is a 505 UNEXPECTED_FRAME; a body longer than its header announced is
+ * a 501 FRAME_ERROR. A body that arrives in one frame is passed on without a copy.
+ *
+ * @since 0.1.0
+ */
+import type { BodyFrame, Frame, HeaderFrame } from "./Frame.ts"
+import { type Method, methodInfo } from "./generated/Methods.ts"
+import type { BasicProperties } from "./Properties.ts"
+import { frameError, unexpectedFrame } from "./ProtocolError.ts"
+
+/**
+ * A method with its content, if it carries any.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Command {
+  readonly channel: number
+  readonly method: Method
+  readonly properties?: BasicProperties
+  readonly body?: Uint8Array
+}
+
+const EMPTY = new Uint8Array(0)
+
+/**
+ * @since 0.1.0
+ * @category decoding
+ */
+export class CommandAssembler {
+  private method: Method | undefined
+  private header: HeaderFrame | undefined
+  private body: Buffer | undefined
+  private firstChunk: Uint8Array | undefined
+  private received = 0
+
+  readonly channel: number
+
+  constructor(channel: number) {
+    this.channel = channel
+  }
+
+  /** True while a content-carrying method waits for its header or body. */
+  get inProgress(): boolean {
+    return this.method !== undefined
+  }
+
+  /** Feeds one frame of this channel; returns the command it completed, if any. */
+  push(frame: Frame): Command | undefined {
+    switch (frame._tag) {
+      case "MethodFrame":
+        if (this.method !== undefined) {
+          throw unexpectedFrame(
+            `${frame.method._tag} on channel ${this.channel} while content of ${this.method._tag} was expected`
+          )
+        }
+        if (!methodInfo[frame.method._tag].content) return { channel: this.channel, method: frame.method }
+        this.method = frame.method
+        return undefined
+      case "HeaderFrame":
+        return this.onHeader(frame)
+      case "BodyFrame":
+        return this.onBody(frame)
+      case "HeartbeatFrame":
+        throw unexpectedFrame(`heartbeat on channel ${this.channel}`)
+    }
+  }
+
+  /** Forgets a partly received command, as when the channel closes. */
+  reset(): void {
+    this.method = undefined
+    this.header = undefined
+    this.body = undefined
+    this.firstChunk = undefined
+    this.received = 0
+  }
+
+  private onHeader(frame: HeaderFrame): Command | undefined {
+    if (this.method === undefined || this.header !== undefined) {
+      throw unexpectedFrame(`content header on channel ${this.channel} without a content method`)
+    }
+    this.header = frame
+    if (frame.bodySize === 0) return this.complete(EMPTY)
+    return undefined
+  }
+
+  private onBody(frame: BodyFrame): Command | undefined {
+    const header = this.header
+    if (header === undefined) throw unexpectedFrame(`content body on channel ${this.channel} without a header`)
+    const chunk = frame.payload
+    const total = this.received + chunk.length
+    if (total > header.bodySize) {
+      throw frameError(`content body of ${total} bytes exceeds the ${header.bodySize} its header announced`)
+    }
+    if (total === header.bodySize && this.received === 0) return this.complete(chunk)
+    if (this.received === 0) {
+      this.firstChunk = chunk
+    } else {
+      if (this.body === undefined) {
+        this.body = Buffer.allocUnsafe(header.bodySize)
+        this.body.set(this.firstChunk!, 0)
+        this.firstChunk = undefined
+      }
+      this.body.set(chunk, this.received)
+    }
+    this.received = total
+    if (total === header.bodySize) return this.complete(this.body!)
+    return undefined
+  }
+
+  private complete(body: Uint8Array): Command {
+    const command: Command = {
+      channel: this.channel,
+      method: this.method!,
+      properties: this.header!.properties,
+      body
+    }
+    this.reset()
+    return command
+  }
+}

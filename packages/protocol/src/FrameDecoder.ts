@@ -1,0 +1,183 @@
+/**
+ * The incremental frame decoder: chunks of any size in, complete frames out.
+ *
+ * It reads the 7-byte frame header first and checks the declared size against frame_max before it
+ * allocates anything, so a hostile size costs nothing. A frame that arrives whole inside one chunk
+ * is decoded in place (body payloads are views of the chunk, not copies); a frame split across
+ * chunks is gathered into one buffer of exactly its size. Every malformed input ends in an
+ * `AmqpFrameError` carrying the reply code to close with, and the decoder stays failed after it.
+ *
+ * @since 0.1.0
+ */
+import { type Frame, FRAME_END, FRAME_MIN_SIZE, FrameType } from "./Frame.ts"
+import { readMethod } from "./generated/Methods.ts"
+import { BufferReader } from "./internal/BufferReader.ts"
+import { readProperties } from "./Properties.ts"
+import { AmqpFrameError, frameError, syntaxError, unexpectedFrame } from "./ProtocolError.ts"
+
+const HEADER_SIZE = 7
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface FrameDecoderOptions {
+  /** The largest frame accepted, header and frame-end included. 0 means the protocol's ceiling. */
+  readonly frameMax?: number
+  /** Decode header tables with their field types kept (`Typed` values). */
+  readonly typedHeaders?: boolean
+}
+
+/**
+ * Frames larger than this are refused even when frame_max is 0 ("no limit"): a 32-bit size field
+ * must not be able to make us allocate 4 GiB.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const FRAME_MAX_CEILING = 128 * 1024 * 1024
+
+/**
+ * @since 0.1.0
+ * @category decoding
+ */
+export class FrameDecoder {
+  private frameMax: number
+  private readonly typedHeaders: boolean
+  private readonly header = Buffer.alloc(HEADER_SIZE)
+  private headerFill = 0
+  private partial: Buffer | undefined
+  private partialFill = 0
+  private failure: AmqpFrameError | undefined
+
+  constructor(options: FrameDecoderOptions = {}) {
+    this.frameMax = effectiveFrameMax(options.frameMax ?? 131072)
+    this.typedHeaders = options.typedHeaders === true
+  }
+
+  /** Applies a newly negotiated frame_max (0 means the ceiling). */
+  setFrameMax(frameMax: number): void {
+    this.frameMax = effectiveFrameMax(frameMax)
+  }
+
+  /** True while part of a frame is buffered. */
+  get hasPartialFrame(): boolean {
+    return this.headerFill > 0 || this.partial !== undefined
+  }
+
+  /**
+   * Feeds one chunk and returns the frames it completed. Throws only `AmqpFrameError`; once it has
+   * thrown, every later call throws the same error.
+   */
+  push(chunk: Uint8Array): Array<Frame> {
+    if (this.failure !== undefined) throw this.failure
+    const frames: Array<Frame> = []
+    try {
+      this.decode(toBuffer(chunk), frames)
+    } catch (error) {
+      this.failure = error instanceof AmqpFrameError
+        ? error
+        : frameError(`undecodable input: ${error instanceof Error ? error.message : String(error)}`)
+      throw this.failure
+    }
+    return frames
+  }
+
+  private decode(chunk: Buffer, frames: Array<Frame>): void {
+    let offset = 0
+    const length = chunk.length
+    while (offset < length) {
+      if (this.partial !== undefined) {
+        const take = Math.min(this.partial.length - this.partialFill, length - offset)
+        chunk.copy(this.partial, this.partialFill, offset, offset + take)
+        this.partialFill += take
+        offset += take
+        if (this.partialFill === this.partial.length) {
+          const payload = this.partial
+          this.partial = undefined
+          this.partialFill = 0
+          frames.push(this.frame(this.header, 0, payload, 0, payload.length - 1))
+        }
+        continue
+      }
+      if (this.headerFill === 0 && length - offset >= HEADER_SIZE) {
+        const size = this.checkSize(chunk, offset)
+        const end = offset + HEADER_SIZE + size
+        if (end < length) {
+          frames.push(this.frame(chunk, offset, chunk, offset + HEADER_SIZE, end))
+          offset = end + 1
+          continue
+        }
+        chunk.copy(this.header, 0, offset, offset + HEADER_SIZE)
+        this.headerFill = HEADER_SIZE
+        offset += HEADER_SIZE
+        this.partial = Buffer.allocUnsafe(size + 1)
+        this.partialFill = 0
+        continue
+      }
+      const take = Math.min(HEADER_SIZE - this.headerFill, length - offset)
+      chunk.copy(this.header, this.headerFill, offset, offset + take)
+      this.headerFill += take
+      offset += take
+      if (this.headerFill === HEADER_SIZE) {
+        const size = this.checkSize(this.header, 0)
+        this.partial = Buffer.allocUnsafe(size + 1)
+        this.partialFill = 0
+      }
+    }
+  }
+
+  private checkSize(buf: Buffer, at: number): number {
+    const type = buf[at]!
+    if (type !== FrameType.method && type !== FrameType.header && type !== FrameType.body && type !== 8) {
+      throw frameError(`unknown frame type ${type}`)
+    }
+    const size = buf.readUInt32BE(at + 3)
+    if (size + HEADER_SIZE + 1 > this.frameMax) {
+      throw frameError(`frame of ${size + HEADER_SIZE + 1} bytes exceeds frame_max ${this.frameMax}`)
+    }
+    return size
+  }
+
+  /** Decodes one complete frame whose payload is `payload[start, end)` and whose end octet is at `end`. */
+  private frame(head: Buffer, headAt: number, payload: Buffer, start: number, end: number): Frame {
+    this.headerFill = 0
+    if (payload[end] !== FRAME_END) {
+      throw frameError(`frame-end octet is 0x${payload[end]!.toString(16)}, expected 0xce`)
+    }
+    const type = head[headAt]!
+    const channel = (head[headAt + 1]! << 8) | head[headAt + 2]!
+    switch (type) {
+      case FrameType.method: {
+        const r = new BufferReader(payload, start, end)
+        const method = readMethod(r)
+        if (r.pos !== end) throw syntaxError(`${method._tag} has ${end - r.pos} bytes after its arguments`)
+        return { _tag: "MethodFrame", channel, method }
+      }
+      case FrameType.header: {
+        if (channel === 0) throw unexpectedFrame("content header on channel 0")
+        const r = new BufferReader(payload, start, end)
+        const classId = r.short()
+        const weight = r.short()
+        if (weight !== 0) throw syntaxError("content header weight must be 0")
+        const bodySize = r.longlong()
+        const properties = readProperties(r, this.typedHeaders)
+        if (r.pos !== end) throw syntaxError(`content header has ${end - r.pos} bytes after its properties`)
+        return { _tag: "HeaderFrame", channel, classId, bodySize, properties }
+      }
+      case FrameType.body:
+        if (channel === 0) throw unexpectedFrame("content body on channel 0")
+        return { _tag: "BodyFrame", channel, payload: payload.subarray(start, end) }
+      default:
+        if (channel !== 0) throw unexpectedFrame(`heartbeat on channel ${channel}`)
+        if (end !== start) throw frameError("heartbeat frame with a payload")
+        return { _tag: "HeartbeatFrame", channel }
+    }
+  }
+}
+
+const effectiveFrameMax = (frameMax: number): number =>
+  frameMax === 0 ? FRAME_MAX_CEILING : Math.max(Math.min(frameMax, FRAME_MAX_CEILING), FRAME_MIN_SIZE)
+
+const toBuffer = (chunk: Uint8Array): Buffer =>
+  Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
