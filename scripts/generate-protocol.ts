@@ -59,7 +59,7 @@ const tsType: Record<string, string> = {
   long: "number",
   longlong: "number",
   shortstr: "string",
-  longstr: "string",
+  longstr: "string | Uint8Array",
   table: "FieldTable",
   timestamp: "number"
 }

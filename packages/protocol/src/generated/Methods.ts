@@ -102,8 +102,8 @@ export interface ConnectionStart {
   readonly versionMajor: number
   readonly versionMinor: number
   readonly serverProperties: FieldTable
-  readonly mechanisms: string
-  readonly locales: string
+  readonly mechanisms: string | Uint8Array
+  readonly locales: string | Uint8Array
 }
 
 /**
@@ -116,7 +116,7 @@ export interface ConnectionStartOk {
   readonly _tag: "connection.start-ok"
   readonly clientProperties: FieldTable
   readonly mechanism: string
-  readonly response: string
+  readonly response: string | Uint8Array
   readonly locale: string
 }
 
@@ -128,7 +128,7 @@ export interface ConnectionStartOk {
  */
 export interface ConnectionSecure {
   readonly _tag: "connection.secure"
-  readonly challenge: string
+  readonly challenge: string | Uint8Array
 }
 
 /**
@@ -139,7 +139,7 @@ export interface ConnectionSecure {
  */
 export interface ConnectionSecureOk {
   readonly _tag: "connection.secure-ok"
-  readonly response: string
+  readonly response: string | Uint8Array
 }
 
 /**
@@ -245,7 +245,7 @@ export interface ConnectionUnblocked {
  */
 export interface ConnectionUpdateSecret {
   readonly _tag: "connection.update-secret"
-  readonly newSecret: string
+  readonly newSecret: string | Uint8Array
   readonly reason: string
 }
 
@@ -278,7 +278,7 @@ export interface ChannelOpen {
  */
 export interface ChannelOpenOk {
   readonly _tag: "channel.open-ok"
-  readonly channelId: string
+  readonly channelId: string | Uint8Array
 }
 
 /**
@@ -1293,8 +1293,8 @@ export const Methods = {
       readonly serverProperties: FieldTable
       readonly versionMajor?: number
       readonly versionMinor?: number
-      readonly mechanisms?: string
-      readonly locales?: string
+      readonly mechanisms?: string | Uint8Array
+      readonly locales?: string | Uint8Array
     }
   ): ConnectionStart => ({
     _tag: "connection.start",
@@ -1307,7 +1307,7 @@ export const Methods = {
   connectionStartOk: (
     args: {
       readonly clientProperties: FieldTable
-      readonly response: string
+      readonly response: string | Uint8Array
       readonly mechanism?: string
       readonly locale?: string
     }
@@ -1318,11 +1318,11 @@ export const Methods = {
     response: args.response,
     locale: args.locale ?? "en_US"
   }),
-  connectionSecure: (args: { readonly challenge: string }): ConnectionSecure => ({
+  connectionSecure: (args: { readonly challenge: string | Uint8Array }): ConnectionSecure => ({
     _tag: "connection.secure",
     challenge: args.challenge
   }),
-  connectionSecureOk: (args: { readonly response: string }): ConnectionSecureOk => ({
+  connectionSecureOk: (args: { readonly response: string | Uint8Array }): ConnectionSecureOk => ({
     _tag: "connection.secure-ok",
     response: args.response
   }),
@@ -1374,17 +1374,15 @@ export const Methods = {
     reason: args.reason ?? ""
   }),
   connectionUnblocked: (): ConnectionUnblocked => ({ _tag: "connection.unblocked" }),
-  connectionUpdateSecret: (args: { readonly newSecret: string; readonly reason: string }): ConnectionUpdateSecret => ({
-    _tag: "connection.update-secret",
-    newSecret: args.newSecret,
-    reason: args.reason
-  }),
+  connectionUpdateSecret: (
+    args: { readonly newSecret: string | Uint8Array; readonly reason: string }
+  ): ConnectionUpdateSecret => ({ _tag: "connection.update-secret", newSecret: args.newSecret, reason: args.reason }),
   connectionUpdateSecretOk: (): ConnectionUpdateSecretOk => ({ _tag: "connection.update-secret-ok" }),
   channelOpen: (args: { readonly outOfBand?: string } = {}): ChannelOpen => ({
     _tag: "channel.open",
     outOfBand: args.outOfBand ?? ""
   }),
-  channelOpenOk: (args: { readonly channelId?: string } = {}): ChannelOpenOk => ({
+  channelOpenOk: (args: { readonly channelId?: string | Uint8Array } = {}): ChannelOpenOk => ({
     _tag: "channel.open-ok",
     channelId: args.channelId ?? ""
   }),
