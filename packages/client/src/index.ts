@@ -1,4 +1,20 @@
 /**
- * @effect-amqp/client
+ * @effect-amqp/client: an AMQP 0-9-1 client for RabbitMQ built on Effect.
+ *
+ * @since 0.1.0
  */
-export {}
+
+/**
+ * @since 0.1.0
+ */
+export * as AmqpConnection from "./AmqpConnection.ts"
+
+/**
+ * @since 0.1.0
+ */
+export * from "./AmqpError.ts"
+
+/**
+ * @since 0.1.0
+ */
+export * as ConnectionConfig from "./ConnectionConfig.ts"

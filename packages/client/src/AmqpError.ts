@@ -1,0 +1,269 @@
+/**
+ * Every way an AMQP operation can fail, as typed errors a caller can match on.
+ *
+ * `AmqpConnectionError` ends a connection; its `reason` says how: the transport (refused, reset,
+ * timed out, TLS), the handshake (which step, bad credentials, a forbidden vhost), the broker
+ * (`connection.close` with its reply code), a heartbeat timeout, or a protocol violation.
+ * `AmqpChannelError` ends one channel (404, 406, 403, 405 ...) and leaves the connection up.
+ * Publishing and consuming add their own outcomes (`PublishError`, `ConsumerCancelled`).
+ *
+ * No error ever carries a password.
+ *
+ * @since 0.1.0
+ */
+import { Data } from "effect"
+
+/**
+ * The TCP connection could not be opened.
+ *
+ * @since 0.1.0
+ * @category reasons
+ */
+export class ConnectFailed extends Data.TaggedClass("ConnectFailed")<{
+  readonly host: string
+  readonly port: number
+  /** The system error code: ECONNREFUSED, EHOSTUNREACH, ENOTFOUND ... */
+  readonly code: string
+  readonly message: string
+}> {}
+
+/**
+ * A deadline passed: opening the socket, the TLS handshake or an AMQP handshake step.
+ *
+ * @since 0.1.0
+ * @category reasons
+ */
+export class Timeout extends Data.TaggedClass("Timeout")<{
+  readonly step: "connect" | "tls" | HandshakeStep
+  readonly afterMillis: number
+}> {}
+
+/**
+ * How a TLS session failed.
+ *
+ * @since 0.1.0
+ * @category reasons
+ */
+export type TlsFailureKind =
+  | "UntrustedCertificate"
+  | "HostnameMismatch"
+  | "CertificateExpired"
+  | "ClientCertificateRequired"
+  /** A TLS client reached a port that does not speak TLS. */
+  | "NotTls"
+  /** A plain client reached a port that speaks only TLS. */
+  | "ServerRequiresTls"
+  | "HandshakeFailed"
+
+/**
+ * @since 0.1.0
+ * @category reasons
+ */
+export class TlsFailure extends Data.TaggedClass("TlsFailure")<{
+  readonly kind: TlsFailureKind
+  readonly message: string
+  /** OpenSSL's or Node's code, e.g. UNABLE_TO_VERIFY_LEAF_SIGNATURE, ERR_TLS_CERT_ALTNAME_INVALID. */
+  readonly code: string | undefined
+}> {}
+
+/**
+ * The steps of the AMQP handshake, in order.
+ *
+ * @since 0.1.0
+ * @category reasons
+ */
+export type HandshakeStep = "protocol-header" | "start" | "secure" | "tune" | "open"
+
+/**
+ * The server closed the socket, or the handshake could not go on, during `step`.
+ *
+ * @since 0.1.0
+ * @category reasons
+ */
+export class HandshakeFailed extends Data.TaggedClass("HandshakeFailed")<{
+  readonly step: HandshakeStep
+  readonly message: string
+  /** True when the server closed right after `start-ok`, which RabbitMQ does on bad credentials. */
+  readonly possiblyAuthenticationFailure: boolean
+}> {}
+
+/**
+ * The server said `connection.close` (or refused the credentials or vhost during the handshake).
+ *
+ * @since 0.1.0
+ * @category reasons
+ */
+export class ServerClosed extends Data.TaggedClass("ServerClosed")<{
+  readonly replyCode: number
+  readonly replyText: string
+  readonly classId: number
+  readonly methodId: number
+  /** The method the code refers to, e.g. `basic.publish`, when class and method ids name one. */
+  readonly method: string | undefined
+}> {}
+
+/**
+ * Nothing arrived from the server for two heartbeat intervals.
+ *
+ * @since 0.1.0
+ * @category reasons
+ */
+export class HeartbeatTimeout extends Data.TaggedClass("HeartbeatTimeout")<{
+  readonly heartbeatSeconds: number
+  readonly silentMillis: number
+}> {}
+
+/**
+ * The socket ended without an AMQP close: a FIN, a reset or an I/O error.
+ *
+ * @since 0.1.0
+ * @category reasons
+ */
+export class TransportClosed extends Data.TaggedClass("TransportClosed")<{
+  readonly how: "end" | "reset" | "error"
+  readonly code: string | undefined
+  readonly message: string
+}> {}
+
+/**
+ * The server sent bytes that break the protocol; the client closed with `replyCode`.
+ *
+ * @since 0.1.0
+ * @category reasons
+ */
+export class ProtocolViolation extends Data.TaggedClass("ProtocolViolation")<{
+  readonly replyCode: number
+  readonly message: string
+}> {}
+
+/**
+ * The application closed the connection (its scope ended or it was interrupted).
+ *
+ * @since 0.1.0
+ * @category reasons
+ */
+export class ClosedByApplication extends Data.TaggedClass("ClosedByApplication")<{}> {}
+
+/**
+ * @since 0.1.0
+ * @category reasons
+ */
+export type ConnectionErrorReason =
+  | ConnectFailed
+  | Timeout
+  | TlsFailure
+  | HandshakeFailed
+  | ServerClosed
+  | HeartbeatTimeout
+  | TransportClosed
+  | ProtocolViolation
+  | ClosedByApplication
+
+const describe = (reason: ConnectionErrorReason): string => {
+  switch (reason._tag) {
+    case "ConnectFailed":
+      return `cannot connect to ${reason.host}:${reason.port}: ${reason.code} ${reason.message}`
+    case "Timeout":
+      return `timed out after ${reason.afterMillis} ms during ${reason.step}`
+    case "TlsFailure":
+      return `TLS failure (${reason.kind}): ${reason.message}`
+    case "HandshakeFailed":
+      return `handshake failed at ${reason.step}: ${reason.message}` +
+        (reason.possiblyAuthenticationFailure ? " (possibly an authentication failure)" : "")
+    case "ServerClosed":
+      return `server closed the connection: ${reason.replyCode} ${reason.replyText}` +
+        (reason.method !== undefined ? ` (${reason.method})` : "")
+    case "HeartbeatTimeout":
+      return `heartbeat timeout: nothing received for ${reason.silentMillis} ms ` +
+        `(heartbeat ${reason.heartbeatSeconds} s)`
+    case "TransportClosed":
+      return `connection lost (${reason.how}${reason.code !== undefined ? ` ${reason.code}` : ""}): ${reason.message}`
+    case "ProtocolViolation":
+      return `protocol violation (${reason.replyCode}): ${reason.message}`
+    case "ClosedByApplication":
+      return "connection closed by the application"
+  }
+}
+
+/**
+ * A connection ended or could not be established.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AmqpConnectionError extends Data.TaggedError("AmqpConnectionError")<{
+  readonly reason: ConnectionErrorReason
+  /** The connection's name, as given in the options. */
+  readonly connectionName: string | undefined
+}> {
+  override get message(): string {
+    return describe(this.reason)
+  }
+
+  /** The AMQP reply code, when the failure has one (403, 530, 320, 501 ...). */
+  get replyCode(): number | undefined {
+    switch (this.reason._tag) {
+      case "ServerClosed":
+      case "ProtocolViolation":
+        return this.reason.replyCode
+      default:
+        return undefined
+    }
+  }
+
+  /** True for failures that a retry cannot fix: bad credentials, a forbidden vhost, bad TLS setup. */
+  get isPermanent(): boolean {
+    const code = this.replyCode
+    if (code === 403 || code === 530 || code === 402) return true
+    if (this.reason._tag === "HandshakeFailed" && this.reason.possiblyAuthenticationFailure) return true
+    if (this.reason._tag === "TlsFailure" && this.reason.kind !== "HandshakeFailed") return true
+    return false
+  }
+}
+
+/**
+ * A channel was closed by the broker with a soft error, or ended with its connection.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AmqpChannelError extends Data.TaggedError("AmqpChannelError")<{
+  readonly channel: number
+  readonly replyCode: number
+  readonly replyText: string
+  readonly classId: number
+  readonly methodId: number
+  /** The method the code refers to, e.g. `queue.declare`. */
+  readonly method: string | undefined
+}> {
+  override get message(): string {
+    return `channel ${this.channel} closed by the broker: ${this.replyCode} ${this.replyText}` +
+      (this.method !== undefined ? ` (${this.method})` : "")
+  }
+}
+
+/**
+ * A channel or connection that is already closed was used. `cause` says why it closed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AmqpClosedError extends Data.TaggedError("AmqpClosedError")<{
+  readonly what: "connection" | "channel"
+  readonly cause: AmqpConnectionError | AmqpChannelError | undefined
+}> {
+  override get message(): string {
+    return `the ${this.what} is closed` + (this.cause !== undefined ? `: ${this.cause.message}` : "")
+  }
+}
+
+/**
+ * Options that cannot work: a malformed URL, a frame_max below the protocol minimum, too many
+ * channels.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AmqpConfigError extends Data.TaggedError("AmqpConfigError")<{
+  readonly message: string
+}> {}

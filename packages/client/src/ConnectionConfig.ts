@@ -1,0 +1,275 @@
+/**
+ * Connection options: from an `amqp://` / `amqps://` URL, from `Config` (`AMQP_URL`), or written
+ * out, always checked against one Schema so that a bad value is a clear `AmqpConfigError`.
+ *
+ * URL rules follow RabbitMQ's URI spec: user and password and the vhost are percent-decoded, the
+ * vhost is one path segment (`/%2f` is the vhost `/`; no path means `/`), and the query parameters
+ * `heartbeat`, `frame_max`, `channel_max`, `connection_timeout` (milliseconds) and `auth_mechanism`
+ * set the options of the same names.
+ *
+ * @since 0.1.0
+ */
+import type { FieldTable } from "@effect-amqp/protocol"
+import { Config, Effect, Redacted, Schema } from "effect"
+import { AmqpConfigError } from "./AmqpError.ts"
+
+/**
+ * SASL mechanisms the client speaks.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type AuthMechanism = "PLAIN" | "AMQPLAIN" | "EXTERNAL"
+
+/**
+ * TLS settings for `amqps://`. Certificates are verified, and the host name checked, unless
+ * `rejectUnauthorized` is false.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface TlsOptions {
+  readonly ca?: string | Buffer | ReadonlyArray<string | Buffer>
+  readonly cert?: string | Buffer
+  readonly key?: string | Buffer
+  readonly pfx?: string | Buffer
+  readonly passphrase?: string
+  /** Defaults to the host name; never an IP address (RFC 6066 forbids IP literals as SNI). */
+  readonly servername?: string
+  readonly rejectUnauthorized?: boolean
+  readonly minVersion?: "TLSv1.2" | "TLSv1.3"
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConnectionOptions {
+  readonly host: string
+  readonly port: number
+  readonly username: string
+  readonly password: Redacted.Redacted<string>
+  readonly vhost: string
+  /** Set for `amqps://`; `true` means TLS with the system's trust store. */
+  readonly tls: TlsOptions | undefined
+  /** Seconds; 0 asks for no heartbeats. The lower of ours and the server's wins (0 = the other's). */
+  readonly heartbeat: number
+  /** Bytes; 0 means no limit. Never below 8192, which RabbitMQ 4.1+ requires of clients. */
+  readonly frameMax: number
+  /** 0 means the server's limit. */
+  readonly channelMax: number
+  /** Milliseconds to open the socket (TCP and TLS). */
+  readonly connectionTimeout: number
+  /** Milliseconds for the whole AMQP handshake after the socket opened. */
+  readonly handshakeTimeout: number
+  /** Milliseconds for each polite step of a close before the socket is destroyed. */
+  readonly closeTimeout: number
+  readonly authMechanism: AuthMechanism
+  /** Shown in the management UI and `rabbitmqctl list_connections client_properties`. */
+  readonly connectionName: string | undefined
+  readonly clientProperties: FieldTable | undefined
+}
+
+const Port = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 65535 }))
+const UShort = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }))
+const Millis = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 3_600_000 }))
+const FrameMax = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 4294967295 })).check(
+  Schema.makeFilter((n: number) => n === 0 || n >= 8192 || "frame_max must be 0 (no limit) or at least 8192")
+)
+
+/**
+ * The checks every set of options passes before a connection is attempted.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const ConnectionOptionsSchema = Schema.Struct({
+  host: Schema.NonEmptyString,
+  port: Port,
+  username: Schema.String,
+  vhost: Schema.String.check(Schema.isMaxLength(255)),
+  heartbeat: UShort,
+  frameMax: FrameMax,
+  channelMax: UShort,
+  connectionTimeout: Millis,
+  handshakeTimeout: Millis,
+  closeTimeout: Millis,
+  authMechanism: Schema.Literals(["PLAIN", "AMQPLAIN", "EXTERNAL"])
+})
+
+/**
+ * The defaults of every option.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const defaults: ConnectionOptions = {
+  host: "127.0.0.1",
+  port: 5672,
+  username: "guest",
+  password: Redacted.make("guest"),
+  vhost: "/",
+  tls: undefined,
+  heartbeat: 60,
+  frameMax: 131072,
+  channelMax: 2047,
+  connectionTimeout: 10_000,
+  handshakeTimeout: 10_000,
+  closeTimeout: 5_000,
+  authMechanism: "PLAIN",
+  connectionName: undefined,
+  clientProperties: undefined
+}
+
+/**
+ * Options written out in code; missing ones take their defaults. The password may be given plain
+ * and is wrapped in `Redacted`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export type ConnectionOptionsInput = Partial<Omit<ConnectionOptions, "password">> & {
+  readonly password?: string | Redacted.Redacted<string>
+}
+
+/**
+ * Fills in defaults and validates.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (input: ConnectionOptionsInput = {}): Effect.Effect<ConnectionOptions, AmqpConfigError> =>
+  Effect.suspend(() => {
+    const password = input.password === undefined
+      ? defaults.password
+      : Redacted.isRedacted(input.password)
+      ? input.password
+      : Redacted.make(input.password)
+    const options: ConnectionOptions = { ...defaults, ...stripUndefined(input), password }
+    return validate(options)
+  })
+
+const stripUndefined = <A extends object>(input: A): Partial<A> =>
+  Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)) as Partial<A>
+
+const validate = (options: ConnectionOptions): Effect.Effect<ConnectionOptions, AmqpConfigError> =>
+  Schema.decodeUnknownEffect(ConnectionOptionsSchema)(options, { errors: "all" }).pipe(
+    Effect.as(options),
+    Effect.mapError((error) => new AmqpConfigError({ message: `invalid connection options: ${error.message}` }))
+  )
+
+const configError = (message: string) => new AmqpConfigError({ message })
+
+/**
+ * Parses an `amqp://` or `amqps://` URL. The password never appears in the error of a bad URL.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fromUrl = (
+  url: string,
+  overrides: ConnectionOptionsInput = {}
+): Effect.Effect<ConnectionOptions, AmqpConfigError> =>
+  Effect.suspend(() => {
+    let parsed: URL
+    try {
+      parsed = new URL(url)
+    } catch {
+      return Effect.fail(configError(`malformed AMQP URL: ${redactUrl(url)}`))
+    }
+    const secure = parsed.protocol === "amqps:"
+    if (!secure && parsed.protocol !== "amqp:") {
+      return Effect.fail(configError(`AMQP URL must start with amqp:// or amqps://, got ${parsed.protocol}//`))
+    }
+    const input: Record<string, unknown> = {
+      tls: secure ? {} : undefined,
+      port: secure ? 5671 : 5672
+    }
+    const decode = (s: string, what: string): string | AmqpConfigError => {
+      try {
+        return decodeURIComponent(s)
+      } catch {
+        return configError(`malformed percent-encoding in the ${what} of ${redactUrl(url)}`)
+      }
+    }
+    if (parsed.hostname !== "") input.host = parsed.hostname.replace(/^\[(.*)\]$/, "$1")
+    if (parsed.port !== "") input.port = Number(parsed.port)
+    if (parsed.username !== "") {
+      const username = decode(parsed.username, "user name")
+      if (username instanceof AmqpConfigError) return Effect.fail(username)
+      input.username = username
+    }
+    if (parsed.password !== "") {
+      const password = decode(parsed.password, "password")
+      if (password instanceof AmqpConfigError) return Effect.fail(password)
+      input.password = Redacted.make(password)
+    }
+    const path = parsed.pathname
+    if (path !== "" && path !== "/") {
+      const segment = path.slice(1)
+      if (segment.includes("/")) {
+        return Effect.fail(configError(`the vhost in ${redactUrl(url)} must be one path segment; encode "/" as %2f`))
+      }
+      const vhost = decode(segment, "vhost")
+      if (vhost instanceof AmqpConfigError) return Effect.fail(vhost)
+      input.vhost = vhost
+    }
+    for (const [key, value] of parsed.searchParams) {
+      const number = Number(value)
+      const numeric = (name: string) => {
+        if (value.trim() === "" || !Number.isInteger(number)) {
+          return configError(`query parameter ${key} must be an integer, got "${value}"`)
+        }
+        input[name] = number
+        return undefined
+      }
+      let error: AmqpConfigError | undefined
+      switch (key) {
+        case "heartbeat":
+          error = numeric("heartbeat")
+          break
+        case "frame_max":
+          error = numeric("frameMax")
+          break
+        case "channel_max":
+          error = numeric("channelMax")
+          break
+        case "connection_timeout":
+          error = numeric("connectionTimeout")
+          break
+        case "auth_mechanism":
+          input.authMechanism = value.toUpperCase()
+          break
+        case "connection_name":
+          input.connectionName = value
+          break
+        default:
+          error = configError(`unknown query parameter ${key} in ${redactUrl(url)}`)
+      }
+      if (error !== undefined) return Effect.fail(error)
+    }
+    const { tls: tlsOverride, ...rest } = overrides
+    const tls = secure ? { ...(input.tls as TlsOptions), ...tlsOverride } : tlsOverride
+    return make({ ...(input as ConnectionOptionsInput), ...rest, tls })
+  })
+
+/**
+ * The URL with its password replaced by `***`, for messages.
+ *
+ * @since 0.1.0
+ * @category utils
+ */
+export const redactUrl = (url: string): string => url.replace(/^([a-z]+:\/\/[^:@/]*:)[^@/]*@/i, "$1***@")
+
+/**
+ * Options from the environment: `AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672`).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fromConfig: Effect.Effect<ConnectionOptions, AmqpConfigError | Config.ConfigError> = Effect.gen(
+  function*() {
+    const url = yield* Config.String("AMQP_URL").pipe(Config.withDefault("amqp://guest:guest@127.0.0.1:5672"))
+    return yield* fromUrl(url)
+  }
+)

@@ -1,0 +1,593 @@
+/**
+ * The state machine under `AmqpConnection`: routes inbound frames, runs the handshake, keeps the
+ * heartbeat, and owns every way the connection can end.
+ *
+ * Inbound bytes are decoded and routed synchronously in the socket's `data` callback: channel 0
+ * methods to the connection, other frames through a per-channel `CommandAssembler` to the channel's
+ * sink. The connection ends exactly once (`fail`); from then on every waiter sees the same typed
+ * error. A dead peer (heartbeat timeout, reset, I/O error) is destroyed at once; an application
+ * close is polite: `connection.close`, `close-ok`, FIN, wait, destroy, each step bounded.
+ */
+import {
+  type Command,
+  CommandAssembler,
+  type FieldTable,
+  type Frame,
+  FrameDecoder,
+  HEARTBEAT_FRAME,
+  MessageEncoder,
+  type Method,
+  methodName,
+  Methods,
+  PROTOCOL_HEADER
+} from "@effect-amqp/protocol"
+import { AmqpFrameError } from "@effect-amqp/protocol"
+import { type Cause, Deferred, Effect, Exit, Fiber, PubSub, Queue, Redacted, type Scope } from "effect"
+import {
+  AmqpConnectionError,
+  ClosedByApplication,
+  type ConnectionErrorReason,
+  HandshakeFailed,
+  type HandshakeStep,
+  HeartbeatTimeout,
+  ProtocolViolation,
+  ServerClosed,
+  Timeout,
+  TlsFailure
+} from "../AmqpError.ts"
+import type { ConnectionOptions } from "../ConnectionConfig.ts"
+import { tracked } from "./liveFibers.ts"
+import { socketFailure, type Transport } from "./transport.ts"
+
+/** What a channel gets from its connection. */
+export interface ChannelSink {
+  readonly onCommand: (command: Command) => void
+  readonly onConnectionClosed: (error: AmqpConnectionError) => void
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type ConnectionEvent =
+  | { readonly _tag: "Blocked"; readonly reason: string }
+  | { readonly _tag: "Unblocked" }
+  | { readonly _tag: "Closed"; readonly error: AmqpConnectionError }
+
+export interface Tuned {
+  readonly channelMax: number
+  readonly frameMax: number
+  readonly heartbeat: number
+}
+
+const version = "0.1.0"
+
+const negotiate = (client: number, server: number): number =>
+  client === 0 || server === 0 ? Math.max(client, server) : Math.min(client, server)
+
+export class ConnectionCore {
+  readonly options: ConnectionOptions
+  readonly transport: Transport
+  readonly name: string | undefined
+  readonly decoder = new FrameDecoder({ frameMax: 131072 })
+  readonly encoder: MessageEncoder
+  readonly ended = Deferred.makeUnsafe<AmqpConnectionError>()
+  readonly events: PubSub.PubSub<ConnectionEvent>
+  state: "handshake" | "open" | "closing" | "closed" = "handshake"
+  failure: AmqpConnectionError | undefined
+  /** True once `tune-ok` went out: from then on a polite `connection.close` is possible. */
+  tuneSent = false
+  tuned: Tuned = { channelMax: 0, frameMax: 0, heartbeat: 0 }
+  serverProperties: FieldTable = {}
+  blockedReason: string | undefined
+  maxEventLoopLag = 0
+  private readonly inbox: Queue.Queue<Method, Cause.Done>
+  private closeOk = Deferred.makeUnsafe<void>()
+  private updateSecretOk: Deferred.Deferred<void> | undefined
+  private readonly sinks = new Map<number, ChannelSink>()
+  private readonly assemblers = new Map<number, CommandAssembler>()
+  private heartbeatFiber: Fiber.Fiber<unknown, unknown> | undefined
+  private secret: Redacted.Redacted<string>
+  private nextChannel = 1
+
+  constructor(
+    options: ConnectionOptions,
+    transport: Transport,
+    events: PubSub.PubSub<ConnectionEvent>,
+    inbox: Queue.Queue<Method, Cause.Done>
+  ) {
+    this.inbox = inbox
+    this.options = options
+    this.transport = transport
+    this.name = options.connectionName
+    this.events = events
+    this.secret = options.password
+    this.encoder = new MessageEncoder({ frameMax: 131072 })
+    transport.socket.on("data", (chunk: Buffer) => this.onData(chunk))
+    transport.socket.on("close", () => this.onSocketClosed())
+  }
+
+  /** Waits until the connection has ended and returns why. */
+  readonly closedSignal: Effect.Effect<AmqpConnectionError> = Effect.suspend(() => Deferred.await(this.ended))
+
+  isClosed(): boolean {
+    return this.state === "closed"
+  }
+
+  error(reason: ConnectionErrorReason): AmqpConnectionError {
+    return new AmqpConnectionError({ reason, connectionName: this.name })
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // inbound
+  // -------------------------------------------------------------------------------------------
+
+  private onData(chunk: Buffer): void {
+    this.transport.lastReceived = Date.now()
+    if (this.isClosed()) return
+    if (this.state === "handshake" && !this.tuneSent && this.notAmqp(chunk)) return
+    let frames: Array<Frame>
+    try {
+      frames = this.decoder.push(chunk)
+    } catch (error) {
+      this.violation(error)
+      return
+    }
+    for (let i = 0; i < frames.length; i++) {
+      const frame = frames[i]!
+      if (frame.channel === 0) {
+        if (frame._tag === "MethodFrame") this.onChannel0(frame.method)
+        else if (frame._tag !== "HeartbeatFrame") {
+          this.violation(new AmqpFrameError({ replyCode: 505, message: "content on channel 0" }))
+        }
+      } else {
+        this.onChannelFrame(frame)
+      }
+      if (this.isClosed()) return
+    }
+  }
+
+  /** Recognises a server that answers with a protocol header or with TLS records before any frame. */
+  private notAmqp(chunk: Buffer): boolean {
+    if (this.decoder.hasPartialFrame) return false
+    if (chunk.length >= 4 && chunk.toString("latin1", 0, 4) === "AMQP") {
+      const offered = chunk.length >= 8 ? `${chunk[5]}-${chunk[6]}-${chunk[7]}` : "another version"
+      this.fail(
+        new HandshakeFailed({
+          step: "protocol-header",
+          message: `the server does not speak AMQP 0-9-1; it offered AMQP ${offered}`,
+          possiblyAuthenticationFailure: false
+        }),
+        "destroy"
+      )
+      return true
+    }
+    if (chunk.length >= 2 && (chunk[0] === 0x15 || chunk[0] === 0x16) && chunk[1] === 0x03) {
+      this.fail(
+        new TlsFailure({
+          kind: "ServerRequiresTls",
+          message: "the server answered with TLS: use amqps:// for this port",
+          code: undefined
+        }),
+        "destroy"
+      )
+      return true
+    }
+    return false
+  }
+
+  private onChannelFrame(frame: Frame): void {
+    const sink = this.sinks.get(frame.channel)
+    if (sink === undefined) return
+    let assembler = this.assemblers.get(frame.channel)
+    if (assembler === undefined) {
+      assembler = new CommandAssembler(frame.channel)
+      this.assemblers.set(frame.channel, assembler)
+    }
+    let command: Command | undefined
+    try {
+      command = assembler.push(frame)
+    } catch (error) {
+      this.violation(error)
+      return
+    }
+    if (command !== undefined) sink.onCommand(command)
+  }
+
+  private onChannel0(method: Method): void {
+    switch (method._tag) {
+      case "connection.close": {
+        this.writeMethod(0, Methods.connectionCloseOk())
+        const reason = new ServerClosed({
+          replyCode: method.replyCode,
+          replyText: method.replyText,
+          classId: method.classId,
+          methodId: method.methodId,
+          method: methodName(method.classId, method.methodId)
+        })
+        this.fail(reason, "end")
+        return
+      }
+      case "connection.close-ok":
+        Deferred.doneUnsafe(this.closeOk, Exit.void)
+        return
+      case "connection.blocked":
+        this.blockedReason = method.reason
+        PubSub.publishUnsafe(this.events, { _tag: "Blocked", reason: method.reason })
+        return
+      case "connection.unblocked":
+        this.blockedReason = undefined
+        PubSub.publishUnsafe(this.events, { _tag: "Unblocked" })
+        return
+      case "connection.update-secret-ok": {
+        const waiter = this.updateSecretOk
+        this.updateSecretOk = undefined
+        if (waiter !== undefined) Deferred.doneUnsafe(waiter, Exit.void)
+        return
+      }
+      default:
+        if (this.state === "handshake") {
+          Queue.offerUnsafe(this.inbox, method)
+        } else {
+          this.violation(new AmqpFrameError({ replyCode: 505, message: `unexpected ${method._tag} on channel 0` }))
+        }
+    }
+  }
+
+  private violation(error: unknown): void {
+    const replyCode = error instanceof AmqpFrameError ? error.replyCode : 501
+    const message = error instanceof Error ? error.message : String(error)
+    if (this.tuneSent) {
+      this.writeMethod(
+        0,
+        Methods.connectionClose({ replyCode, replyText: message.slice(0, 250), classId: 0, methodId: 0 })
+      )
+    }
+    this.fail(new ProtocolViolation({ replyCode, message }), "end")
+  }
+
+  private onSocketClosed(): void {
+    if (this.isClosed()) return
+    const socket = this.transport.socket as { readonly readableEnded?: boolean }
+    const error = (this.transport.socket as unknown as { errored?: Error & { code?: string } }).errored ?? undefined
+    const sentCertificate = this.options.tls?.cert !== undefined || this.options.tls?.pfx !== undefined
+    const reason = socketFailure(error, socket.readableEnded === true, this.options.tls !== undefined, sentCertificate)
+    this.fail(reason, "destroy")
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // ending
+  // -------------------------------------------------------------------------------------------
+
+  /**
+   * Ends the connection once, with `reason`. `destroy` drops the socket at once (dead peer);
+   * `end` sends FIN and leaves the rest to the scope's finalizer.
+   */
+  fail(reason: ConnectionErrorReason, mode: "destroy" | "end"): void {
+    if (this.isClosed()) return
+    this.state = "closed"
+    const error = this.error(reason)
+    this.failure = error
+    Deferred.doneUnsafe(this.ended, Exit.succeed(error))
+    Deferred.doneUnsafe(this.closeOk, Exit.void)
+    if (this.updateSecretOk !== undefined) Deferred.doneUnsafe(this.updateSecretOk, Exit.void)
+    Queue.endUnsafe(this.inbox)
+    for (const sink of this.sinks.values()) sink.onConnectionClosed(error)
+    this.sinks.clear()
+    this.assemblers.clear()
+    PubSub.publishUnsafe(this.events, { _tag: "Closed", error })
+    if (mode === "destroy") this.transport.destroy()
+    else if (!this.transport.socket.destroyed) this.transport.socket.end()
+  }
+
+  /**
+   * The ordered shutdown, run when the connection's scope closes: `connection.close` and its
+   * `close-ok` (bounded), stop the heartbeat, FIN, wait for the peer (bounded), destroy.
+   */
+  readonly shutdown: Effect.Effect<void> = Effect.suspend(() => {
+    const timeout = this.options.closeTimeout
+    const polite = this.state !== "closed" && this.tuneSent
+    const closing = polite
+      ? Effect.gen({ self: this }, function*() {
+        this.state = "closing"
+        this.writeMethod(0, Methods.connectionClose({ replyCode: 200, replyText: "Goodbye", classId: 0, methodId: 0 }))
+        yield* Deferred.await(this.closeOk).pipe(Effect.timeoutOption(timeout))
+      })
+      : Effect.void
+    return closing.pipe(
+      Effect.andThen(Effect.sync(() => this.fail(new ClosedByApplication(), "end"))),
+      Effect.andThen(Effect.suspend(() => this.heartbeatFiber ? Fiber.interrupt(this.heartbeatFiber) : Effect.void)),
+      Effect.andThen(this.transport.end(timeout)),
+      Effect.uninterruptible
+    )
+  })
+
+  // -------------------------------------------------------------------------------------------
+  // outbound
+  // -------------------------------------------------------------------------------------------
+
+  writeMethod(channel: number, method: Method): void {
+    this.transport.write(this.encoder.method(channel, method))
+  }
+
+  /** The error to fail an operation with when the connection is no longer usable. */
+  closedError(): AmqpConnectionError {
+    return this.failure ?? this.error(new ClosedByApplication())
+  }
+
+  /** Writes a method once the socket has room; fails if the connection has ended. */
+  send(channel: number, method: Method): Effect.Effect<void, AmqpConnectionError> {
+    return Effect.suspend(() => {
+      if (this.isClosed()) return Effect.fail(this.closedError())
+      if (this.transport.congested()) {
+        return Effect.andThen(this.transport.drained, this.send(channel, method))
+      }
+      this.writeMethod(channel, method)
+      return Effect.void
+    })
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // channels
+  // -------------------------------------------------------------------------------------------
+
+  /** Reserves the lowest free channel id (cycling), or undefined when all are in use. */
+  allocateChannel(sink: ChannelSink): number | undefined {
+    const max = this.tuned.channelMax === 0 ? 65535 : this.tuned.channelMax
+    if (this.sinks.size >= max) return undefined
+    for (let i = 0; i < max; i++) {
+      const id = ((this.nextChannel - 1 + i) % max) + 1
+      if (!this.sinks.has(id)) {
+        this.nextChannel = (id % max) + 1
+        this.sinks.set(id, sink)
+        return id
+      }
+    }
+    return undefined
+  }
+
+  releaseChannel(id: number): void {
+    this.sinks.delete(id)
+    this.assemblers.delete(id)
+  }
+
+  /** Forgets a partly received message on a channel (after channel.close). */
+  resetAssembler(id: number): void {
+    this.assemblers.get(id)?.reset()
+  }
+
+  get openChannels(): number {
+    return this.sinks.size
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // handshake
+  // -------------------------------------------------------------------------------------------
+
+  private step: HandshakeStep = "protocol-header"
+
+  /** Waits for the next channel 0 method of the handshake, failing with the step's reason. */
+  private next(deadline: number): Effect.Effect<Method, AmqpConnectionError> {
+    return Effect.suspend(() => {
+      const left = deadline - Date.now()
+      if (left <= 0) {
+        return Effect.fail(this.error(new Timeout({ step: this.step, afterMillis: this.options.handshakeTimeout })))
+      }
+      return Queue.take(this.inbox).pipe(
+        Effect.catch(() => Effect.fail(this.handshakeFailure())),
+        Effect.timeoutOrElse({
+          duration: left,
+          orElse: () =>
+            Effect.fail(this.error(new Timeout({ step: this.step, afterMillis: this.options.handshakeTimeout })))
+        })
+      )
+    })
+  }
+
+  /** The failure of the handshake: the connection's own reason, or one that names the step. */
+  private handshakeFailure(): AmqpConnectionError {
+    const failure = this.closedError()
+    const reason = failure.reason
+    if (reason._tag !== "TransportClosed") return failure
+    const afterStartOk = this.step === "secure" || this.step === "tune"
+    return this.error(
+      new HandshakeFailed({
+        step: this.step,
+        message: `the server ${reason.how === "end" ? "closed the connection" : "reset the connection"} ` +
+          `while the client waited for ${this.step}`,
+        possiblyAuthenticationFailure: afterStartOk
+      })
+    )
+  }
+
+  private expect<T extends Method["_tag"]>(
+    method: Method,
+    tag: T
+  ): Effect.Effect<Extract<Method, { _tag: T }>, AmqpConnectionError> {
+    if (method._tag === tag) return Effect.succeed(method as Extract<Method, { _tag: T }>)
+    const error = this.error(
+      new ProtocolViolation({ replyCode: 505, message: `expected ${tag} during the handshake, got ${method._tag}` })
+    )
+    return Effect.sync(() => this.fail(error.reason, "end")).pipe(Effect.andThen(Effect.fail(error)))
+  }
+
+  private clientProperties(): FieldTable {
+    return {
+      product: "effect-amqp",
+      version,
+      platform: `Node.js ${process.version}`,
+      information: "https://www.npmjs.com/package/@effect-amqp/client",
+      ...(this.name !== undefined ? { connection_name: this.name } : {}),
+      capabilities: {
+        publisher_confirms: true,
+        exchange_exchange_bindings: true,
+        "basic.nack": true,
+        consumer_cancel_notify: true,
+        "connection.blocked": true,
+        authentication_failure_close: true,
+        per_consumer_qos: true
+      },
+      ...this.options.clientProperties
+    }
+  }
+
+  private saslResponse(mechanism: string): Uint8Array {
+    const user = this.options.username
+    const password = Redacted.value(this.secret)
+    switch (mechanism) {
+      case "PLAIN":
+        return Buffer.from(`\u0000${user}\u0000${password}`, "utf8")
+      case "AMQPLAIN": {
+        const userBytes = Buffer.from(user, "utf8")
+        const passwordBytes = Buffer.from(password, "utf8")
+        const out = Buffer.alloc(2 * (1 + 1 + 4) + 5 + 8 + userBytes.length + passwordBytes.length)
+        let at = 0
+        at = out.writeUInt8(5, at)
+        at += out.write("LOGIN", at, "latin1")
+        at = out.writeUInt8(0x53, at)
+        at = out.writeUInt32BE(userBytes.length, at)
+        at += userBytes.copy(out, at)
+        at = out.writeUInt8(8, at)
+        at += out.write("PASSWORD", at, "latin1")
+        at = out.writeUInt8(0x53, at)
+        at = out.writeUInt32BE(passwordBytes.length, at)
+        passwordBytes.copy(out, at)
+        return out
+      }
+      default:
+        return new Uint8Array(0)
+    }
+  }
+
+  /** The AMQP handshake, bounded as a whole by `handshakeTimeout`. */
+  readonly handshake: Effect.Effect<void, AmqpConnectionError, Scope.Scope> = Effect.gen({ self: this }, function*() {
+    const deadline = Date.now() + this.options.handshakeTimeout
+    this.step = "start"
+    this.transport.write(PROTOCOL_HEADER)
+    const start = yield* this.expect(yield* this.next(deadline), "connection.start")
+    this.serverProperties = start.serverProperties
+    const mechanisms = String(start.mechanisms).split(" ")
+    const mechanism = this.options.authMechanism
+    if (!mechanisms.includes(mechanism)) {
+      const error = this.error(
+        new HandshakeFailed({
+          step: "start",
+          message: `the server does not offer ${mechanism}; it offers ${mechanisms.join(", ")}`,
+          possiblyAuthenticationFailure: false
+        })
+      )
+      this.fail(error.reason, "end")
+      return yield* Effect.fail(error)
+    }
+    this.writeMethod(
+      0,
+      Methods.connectionStartOk({
+        clientProperties: this.clientProperties(),
+        mechanism,
+        response: this.saslResponse(mechanism),
+        locale: "en_US"
+      })
+    )
+    this.step = "tune"
+    let reply = yield* this.next(deadline)
+    while (reply._tag === "connection.secure") {
+      this.step = "secure"
+      this.writeMethod(0, Methods.connectionSecureOk({ response: this.saslResponse(mechanism) }))
+      reply = yield* this.next(deadline)
+    }
+    const tune = yield* this.expect(reply, "connection.tune")
+    if (tune.frameMax !== 0 && tune.frameMax < 4096) {
+      const error = this.error(
+        new ProtocolViolation({ replyCode: 501, message: `server proposed frame_max ${tune.frameMax}, below 4096` })
+      )
+      this.fail(error.reason, "end")
+      return yield* Effect.fail(error)
+    }
+    this.tuned = {
+      channelMax: negotiate(this.options.channelMax, tune.channelMax),
+      frameMax: negotiate(this.options.frameMax, tune.frameMax),
+      heartbeat: negotiate(this.options.heartbeat, tune.heartbeat)
+    }
+    this.writeMethod(0, Methods.connectionTuneOk(this.tuned))
+    this.tuneSent = true
+    this.decoder.setFrameMax(this.tuned.frameMax)
+    this.encoder.setFrameMax(this.tuned.frameMax)
+    if (this.tuned.heartbeat > 0) {
+      this.heartbeatFiber = yield* Effect.forkScoped(tracked("heartbeat", this.heartbeatLoop), {
+        startImmediately: true
+      })
+    }
+    this.step = "open"
+    this.writeMethod(0, Methods.connectionOpen({ virtualHost: this.options.vhost }))
+    yield* this.expect(yield* this.next(deadline), "connection.open-ok")
+    this.state = "open"
+  })
+
+  // -------------------------------------------------------------------------------------------
+  // heartbeat
+  // -------------------------------------------------------------------------------------------
+
+  /**
+   * Sends a heartbeat when nothing was sent for half the interval; fails the connection when
+   * nothing arrived for two intervals. A tick that wakes late (the event loop was busy) does not
+   * judge silence: bytes may be waiting unread, so it waits one more tick and reports the lag.
+   */
+  private get heartbeatLoop(): Effect.Effect<void> {
+    const interval = this.tuned.heartbeat * 1000
+    const tick = Math.max(50, Math.floor(interval / 4))
+    return Effect.gen({ self: this }, function*() {
+      while (this.state !== "closed") {
+        const planned = Date.now() + tick
+        yield* Effect.sleep(tick)
+        const now = Date.now()
+        const lag = now - planned
+        if (lag > this.maxEventLoopLag) this.maxEventLoopLag = lag
+        if (this.isClosed()) return
+        if (now - this.transport.lastSent >= interval / 2) this.transport.write(HEARTBEAT_FRAME)
+        const silent = now - this.transport.lastReceived
+        if (silent >= 2 * interval && lag < tick) {
+          this.fail(new HeartbeatTimeout({ heartbeatSeconds: this.tuned.heartbeat, silentMillis: silent }), "destroy")
+          return
+        }
+      }
+    })
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // update-secret
+  // -------------------------------------------------------------------------------------------
+
+  updateSecret(secret: Redacted.Redacted<string>, reason: string): Effect.Effect<void, AmqpConnectionError> {
+    return Effect.suspend(() => {
+      if (this.state !== "open") return Effect.fail(this.closedError())
+      const waiter = Deferred.makeUnsafe<void>()
+      this.updateSecretOk = waiter
+      this.writeMethod(0, Methods.connectionUpdateSecret({ newSecret: Redacted.value(secret), reason }))
+      return Deferred.await(waiter).pipe(
+        Effect.andThen(Effect.suspend(() => {
+          if (this.isClosed()) return Effect.fail(this.closedError())
+          this.secret = secret
+          return Effect.void
+        }))
+      )
+    })
+  }
+
+  get currentSecret(): Redacted.Redacted<string> {
+    return this.secret
+  }
+}
+
+/** Runs the handshake on a fresh transport; the scope gets the ordered shutdown. */
+export const establish = (
+  options: ConnectionOptions,
+  transport: Transport,
+  events: PubSub.PubSub<ConnectionEvent>
+): Effect.Effect<ConnectionCore, AmqpConnectionError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const inbox = yield* Queue.unbounded<Method, Cause.Done>()
+    const core = new ConnectionCore(options, transport, events, inbox)
+    yield* Effect.addFinalizer(() => core.shutdown)
+    yield* core.handshake
+    return core
+  })

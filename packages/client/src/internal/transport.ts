@@ -1,0 +1,254 @@
+/**
+ * The socket under a connection: opens TCP or TLS with a deadline, classifies every failure into
+ * a typed reason, writes with backpressure, and ends politely (FIN, then wait for the peer) or at
+ * once (destroy). It never lets a socket `error` event go unhandled.
+ *
+ * Writes made in the same tick are corked together and leave in one system call.
+ */
+import { Deferred, Effect, Exit, type Scope } from "effect"
+import * as Net from "node:net"
+import * as Tls from "node:tls"
+import {
+  AmqpConnectionError,
+  ConnectFailed,
+  type ConnectionErrorReason,
+  Timeout,
+  TlsFailure,
+  type TlsFailureKind,
+  TransportClosed
+} from "../AmqpError.ts"
+import type { ConnectionOptions } from "../ConnectionConfig.ts"
+
+/** How the socket ended, as seen from our side. */
+export interface TransportEnd {
+  /** The peer sent FIN before the socket closed. */
+  readonly peerEnded: boolean
+  readonly error: (Error & { code?: string }) | undefined
+}
+
+export interface Transport {
+  readonly socket: Net.Socket
+  /** Resolves when the socket has closed, for any reason. */
+  readonly closed: Deferred.Deferred<TransportEnd>
+  /** Milliseconds timestamp of the last bytes received and sent. */
+  lastReceived: number
+  lastSent: number
+  /** Writes in order now; never blocks. */
+  readonly write: (data: Uint8Array) => void
+  readonly writev: (data: ReadonlyArray<Uint8Array>) => void
+  /** True when more than the write limit is queued in the socket. */
+  readonly congested: () => boolean
+  /** Waits until the socket has drained below its limit, or it closed. */
+  readonly drained: Effect.Effect<void>
+  /** FIN (TLS close_notify first), wait for the peer to close within `timeout`, then destroy. */
+  readonly end: (timeout: number) => Effect.Effect<void>
+  readonly destroy: () => void
+}
+
+/** Bytes queued in the socket above which writers wait for `drain`. */
+const WRITE_LIMIT = 1024 * 1024
+
+const fail = (reason: ConnectionErrorReason, name: string | undefined) =>
+  new AmqpConnectionError({ reason, connectionName: name })
+
+/** Classifies a TLS failure by OpenSSL's or Node's error code. */
+export const tlsKind = (error: Error & { code?: string }, sentCertificate: boolean): TlsFailureKind | undefined => {
+  const code = error.code ?? ""
+  const text = `${code} ${error.message}`
+  if (/ALTNAME|Hostname\/IP does not match/i.test(text)) return "HostnameMismatch"
+  if (/CERT_HAS_EXPIRED|CERT_NOT_YET_VALID/.test(code)) return "CertificateExpired"
+  if (
+    /UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED_CERT|UNABLE_TO_GET_ISSUER_CERT|CERT_UNTRUSTED|CERT_SIGNATURE_FAILURE|CERT_CHAIN_TOO_LONG|INVALID_CA/
+      .test(code)
+  ) {
+    return "UntrustedCertificate"
+  }
+  if (/CERTIFICATE_REQUIRED/i.test(text)) return "ClientCertificateRequired"
+  if (/ALERT_HANDSHAKE_FAILURE|ALERT_BAD_CERTIFICATE/i.test(text) && !sentCertificate) {
+    return "ClientCertificateRequired"
+  }
+  if (/WRONG_VERSION_NUMBER|PACKET_LENGTH_TOO_LONG|UNKNOWN_PROTOCOL|record layer failure/i.test(text)) return "NotTls"
+  if (/SSL|TLS/i.test(code)) return "HandshakeFailed"
+  return undefined
+}
+
+/** The reason a socket-level error ends a connection. */
+export const socketFailure = (
+  error: (Error & { code?: string }) | undefined,
+  peerEnded: boolean,
+  tls: boolean,
+  sentCertificate: boolean
+): ConnectionErrorReason => {
+  if (error !== undefined && tls) {
+    const kind = tlsKind(error, sentCertificate)
+    if (kind !== undefined) return new TlsFailure({ kind, message: error.message, code: error.code })
+  }
+  if (error === undefined) {
+    return new TransportClosed({
+      how: peerEnded ? "end" : "reset",
+      code: undefined,
+      message: peerEnded ? "the server closed the socket" : "the socket closed"
+    })
+  }
+  const how = error.code === "ECONNRESET" || error.code === "EPIPE" ? "reset" : "error"
+  return new TransportClosed({ how, code: error.code, message: error.message })
+}
+
+/**
+ * Opens the socket; the scope destroys it if nothing else closed it first.
+ */
+export const open = (
+  options: ConnectionOptions
+): Effect.Effect<Transport, AmqpConnectionError, Scope.Scope> =>
+  Effect.acquireRelease(connect(options), (transport) => Effect.sync(() => transport.destroy()))
+
+const connect = (options: ConnectionOptions) =>
+  Effect.callback<Transport, AmqpConnectionError>((resume) => {
+    const name = options.connectionName
+    const tls = options.tls
+    const sentCertificate = tls?.cert !== undefined || tls?.pfx !== undefined
+    let socket: Net.Socket
+    const base = {
+      host: options.host,
+      port: options.port,
+      noDelay: true,
+      keepAlive: true,
+      keepAliveInitialDelay: 10_000
+    }
+    if (tls !== undefined) {
+      const servername = tls.servername ?? (Net.isIP(options.host) === 0 ? options.host : undefined)
+      const tlsOptions: Tls.ConnectionOptions = {
+        ...base,
+        ...(tls.ca !== undefined ? { ca: tls.ca as Tls.ConnectionOptions["ca"] } : {}),
+        ...(tls.cert !== undefined ? { cert: tls.cert } : {}),
+        ...(tls.key !== undefined ? { key: tls.key } : {}),
+        ...(tls.pfx !== undefined ? { pfx: tls.pfx } : {}),
+        ...(tls.passphrase !== undefined ? { passphrase: tls.passphrase } : {}),
+        ...(servername !== undefined ? { servername } : {}),
+        ...(tls.minVersion !== undefined ? { minVersion: tls.minVersion } : {}),
+        rejectUnauthorized: tls.rejectUnauthorized ?? true
+      }
+      socket = Tls.connect(tlsOptions)
+    } else {
+      socket = Net.connect(base)
+    }
+    const readyEvent = tls !== undefined ? "secureConnect" : "connect"
+    let settled = false
+    let peerEnded = false
+    const closed = Deferred.makeUnsafe<TransportEnd>()
+    let lastError: (Error & { code?: string }) | undefined
+
+    const timer = setTimeout(() => {
+      if (settled) return
+      settled = true
+      const step = tls !== undefined && socket.connecting === false ? "tls" : "connect"
+      socket.destroy()
+      resume(Effect.fail(fail(new Timeout({ step, afterMillis: options.connectionTimeout }), name)))
+    }, options.connectionTimeout)
+
+    socket.on("error", (error: Error & { code?: string }) => {
+      lastError ??= error
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      socket.destroy()
+      const reason = tls !== undefined && tlsKind(error, sentCertificate) !== undefined
+        ? socketFailure(error, false, true, sentCertificate)
+        : new ConnectFailed({
+          host: options.host,
+          port: options.port,
+          code: error.code ?? "UNKNOWN",
+          message: error.message
+        })
+      resume(Effect.fail(fail(reason, name)))
+    })
+    socket.on("end", () => {
+      peerEnded = true
+    })
+    socket.on("close", () => {
+      clearTimeout(timer)
+      Deferred.doneUnsafe(closed, Exit.succeed({ peerEnded, error: lastError }))
+      if (!settled) {
+        settled = true
+        resume(Effect.fail(fail(socketFailure(lastError, peerEnded, tls !== undefined, sentCertificate), name)))
+      }
+    })
+    socket.once(readyEvent, () => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      resume(Effect.succeed(makeTransport(socket, closed)))
+    })
+
+    return Effect.sync(() => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      socket.destroy()
+    })
+  })
+
+const makeTransport = (socket: Net.Socket, closed: Deferred.Deferred<TransportEnd>): Transport => {
+  let corked = false
+  const uncork = () => {
+    corked = false
+    socket.uncork()
+  }
+  const cork = () => {
+    if (corked) return
+    corked = true
+    socket.cork()
+    process.nextTick(uncork)
+  }
+  let drainWaiter: Deferred.Deferred<void> | undefined
+  socket.on("drain", () => {
+    const waiter = drainWaiter
+    drainWaiter = undefined
+    if (waiter !== undefined) Deferred.doneUnsafe(waiter, Exit.void)
+  })
+  const isOpen = () => !socket.destroyed && socket.writable
+
+  const transport: Transport = {
+    socket,
+    closed,
+    lastReceived: Date.now(),
+    lastSent: Date.now(),
+    write: (data) => {
+      if (!isOpen()) return
+      cork()
+      socket.write(data)
+      transport.lastSent = Date.now()
+    },
+    writev: (data) => {
+      if (!isOpen()) return
+      cork()
+      for (const chunk of data) socket.write(chunk)
+      transport.lastSent = Date.now()
+    },
+    congested: () => socket.writableLength >= WRITE_LIMIT && isOpen(),
+    drained: Effect.suspend(() => {
+      if (!transport.congested()) return Effect.void
+      if (drainWaiter === undefined) drainWaiter = Deferred.makeUnsafe<void>()
+      const waiter = drainWaiter
+      return Effect.raceFirst(Deferred.await(waiter), Effect.asVoid(Deferred.await(closed)))
+    }),
+    end: (timeout) =>
+      Effect.gen(function*() {
+        if (!socket.destroyed) {
+          if (corked) uncork()
+          socket.end()
+          yield* Deferred.await(closed).pipe(Effect.timeoutOption(timeout))
+        }
+        socket.destroy()
+      }),
+    destroy: () => {
+      socket.destroy()
+    }
+  }
+  socket.on("close", () => {
+    const waiter = drainWaiter
+    drainWaiter = undefined
+    if (waiter !== undefined) Deferred.doneUnsafe(waiter, Exit.void)
+  })
+  return transport
+}
