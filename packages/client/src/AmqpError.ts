@@ -267,3 +267,119 @@ export class AmqpClosedError extends Data.TaggedError("AmqpClosedError")<{
 export class AmqpConfigError extends Data.TaggedError("AmqpConfigError")<{
   readonly message: string
 }> {}
+
+/**
+ * The broker nacked a publish (`basic.nack`): for example a full queue with overflow
+ * `reject-publish`.
+ *
+ * @since 0.1.0
+ * @category reasons
+ */
+export class Nacked extends Data.TaggedClass("Nacked")<{
+  readonly deliveryTag: number
+}> {}
+
+/**
+ * A mandatory publish could not be routed to any queue (`basic.return`).
+ *
+ * @since 0.1.0
+ * @category reasons
+ */
+export class Returned extends Data.TaggedClass("Returned")<{
+  readonly replyCode: number
+  readonly replyText: string
+  readonly exchange: string
+  readonly routingKey: string
+}> {}
+
+/**
+ * The channel or connection ended before the broker confirmed the publish: it may or may not have
+ * been routed.
+ *
+ * @since 0.1.0
+ * @category reasons
+ */
+export class Unconfirmed extends Data.TaggedClass("Unconfirmed")<{
+  readonly cause: AmqpChannelError | AmqpConnectionError
+}> {}
+
+/**
+ * The broker blocked the connection (`connection.blocked`) for longer than the publish deadline.
+ *
+ * @since 0.1.0
+ * @category reasons
+ */
+export class BlockedTimeout extends Data.TaggedClass("BlockedTimeout")<{
+  readonly reason: string
+  readonly afterMillis: number
+}> {}
+
+/**
+ * @since 0.1.0
+ * @category reasons
+ */
+export type PublishFailure = Nacked | Returned | Unconfirmed | BlockedTimeout
+
+/**
+ * A publish did not end as confirmed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AmqpPublishError extends Data.TaggedError("AmqpPublishError")<{
+  readonly reason: PublishFailure
+}> {
+  override get message(): string {
+    const reason = this.reason
+    switch (reason._tag) {
+      case "Nacked":
+        return `the broker nacked publish ${reason.deliveryTag}`
+      case "Returned":
+        return `unroutable: ${reason.replyCode} ${reason.replyText} (exchange "${reason.exchange}", ` +
+          `routing key "${reason.routingKey}")`
+      case "Unconfirmed":
+        return `unconfirmed: ${reason.cause.message}`
+      case "BlockedTimeout":
+        return `the broker blocked publishing for more than ${reason.afterMillis} ms: ${reason.reason}`
+    }
+  }
+}
+
+/**
+ * The broker cancelled a consumer (`basic.cancel`), for example because its queue was deleted.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AmqpConsumerCancelled extends Data.TaggedError("AmqpConsumerCancelled")<{
+  readonly consumerTag: string
+  readonly queue: string
+}> {
+  override get message(): string {
+    return `the broker cancelled consumer ${this.consumerTag} of queue "${this.queue}"`
+  }
+}
+
+/**
+ * A delivery from an earlier channel incarnation was acknowledged after a reconnect. It was not
+ * sent: its delivery tag means nothing to the new channel and would close it with 406.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AmqpStaleDelivery extends Data.TaggedError("AmqpStaleDelivery")<{
+  readonly deliveryTag: number
+  readonly operation: "ack" | "nack" | "reject"
+}> {
+  override get message(): string {
+    return `${this.operation} of delivery ${this.deliveryTag} dropped: it belongs to a channel that no longer exists`
+  }
+}
+
+/**
+ * Why a channel ended: the broker closed it, its connection ended, or the application closed it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ChannelEndCause = AmqpChannelError | AmqpConnectionError | AmqpClosedError

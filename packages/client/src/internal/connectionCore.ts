@@ -80,6 +80,7 @@ export class ConnectionCore {
   tuned: Tuned = { channelMax: 0, frameMax: 0, heartbeat: 0 }
   serverProperties: FieldTable = {}
   blockedReason: string | undefined
+  private unblocked = Deferred.makeUnsafe<void>()
   maxEventLoopLag = 0
   private readonly inbox: Queue.Queue<Method, Cause.Done>
   private closeOk = Deferred.makeUnsafe<void>()
@@ -109,6 +110,11 @@ export class ConnectionCore {
 
   /** Waits until the connection has ended and returns why. */
   readonly closedSignal: Effect.Effect<AmqpConnectionError> = Effect.suspend(() => Deferred.await(this.ended))
+
+  /** Completes when the broker unblocks the connection, or the connection ends. */
+  readonly unblockedSignal: Effect.Effect<void> = Effect.suspend(() =>
+    Effect.raceFirst(Deferred.await(this.unblocked), Effect.asVoid(Deferred.await(this.ended)))
+  )
 
   isClosed(): boolean {
     return this.state === "closed"
@@ -213,10 +219,12 @@ export class ConnectionCore {
         return
       case "connection.blocked":
         this.blockedReason = method.reason
+        if (Deferred.isDoneUnsafe(this.unblocked)) this.unblocked = Deferred.makeUnsafe<void>()
         PubSub.publishUnsafe(this.events, { _tag: "Blocked", reason: method.reason })
         return
       case "connection.unblocked":
         this.blockedReason = undefined
+        Deferred.doneUnsafe(this.unblocked, Exit.void)
         PubSub.publishUnsafe(this.events, { _tag: "Unblocked" })
         return
       case "connection.update-secret-ok": {
@@ -270,6 +278,7 @@ export class ConnectionCore {
     this.failure = error
     Deferred.doneUnsafe(this.ended, Exit.succeed(error))
     Deferred.doneUnsafe(this.closeOk, Exit.void)
+    Deferred.doneUnsafe(this.unblocked, Exit.void)
     if (this.updateSecretOk !== undefined) Deferred.doneUnsafe(this.updateSecretOk, Exit.void)
     Queue.endUnsafe(this.inbox)
     for (const sink of this.sinks.values()) sink.onConnectionClosed(error)

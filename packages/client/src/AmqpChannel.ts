@@ -1,0 +1,453 @@
+/**
+ * `AmqpChannel`: a scoped channel on an `AmqpConnection`, with every operation of the protocol
+ * typed: exchanges, queues, bindings, qos, publishing (with confirms), consuming as a `Stream`,
+ * `basic.get`, acknowledgements, transactions.
+ *
+ * One synchronous method is in flight per channel; concurrent callers wait their turn in order.
+ * A channel error from the broker (404, 406, 403, 405 ...) ends this channel with an
+ * `AmqpChannelError`; the connection and its other channels carry on. Closing the scope stops the
+ * consumers, lets outstanding confirms arrive (bounded), then sends `channel.close`.
+ *
+ * @since 0.1.0
+ */
+import { type BasicProperties, type Command, type FieldTable, Methods } from "@effect-amqp/protocol"
+import { Cause, Context, Effect, Layer, Option, Queue, type Scope, Stream } from "effect"
+import { AmqpConnection } from "./AmqpConnection.ts"
+import {
+  AmqpClosedError,
+  type AmqpConnectionError,
+  AmqpConsumerCancelled,
+  type AmqpPublishError,
+  AmqpStaleDelivery
+} from "./AmqpError.ts"
+import { ChannelCore, type ChannelFailure, type ConsumerSink } from "./internal/channelCore.ts"
+import { tracked } from "./internal/liveFibers.ts"
+
+/**
+ * The ways an operation on a channel can fail: the broker closed the channel, the connection
+ * ended, or the channel was already closed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type ChannelError = ChannelFailure | AmqpClosedError
+
+/**
+ * A message delivered to a consumer or fetched with `get`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Delivery {
+  readonly consumerTag: string
+  readonly deliveryTag: number
+  readonly redelivered: boolean
+  readonly exchange: string
+  readonly routingKey: string
+  readonly properties: BasicProperties
+  readonly body: Uint8Array
+  /** Acknowledges this delivery (and every earlier one on the channel with `multiple`). */
+  readonly ack: (options?: { readonly multiple?: boolean }) => Effect.Effect<void, AckError>
+  /** Rejects this delivery; `requeue` defaults to true. */
+  readonly nack: (
+    options?: { readonly multiple?: boolean; readonly requeue?: boolean }
+  ) => Effect.Effect<void, AckError>
+  /** Rejects this one delivery; `requeue` defaults to true. */
+  readonly reject: (options?: { readonly requeue?: boolean }) => Effect.Effect<void, AckError>
+}
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type AckError = AmqpStaleDelivery | AmqpClosedError | AmqpConnectionError
+
+/**
+ * `basic.get`'s message, with the number of messages left in the queue.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface GetResult extends Delivery {
+  readonly messageCount: number
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ExchangeDeclareOptions {
+  readonly passive?: boolean
+  readonly durable?: boolean
+  readonly autoDelete?: boolean
+  readonly internal?: boolean
+  readonly arguments?: FieldTable
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface QueueDeclareOptions {
+  readonly passive?: boolean
+  readonly durable?: boolean
+  readonly exclusive?: boolean
+  readonly autoDelete?: boolean
+  /** For example `x-queue-type`, `x-message-ttl`, `x-dead-letter-exchange`, `x-max-length`. */
+  readonly arguments?: FieldTable
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface QueueDeclareOk {
+  readonly queue: string
+  readonly messageCount: number
+  readonly consumerCount: number
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface PublishOptions {
+  readonly mandatory?: boolean
+  readonly properties?: BasicProperties
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConsumeOptions {
+  readonly consumerTag?: string
+  readonly noAck?: boolean
+  readonly exclusive?: boolean
+  readonly noLocal?: boolean
+  /** For example `x-stream-offset`, `x-priority`. */
+  readonly arguments?: FieldTable
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ChannelOptions {
+  /** Publishes awaiting a confirm before more publishers wait (confirm mode). Default 1,000. */
+  readonly maxOutstandingConfirms?: number
+  /** Milliseconds a publish waits while the broker blocks the connection. Default: no deadline. */
+  readonly blockedTimeout?: number
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface AmqpChannel {
+  readonly id: number
+  readonly exchangeDeclare: (
+    exchange: string,
+    type: string,
+    options?: ExchangeDeclareOptions
+  ) => Effect.Effect<void, ChannelError>
+  readonly exchangeDelete: (
+    exchange: string,
+    options?: { readonly ifUnused?: boolean }
+  ) => Effect.Effect<void, ChannelError>
+  readonly exchangeBind: (
+    destination: string,
+    source: string,
+    routingKey: string,
+    args?: FieldTable
+  ) => Effect.Effect<void, ChannelError>
+  readonly exchangeUnbind: (
+    destination: string,
+    source: string,
+    routingKey: string,
+    args?: FieldTable
+  ) => Effect.Effect<void, ChannelError>
+  /** Declares a queue; an empty name asks the server to name it. */
+  readonly queueDeclare: (queue?: string, options?: QueueDeclareOptions) => Effect.Effect<QueueDeclareOk, ChannelError>
+  readonly queueBind: (
+    queue: string,
+    exchange: string,
+    routingKey: string,
+    args?: FieldTable
+  ) => Effect.Effect<void, ChannelError>
+  readonly queueUnbind: (
+    queue: string,
+    exchange: string,
+    routingKey: string,
+    args?: FieldTable
+  ) => Effect.Effect<void, ChannelError>
+  /** Returns the number of messages purged. */
+  readonly queuePurge: (queue: string) => Effect.Effect<number, ChannelError>
+  /** Returns the number of messages deleted with the queue. */
+  readonly queueDelete: (
+    queue: string,
+    options?: { readonly ifUnused?: boolean; readonly ifEmpty?: boolean }
+  ) => Effect.Effect<number, ChannelError>
+  readonly qos: (
+    prefetchCount: number,
+    options?: { readonly prefetchSize?: number; readonly global?: boolean }
+  ) => Effect.Effect<void, ChannelError>
+  /** Puts the channel in confirm mode: every publish then waits for the broker's ack. */
+  readonly confirmSelect: Effect.Effect<void, ChannelError>
+  /**
+   * Publishes a message. In confirm mode it completes when the broker confirms it, and fails with
+   * `AmqpPublishError` when nacked, returned (mandatory and unroutable) or left unconfirmed.
+   */
+  readonly publish: (
+    exchange: string,
+    routingKey: string,
+    body: Uint8Array,
+    options?: PublishOptions
+  ) => Effect.Effect<void, AmqpPublishError | ChannelError>
+  /** Consumes a queue as a stream; ending the stream or its scope sends `basic.cancel`. */
+  readonly consume: (
+    queue: string,
+    options?: ConsumeOptions
+  ) => Stream.Stream<Delivery, ChannelError | AmqpConsumerCancelled>
+  /** `basic.get`: one message, or none. */
+  readonly get: (
+    queue: string,
+    options?: { readonly noAck?: boolean }
+  ) => Effect.Effect<Option.Option<GetResult>, ChannelError>
+  /** Acknowledges by delivery tag (prefer `delivery.ack()`). */
+  readonly ack: (deliveryTag: number, multiple?: boolean) => Effect.Effect<void, AckError>
+  readonly nack: (deliveryTag: number, multiple?: boolean, requeue?: boolean) => Effect.Effect<void, AckError>
+  readonly reject: (deliveryTag: number, requeue?: boolean) => Effect.Effect<void, AckError>
+  /** `basic.recover`: redeliver every unacknowledged message. */
+  readonly recover: (requeue?: boolean) => Effect.Effect<void, ChannelError>
+  readonly txSelect: Effect.Effect<void, ChannelError>
+  readonly txCommit: Effect.Effect<void, ChannelError>
+  readonly txRollback: Effect.Effect<void, ChannelError>
+  /** Waits until the channel has ended and returns why. */
+  readonly closed: Effect.Effect<ChannelFailure | AmqpClosedError>
+  readonly isOpen: Effect.Effect<boolean>
+  /** @internal */
+  readonly core: ChannelCore
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export const AmqpChannel: Context.Service<AmqpChannel, AmqpChannel> = Context.Service<AmqpChannel>(
+  "@effect-amqp/client/AmqpChannel"
+)
+
+/**
+ * Opens a channel on `connection`; it closes with the scope.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  connection: AmqpConnection,
+  options: ChannelOptions = {}
+): Effect.Effect<AmqpChannel, ChannelError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const conn = connection.core
+    const coreOptions = {
+      maxOutstandingConfirms: options.maxOutstandingConfirms ?? 1000,
+      blockedTimeout: options.blockedTimeout
+    }
+    const core = yield* Effect.acquireRelease(
+      Effect.suspend(() => {
+        if (conn.isClosed()) return Effect.fail(new AmqpClosedError({ what: "connection", cause: conn.failure }))
+        let core: ChannelCore | undefined
+        const id = conn.allocateChannel({
+          onCommand: (command) => core!.onCommand(command),
+          onConnectionClosed: (error) => core!.onConnectionClosed(error)
+        })
+        if (id === undefined) {
+          return Effect.fail(
+            new AmqpClosedError({ what: "channel", cause: undefined }).pipe((e) => e)
+          )
+        }
+        core = new ChannelCore(id, conn, coreOptions)
+        return Effect.succeed(core)
+      }),
+      (core) => core.close
+    )
+    yield* core.rpc(Methods.channelOpen())
+    core.state = "open"
+    return makeChannel(core)
+  }).pipe(Effect.withSpan("AmqpChannel.make"))
+
+const makeChannel = (core: ChannelCore): AmqpChannel => {
+  const rpc = core.rpc.bind(core)
+  const deliveryOf = (command: Command, consumerTag: string, deliveryTag: number, redelivered: boolean) => ({
+    consumerTag,
+    deliveryTag,
+    redelivered,
+    properties: command.properties ?? {},
+    body: command.body ?? new Uint8Array(0),
+    ack: (o?: { readonly multiple?: boolean }) => ack(deliveryTag, o?.multiple ?? false),
+    nack: (o?: { readonly multiple?: boolean; readonly requeue?: boolean }) =>
+      nack(deliveryTag, o?.multiple ?? false, o?.requeue ?? true),
+    reject: (o?: { readonly requeue?: boolean }) => reject(deliveryTag, o?.requeue ?? true)
+  })
+  const ack = (deliveryTag: number, multiple = false) => core.send(Methods.basicAck({ deliveryTag, multiple }))
+  const nack = (deliveryTag: number, multiple = false, requeue = true) =>
+    core.send(Methods.basicNack({ deliveryTag, multiple, requeue }))
+  const reject = (deliveryTag: number, requeue = true) => core.send(Methods.basicReject({ deliveryTag, requeue }))
+
+  const consume = (queue: string, options: ConsumeOptions = {}) =>
+    Stream.unwrap(Effect.gen(function*() {
+      const buffer = yield* Queue.unbounded<Delivery, ChannelError | AmqpConsumerCancelled | Cause.Done>()
+      let tag = options.consumerTag ?? ""
+      let cancelling = false
+      const noAck = options.noAck ?? false
+      const sink: ConsumerSink = {
+        onDelivery: (command) => {
+          const m = command.method
+          if (m._tag !== "basic.deliver") return
+          if (cancelling) {
+            if (!noAck) core.write(Methods.basicReject({ deliveryTag: m.deliveryTag, requeue: true }))
+            return
+          }
+          Queue.offerUnsafe(buffer, {
+            ...deliveryOf(command, m.consumerTag, m.deliveryTag, m.redelivered),
+            exchange: m.exchange,
+            routingKey: m.routingKey
+          })
+        },
+        onCancelledByBroker: () => {
+          Queue.failCauseUnsafe(buffer, Cause.fail(new AmqpConsumerCancelled({ consumerTag: tag, queue })))
+        },
+        onChannelClosed: (cause) => {
+          Queue.failCauseUnsafe(buffer, Cause.fail(cause))
+        }
+      }
+      yield* Effect.acquireRelease(
+        rpc(
+          Methods.basicConsume({
+            queue,
+            consumerTag: tag,
+            noAck,
+            exclusive: options.exclusive ?? false,
+            noLocal: options.noLocal ?? false,
+            arguments: options.arguments ?? {}
+          }),
+          (reply) => {
+            if (reply.method._tag === "basic.consume-ok") {
+              tag = reply.method.consumerTag
+              core.consumers.set(tag, sink)
+            }
+          }
+        ),
+        () =>
+          Effect.gen(function*() {
+            cancelling = true
+            if (!core.consumers.has(tag) || core.isClosed()) return
+            yield* rpc(Methods.basicCancel({ consumerTag: tag })).pipe(
+              Effect.timeoutOption(core.connection.options.closeTimeout),
+              Effect.ignore
+            )
+            core.consumers.delete(tag)
+            if (!noAck) {
+              const left = yield* Queue.clear(buffer).pipe(Effect.orElseSucceed(() => []))
+              for (const delivery of left) {
+                core.write(Methods.basicReject({ deliveryTag: delivery.deliveryTag, requeue: true }))
+              }
+            }
+          })
+      )
+      return Stream.fromQueue(buffer)
+    }))
+
+  return {
+    id: core.id,
+    core,
+    exchangeDeclare: (exchange, type, o = {}) =>
+      Effect.asVoid(rpc(Methods.exchangeDeclare({
+        exchange,
+        type,
+        passive: o.passive ?? false,
+        durable: o.durable ?? false,
+        autoDelete: o.autoDelete ?? false,
+        internal: o.internal ?? false,
+        arguments: o.arguments ?? {}
+      }))),
+    exchangeDelete: (exchange, o = {}) =>
+      Effect.asVoid(rpc(Methods.exchangeDelete({ exchange, ifUnused: o.ifUnused ?? false }))),
+    exchangeBind: (destination, source, routingKey, args = {}) =>
+      Effect.asVoid(rpc(Methods.exchangeBind({ destination, source, routingKey, arguments: args }))),
+    exchangeUnbind: (destination, source, routingKey, args = {}) =>
+      Effect.asVoid(rpc(Methods.exchangeUnbind({ destination, source, routingKey, arguments: args }))),
+    queueDeclare: (queue = "", o = {}) =>
+      Effect.map(
+        rpc(Methods.queueDeclare({
+          queue,
+          passive: o.passive ?? false,
+          durable: o.durable ?? false,
+          exclusive: o.exclusive ?? false,
+          autoDelete: o.autoDelete ?? false,
+          arguments: o.arguments ?? {}
+        })),
+        (reply) => {
+          const m = reply.method as Extract<Command["method"], { _tag: "queue.declare-ok" }>
+          return { queue: m.queue, messageCount: m.messageCount, consumerCount: m.consumerCount }
+        }
+      ),
+    queueBind: (queue, exchange, routingKey, args = {}) =>
+      Effect.asVoid(rpc(Methods.queueBind({ queue, exchange, routingKey, arguments: args }))),
+    queueUnbind: (queue, exchange, routingKey, args = {}) =>
+      Effect.asVoid(rpc(Methods.queueUnbind({ queue, exchange, routingKey, arguments: args }))),
+    queuePurge: (queue) =>
+      Effect.map(
+        rpc(Methods.queuePurge({ queue })),
+        (reply) => (reply.method as Extract<Command["method"], { _tag: "queue.purge-ok" }>).messageCount
+      ),
+    queueDelete: (queue, o = {}) =>
+      Effect.map(
+        rpc(Methods.queueDelete({ queue, ifUnused: o.ifUnused ?? false, ifEmpty: o.ifEmpty ?? false })),
+        (reply) => (reply.method as Extract<Command["method"], { _tag: "queue.delete-ok" }>).messageCount
+      ),
+    qos: (prefetchCount, o = {}) =>
+      Effect.asVoid(
+        rpc(Methods.basicQos({ prefetchCount, prefetchSize: o.prefetchSize ?? 0, global: o.global ?? false }))
+      ),
+    confirmSelect: Effect.asVoid(rpc(Methods.confirmSelect(), () => {
+      core.confirmMode = true
+    })),
+    publish: (exchange, routingKey, body, o = {}) =>
+      core.publish(exchange, routingKey, body, o.properties ?? {}, o.mandatory ?? false),
+    consume,
+    get: (queue, o = {}) =>
+      Effect.map(rpc(Methods.basicGet({ queue, noAck: o.noAck ?? false })), (reply) => {
+        const m = reply.method
+        if (m._tag !== "basic.get-ok") return Option.none()
+        return Option.some({
+          ...deliveryOf(reply, "", m.deliveryTag, m.redelivered),
+          exchange: m.exchange,
+          routingKey: m.routingKey,
+          messageCount: m.messageCount
+        })
+      }),
+    ack,
+    nack,
+    reject,
+    recover: (requeue = true) => Effect.asVoid(rpc(Methods.basicRecover({ requeue }))),
+    txSelect: Effect.asVoid(rpc(Methods.txSelect())),
+    txCommit: Effect.asVoid(rpc(Methods.txCommit())),
+    txRollback: Effect.asVoid(rpc(Methods.txRollback())),
+    closed: Effect.suspend(() => core.awaitEnd),
+    isOpen: Effect.sync(() => !core.isClosed())
+  }
+}
+
+/**
+ * A layer that opens one channel on the `AmqpConnection` in context.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options?: ChannelOptions): Layer.Layer<AmqpChannel, ChannelError, AmqpConnection> =>
+  Layer.effect(AmqpChannel, AmqpConnection.use((connection) => make(connection, options)))
+
+void tracked
+void AmqpStaleDelivery

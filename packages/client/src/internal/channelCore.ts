@@ -1,0 +1,368 @@
+/**
+ * The state machine under `AmqpChannel`: synchronous methods one at a time, publisher confirms,
+ * consumers, and the ways a channel ends.
+ *
+ * Replies are matched in the connection's `data` callback, synchronously and in order, so a
+ * `basic.consume-ok` registers its consumer before the first delivery behind it is routed. When
+ * the channel ends, every waiter ends with the same cause: a pending method with it, a waiting
+ * publish as `Unconfirmed`, a consumer stream with it.
+ */
+import { type Command, type Method, methodInfo, methodName, Methods, type MethodTag } from "@effect-amqp/protocol"
+import type { BasicProperties } from "@effect-amqp/protocol"
+import { Deferred, Effect, Exit, Semaphore } from "effect"
+import {
+  AmqpChannelError,
+  AmqpClosedError,
+  AmqpConnectionError,
+  AmqpPublishError,
+  BlockedTimeout,
+  ClosedByApplication,
+  Returned
+} from "../AmqpError.ts"
+import { ConfirmTracker } from "./confirms.ts"
+import type { ChannelSink, ConnectionCore } from "./connectionCore.ts"
+
+export type ChannelFailure = AmqpChannelError | AmqpConnectionError
+
+/** What a consumer gets from its channel. */
+export interface ConsumerSink {
+  readonly onDelivery: (command: Command) => void
+  readonly onCancelledByBroker: () => void
+  readonly onChannelClosed: (cause: ChannelFailure) => void
+}
+
+interface PendingRpc {
+  readonly expect: ReadonlyArray<MethodTag>
+  readonly deferred: Deferred.Deferred<Command, ChannelFailure>
+  readonly onReply: ((command: Command) => void) | undefined
+}
+
+export interface ChannelOptions {
+  /** Publishes awaiting a confirm before further publishers wait. */
+  readonly maxOutstandingConfirms: number
+  /** How long a publish waits while the broker blocks the connection; undefined waits forever. */
+  readonly blockedTimeout: number | undefined
+}
+
+export class ChannelCore implements ChannelSink {
+  readonly id: number
+  readonly connection: ConnectionCore
+  readonly options: ChannelOptions
+  state: "opening" | "open" | "closing" | "closed" = "opening"
+  failure: ChannelFailure | undefined
+  readonly ended = Deferred.makeUnsafe<ChannelFailure | AmqpClosedError>()
+  readonly rpcLock = Semaphore.makeUnsafe(1)
+  private pending: PendingRpc | undefined
+  private closeOk = Deferred.makeUnsafe<void>()
+  confirmMode = false
+  readonly confirms = new ConfirmTracker()
+  /** Confirm-window slots held: publishes awaiting a confirm, or about to be written. */
+  private slots = 0
+  /** Publishers waiting for a slot, first come first served. */
+  private readonly slotWaiters: Array<Deferred.Deferred<void>> = []
+  readonly consumers = new Map<string, ConsumerSink>()
+  /** Unconfirmed-mode `basic.return`s, for whoever listens. */
+  onReturn: ((returned: Returned, command: Command) => void) | undefined
+
+  constructor(id: number, connection: ConnectionCore, options: ChannelOptions) {
+    this.id = id
+    this.connection = connection
+    this.options = options
+    this.confirms.onSettled = (count) => {
+      for (let i = 0; i < count; i++) this.releaseSlot()
+    }
+  }
+
+  readonly awaitEnd: Effect.Effect<ChannelFailure | AmqpClosedError> = Effect.suspend(() => Deferred.await(this.ended))
+
+  isClosed(): boolean {
+    return this.state === "closed"
+  }
+
+  closedError(): AmqpClosedError {
+    return new AmqpClosedError({ what: "channel", cause: this.failure })
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // inbound
+  // -------------------------------------------------------------------------------------------
+
+  onCommand(command: Command): void {
+    const method = command.method
+    switch (method._tag) {
+      case "basic.deliver": {
+        const consumer = this.consumers.get(method.consumerTag)
+        if (consumer !== undefined) consumer.onDelivery(command)
+        return
+      }
+      case "basic.ack":
+        if (this.confirmMode) this.confirms.ack(method.deliveryTag, method.multiple)
+        return
+      case "basic.nack":
+        if (this.confirmMode) this.confirms.nack(method.deliveryTag, method.multiple)
+        return
+      case "basic.return": {
+        const returned = new Returned({
+          replyCode: method.replyCode,
+          replyText: method.replyText,
+          exchange: method.exchange,
+          routingKey: method.routingKey
+        })
+        if (!(this.confirmMode && this.confirms.returned(returned))) this.onReturn?.(returned, command)
+        return
+      }
+      case "basic.cancel": {
+        const consumer = this.consumers.get(method.consumerTag)
+        this.consumers.delete(method.consumerTag)
+        if (!method.nowait) this.write(Methods.basicCancelOk({ consumerTag: method.consumerTag }))
+        consumer?.onCancelledByBroker()
+        return
+      }
+      case "channel.close": {
+        this.write(Methods.channelCloseOk())
+        this.fail(
+          new AmqpChannelError({
+            channel: this.id,
+            replyCode: method.replyCode,
+            replyText: method.replyText,
+            classId: method.classId,
+            methodId: method.methodId,
+            method: methodName(method.classId, method.methodId)
+          })
+        )
+        this.connection.releaseChannel(this.id)
+        return
+      }
+      case "channel.close-ok":
+        Deferred.doneUnsafe(this.closeOk, Exit.void)
+        return
+      case "channel.flow":
+        this.write(Methods.channelFlowOk({ active: method.active }))
+        return
+      default: {
+        const pending = this.pending
+        if (pending !== undefined && pending.expect.includes(method._tag)) {
+          this.pending = undefined
+          pending.onReply?.(command)
+          Deferred.doneUnsafe(pending.deferred, Exit.succeed(command))
+        }
+      }
+    }
+  }
+
+  onConnectionClosed(error: AmqpConnectionError): void {
+    this.fail(error)
+  }
+
+  /** Ends the channel once: every waiter gets `cause`. */
+  fail(cause: ChannelFailure): void {
+    if (this.state === "closed") return
+    this.state = "closed"
+    this.failure = cause
+    Deferred.doneUnsafe(this.ended, Exit.succeed(cause))
+    Deferred.doneUnsafe(this.closeOk, Exit.void)
+    const pending = this.pending
+    this.pending = undefined
+    if (pending !== undefined) Deferred.doneUnsafe(pending.deferred, Exit.fail(cause))
+    this.confirms.failAll(cause)
+    for (const waiter of this.slotWaiters.splice(0)) Deferred.doneUnsafe(waiter, Exit.void)
+    for (const consumer of this.consumers.values()) consumer.onChannelClosed(cause)
+    this.consumers.clear()
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // outbound
+  // -------------------------------------------------------------------------------------------
+
+  write(method: Method): void {
+    if (this.state === "closed") return
+    this.connection.writeMethod(this.id, method)
+  }
+
+  /** Sends a method that expects no reply, once the socket has room. */
+  send(method: Method): Effect.Effect<void, AmqpClosedError | AmqpConnectionError> {
+    return Effect.suspend((): Effect.Effect<void, AmqpClosedError | AmqpConnectionError> => {
+      if (this.state === "closed") return Effect.fail(this.closedError())
+      return this.connection.send(this.id, method)
+    })
+  }
+
+  /**
+   * Sends a synchronous method and waits for its reply; one at a time per channel, in the order
+   * callers arrived. `onReply` runs synchronously as the reply is routed.
+   */
+  rpc(method: Method, onReply?: (command: Command) => void): Effect.Effect<Command, ChannelFailure | AmqpClosedError> {
+    const expect = methodInfo[method._tag].responses
+    return this.rpcLock.withPermit(
+      Effect.suspend((): Effect.Effect<Command, ChannelFailure | AmqpClosedError> => {
+        if (this.state === "closed" || this.state === "closing") return Effect.fail(this.closedError())
+        const deferred = Deferred.makeUnsafe<Command, ChannelFailure>()
+        this.pending = { expect, deferred, onReply }
+        this.connection.writeMethod(this.id, method)
+        return Deferred.await(deferred)
+      })
+    )
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // publishing
+  // -------------------------------------------------------------------------------------------
+
+  /** Waits while the broker blocks the connection, with the channel's deadline. */
+  private readonly unblocked: Effect.Effect<void, AmqpPublishError> = Effect.suspend(() => {
+    const connection = this.connection
+    const reason = connection.blockedReason
+    if (reason === undefined) return Effect.void
+    const timeout = this.options.blockedTimeout
+    const wait = Effect.raceFirst(connection.unblockedSignal, Effect.asVoid(Deferred.await(this.ended)))
+    if (timeout === undefined) return wait
+    return wait.pipe(
+      Effect.timeoutOrElse({
+        duration: timeout,
+        orElse: () =>
+          Effect.fail(new AmqpPublishError({ reason: new BlockedTimeout({ reason, afterMillis: timeout }) }))
+      })
+    )
+  })
+
+  /** Takes a confirm-window slot, waiting in line when the window is full. */
+  private readonly acquireSlot: Effect.Effect<void> = Effect.suspend(() => {
+    if (this.slots < this.options.maxOutstandingConfirms && this.slotWaiters.length === 0) {
+      this.slots++
+      return Effect.void
+    }
+    const waiter = Deferred.makeUnsafe<void>()
+    this.slotWaiters.push(waiter)
+    return Deferred.await(waiter).pipe(
+      Effect.onInterrupt(() =>
+        Effect.sync(() => {
+          const index = this.slotWaiters.indexOf(waiter)
+          if (index >= 0) this.slotWaiters.splice(index, 1)
+          else this.releaseSlot()
+        })
+      )
+    )
+  })
+
+  /** Frees a slot, handing it straight to the first waiter if there is one. */
+  private releaseSlot(): void {
+    const next = this.slotWaiters.shift()
+    if (next !== undefined) Deferred.doneUnsafe(next, Exit.void)
+    else if (this.slots > 0) this.slots--
+  }
+
+  publish(
+    exchange: string,
+    routingKey: string,
+    body: Uint8Array,
+    properties: BasicProperties,
+    mandatory: boolean
+  ): Effect.Effect<void, AmqpPublishError | AmqpClosedError | ChannelFailure> {
+    return Effect.suspend(() => {
+      if (this.state === "closed") return Effect.fail(this.closedError())
+      const connection = this.connection
+      const ready = connection.blockedReason === undefined && !connection.transport.congested()
+      if (!this.confirmMode) {
+        if (ready) return this.writeMessage(exchange, routingKey, body, properties, mandatory)
+        return this.unblocked.pipe(
+          Effect.andThen(connection.transport.drained),
+          Effect.andThen(Effect.suspend(() => this.writeMessage(exchange, routingKey, body, properties, mandatory)))
+        )
+      }
+      const confirmed = Effect.suspend((): Effect.Effect<void, AmqpPublishError | AmqpClosedError> => {
+        if (this.state === "closed") {
+          this.releaseSlot()
+          return Effect.fail(this.closedError())
+        }
+        const deferred = Deferred.makeUnsafe<void, AmqpPublishError>()
+        const frames = this.encode(exchange, routingKey, body, properties, mandatory)
+        this.confirms.add({ deferred, exchange, routingKey, mandatory, returned: undefined })
+        this.writeFrames(frames)
+        return Deferred.await(deferred)
+      })
+      if (ready && this.slots < this.options.maxOutstandingConfirms && this.slotWaiters.length === 0) {
+        this.slots++
+        return confirmed
+      }
+      return this.unblocked.pipe(
+        Effect.andThen(this.acquireSlot),
+        Effect.andThen(connection.transport.drained),
+        Effect.andThen(confirmed)
+      )
+    })
+  }
+
+  private encode(
+    exchange: string,
+    routingKey: string,
+    body: Uint8Array,
+    properties: BasicProperties,
+    mandatory: boolean
+  ): Buffer | Array<Uint8Array> {
+    return this.connection.encoder.message(
+      this.id,
+      Methods.basicPublish({ exchange, routingKey, mandatory }),
+      properties,
+      body
+    )
+  }
+
+  private writeMessage(
+    exchange: string,
+    routingKey: string,
+    body: Uint8Array,
+    properties: BasicProperties,
+    mandatory: boolean
+  ): Effect.Effect<void, AmqpClosedError> {
+    if (this.state === "closed") return Effect.fail(this.closedError())
+    this.writeFrames(this.encode(exchange, routingKey, body, properties, mandatory))
+    return Effect.void
+  }
+
+  private writeFrames(frames: Buffer | Array<Uint8Array>): void {
+    const transport = this.connection.transport
+    if (Array.isArray(frames)) transport.writev(frames)
+    else transport.write(frames)
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // closing
+  // -------------------------------------------------------------------------------------------
+
+  /**
+   * Closes the channel politely: consumers stop, outstanding confirms get `closeTimeout` to
+   * arrive, then `channel.close` and its `close-ok` (bounded). The id is freed afterwards.
+   */
+  readonly close: Effect.Effect<void> = Effect.suspend(() => {
+    if (this.state === "closed") {
+      this.connection.releaseChannel(this.id)
+      return Effect.void
+    }
+    const timeout = this.connection.options.closeTimeout
+    return Effect.gen({ self: this }, function*() {
+      const cause = new AmqpClosedError({ what: "channel", cause: undefined })
+      for (const consumer of this.consumers.values()) consumer.onChannelClosed(cause as never)
+      this.consumers.clear()
+      if (this.confirmMode && this.confirms.outstanding > 0) {
+        yield* Effect.suspend(() => this.awaitConfirmsDrained).pipe(Effect.timeoutOption(timeout))
+      }
+      if (this.state !== "closed") {
+        this.state = "closing"
+        this.connection.writeMethod(
+          this.id,
+          Methods.channelClose({ replyCode: 200, replyText: "Goodbye", classId: 0, methodId: 0 })
+        )
+        yield* Deferred.await(this.closeOk).pipe(Effect.timeoutOption(timeout))
+      }
+      this.fail(this.connection.error(new ClosedByApplication()))
+      this.connection.releaseChannel(this.id)
+    }).pipe(Effect.uninterruptible)
+  })
+
+  private get awaitConfirmsDrained(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.confirms.outstanding === 0 || this.state === "closed") return Effect.void
+      return Effect.sleep(5).pipe(Effect.andThen(this.awaitConfirmsDrained))
+    })
+  }
+}
