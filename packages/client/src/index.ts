@@ -18,3 +18,8 @@ export * from "./AmqpError.ts"
  * @since 0.1.0
  */
 export * as ConnectionConfig from "./ConnectionConfig.ts"
+
+/**
+ * @since 0.1.0
+ */
+export * as AmqpChannel from "./AmqpChannel.ts"
