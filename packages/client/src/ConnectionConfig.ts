@@ -68,6 +68,11 @@ export interface ConnectionOptions {
   /** Shown in the management UI and `rabbitmqctl list_connections client_properties`. */
   readonly connectionName: string | undefined
   readonly clientProperties: FieldTable | undefined
+  /**
+   * Decode message headers as `Typed` values that keep each field's AMQP type (for tools that show
+   * them). Off by default: headers decode to plain values.
+   */
+  readonly typedHeaders: boolean
 }
 
 const Port = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 65535 }))
@@ -118,7 +123,8 @@ export const defaults: ConnectionOptions = {
   closeTimeout: 5_000,
   authMechanism: "PLAIN",
   connectionName: undefined,
-  clientProperties: undefined
+  clientProperties: undefined,
+  typedHeaders: false
 }
 
 /**

@@ -69,7 +69,7 @@ export class ConnectionCore {
   readonly options: ConnectionOptions
   readonly transport: Transport
   readonly name: string | undefined
-  readonly decoder = new FrameDecoder({ frameMax: 131072 })
+  readonly decoder: FrameDecoder
   readonly encoder: MessageEncoder
   readonly ended = Deferred.makeUnsafe<AmqpConnectionError>()
   readonly events: PubSub.PubSub<ConnectionEvent>
@@ -104,6 +104,7 @@ export class ConnectionCore {
     this.events = events
     this.secret = options.password
     this.encoder = new MessageEncoder({ frameMax: 131072 })
+    this.decoder = new FrameDecoder({ frameMax: 131072, typedHeaders: options.typedHeaders })
     transport.socket.on("data", (chunk: Buffer) => this.onData(chunk))
     transport.socket.on("close", () => this.onSocketClosed())
   }
