@@ -35,8 +35,8 @@ const EMPTY = new Uint8Array(0)
 export class CommandAssembler {
   private method: Method | undefined
   private header: HeaderFrame | undefined
-  private body: Buffer | undefined
-  private firstChunk: Uint8Array | undefined
+  /** Body frames received so far; joined only once the body is complete. */
+  private chunks: Array<Uint8Array> = []
   private received = 0
 
   readonly channel: number
@@ -75,8 +75,7 @@ export class CommandAssembler {
   reset(): void {
     this.method = undefined
     this.header = undefined
-    this.body = undefined
-    this.firstChunk = undefined
+    this.chunks.length = 0
     this.received = 0
   }
 
@@ -98,18 +97,10 @@ export class CommandAssembler {
       throw frameError(`content body of ${total} bytes exceeds the ${header.bodySize} its header announced`)
     }
     if (total === header.bodySize && this.received === 0) return this.complete(chunk)
-    if (this.received === 0) {
-      this.firstChunk = chunk
-    } else {
-      if (this.body === undefined) {
-        this.body = Buffer.allocUnsafe(header.bodySize)
-        this.body.set(this.firstChunk!, 0)
-        this.firstChunk = undefined
-      }
-      this.body.set(chunk, this.received)
-    }
+    // Memory follows the bytes that arrived, never the size the header announced.
+    if (chunk.length > 0) this.chunks.push(chunk)
     this.received = total
-    if (total === header.bodySize) return this.complete(this.body!)
+    if (total === header.bodySize) return this.complete(Buffer.concat(this.chunks, total))
     return undefined
   }
 
