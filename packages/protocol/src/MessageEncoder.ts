@@ -51,9 +51,15 @@ export class MessageEncoder {
 
   /** One method frame. */
   method(channel: number, method: Method): Buffer {
-    this.w.reserve(4096, SLAB_SIZE)
-    writeMethodFrame(this.w, channel, method)
-    return this.w.cut()
+    const w = this.w
+    w.reserve(4096, SLAB_SIZE)
+    const start = w.pos
+    try {
+      writeMethodFrame(w, channel, method)
+    } catch (error) {
+      this.discard(start, error)
+    }
+    return w.cut()
   }
 
   /**
@@ -75,8 +81,7 @@ export class MessageEncoder {
       writeMethodFrame(w, channel, method)
       writeHeaderFrame(w, channel, BASIC_CLASS, size, properties)
     } catch (error) {
-      w.pos = start
-      throw error instanceof AmqpEncodeError ? error : new AmqpEncodeError({ message: String(error) })
+      this.discard(start, error)
     }
     if (copy) {
       for (let offset = 0; offset < size; offset += this.maxPayload) {
@@ -97,6 +102,12 @@ export class MessageEncoder {
     }
     out.push(w.cut())
     return out
+  }
+
+  /** Forgets the bytes of a frame that failed half-way, so the next cut does not hand them out. */
+  private discard(start: number, error: unknown): never {
+    this.w.pos = start
+    throw error instanceof AmqpEncodeError ? error : new AmqpEncodeError({ message: String(error) })
   }
 }
 
