@@ -10,7 +10,7 @@
  *
  * @since 0.1.0
  */
-import { FRAME_END, FRAME_OVERHEAD, FrameType } from "./Frame.ts"
+import { FRAME_END, FRAME_MIN_SIZE, FRAME_OVERHEAD, FrameType } from "./Frame.ts"
 import { beginFrame, endFrame, writeHeaderFrame, writeMethodFrame } from "./Frame.ts"
 import type { BasicPublish, Method } from "./generated/Methods.ts"
 import { BufferWriter } from "./internal/BufferWriter.ts"
@@ -111,4 +111,7 @@ export class MessageEncoder {
   }
 }
 
-const payloadLimit = (frameMax: number): number => (frameMax === 0 ? 128 * 1024 : frameMax) - FRAME_OVERHEAD
+// Below the spec's minimum a body frame could carry nothing (the loop would never end); the decoder
+// raises such a frame_max to the minimum too.
+const payloadLimit = (frameMax: number): number =>
+  (frameMax === 0 ? 128 * 1024 : Math.max(frameMax, FRAME_MIN_SIZE)) - FRAME_OVERHEAD
