@@ -13,15 +13,18 @@
 import { type BasicProperties, type Command, type FieldTable, Methods } from "@effect-amqp/protocol"
 import { Cause, Context, Effect, Layer, Option, Queue, type Scope, Stream } from "effect"
 import { AmqpConnection } from "./AmqpConnection.ts"
+import { AmqpChannelLimit, AmqpClosedError, AmqpConsumerCancelled, type AmqpPublishError } from "./AmqpError.ts"
+import { ChannelCore, type ChannelFailure } from "./internal/channelCore.ts"
 import {
-  AmqpClosedError,
-  type AmqpConnectionError,
-  AmqpConsumerCancelled,
-  type AmqpPublishError,
-  AmqpStaleDelivery
-} from "./AmqpError.ts"
-import { ChannelCore, type ChannelFailure, type ConsumerSink } from "./internal/channelCore.ts"
-import { tracked } from "./internal/liveFibers.ts"
+  type AckError,
+  acknowledge,
+  type ConsumeOptions,
+  type Delivery,
+  makeDelivery,
+  startConsumer
+} from "./internal/consumer.ts"
+
+export type { AckError, ConsumeOptions, Delivery } from "./internal/consumer.ts"
 
 /**
  * The ways an operation on a channel can fail: the broker closed the channel, the connection
@@ -30,37 +33,7 @@ import { tracked } from "./internal/liveFibers.ts"
  * @since 0.1.0
  * @category errors
  */
-export type ChannelError = ChannelFailure | AmqpClosedError
-
-/**
- * A message delivered to a consumer or fetched with `get`.
- *
- * @since 0.1.0
- * @category models
- */
-export interface Delivery {
-  readonly consumerTag: string
-  readonly deliveryTag: number
-  readonly redelivered: boolean
-  readonly exchange: string
-  readonly routingKey: string
-  readonly properties: BasicProperties
-  readonly body: Uint8Array
-  /** Acknowledges this delivery (and every earlier one on the channel with `multiple`). */
-  readonly ack: (options?: { readonly multiple?: boolean }) => Effect.Effect<void, AckError>
-  /** Rejects this delivery; `requeue` defaults to true. */
-  readonly nack: (
-    options?: { readonly multiple?: boolean; readonly requeue?: boolean }
-  ) => Effect.Effect<void, AckError>
-  /** Rejects this one delivery; `requeue` defaults to true. */
-  readonly reject: (options?: { readonly requeue?: boolean }) => Effect.Effect<void, AckError>
-}
-
-/**
- * @since 0.1.0
- * @category errors
- */
-export type AckError = AmqpStaleDelivery | AmqpClosedError | AmqpConnectionError
+export type ChannelError = ChannelFailure | AmqpClosedError | AmqpChannelLimit
 
 /**
  * `basic.get`'s message, with the number of messages left in the queue.
@@ -114,19 +87,6 @@ export interface QueueDeclareOk {
 export interface PublishOptions {
   readonly mandatory?: boolean
   readonly properties?: BasicProperties
-}
-
-/**
- * @since 0.1.0
- * @category models
- */
-export interface ConsumeOptions {
-  readonly consumerTag?: string
-  readonly noAck?: boolean
-  readonly exclusive?: boolean
-  readonly noLocal?: boolean
-  /** For example `x-stream-offset`, `x-priority`. */
-  readonly arguments?: FieldTable
 }
 
 /**
@@ -226,8 +186,6 @@ export interface AmqpChannel {
   /** Waits until the channel has ended and returns why. */
   readonly closed: Effect.Effect<ChannelFailure | AmqpClosedError>
   readonly isOpen: Effect.Effect<boolean>
-  /** @internal */
-  readonly core: ChannelCore
 }
 
 /**
@@ -248,6 +206,17 @@ export const make = (
   connection: AmqpConnection,
   options: ChannelOptions = {}
 ): Effect.Effect<AmqpChannel, ChannelError, Scope.Scope> =>
+  Effect.map(openCore(connection, options), makeChannel).pipe(Effect.withSpan("AmqpChannel.make"))
+
+/**
+ * Opens a channel and returns its state machine too, for the recovering channels.
+ *
+ * @internal
+ */
+export const openCore = (
+  connection: AmqpConnection,
+  options: ChannelOptions = {}
+): Effect.Effect<ChannelCore, ChannelError, Scope.Scope> =>
   Effect.gen(function*() {
     const conn = connection.core
     const coreOptions = {
@@ -255,18 +224,14 @@ export const make = (
       blockedTimeout: options.blockedTimeout
     }
     const core = yield* Effect.acquireRelease(
-      Effect.suspend(() => {
+      Effect.suspend((): Effect.Effect<ChannelCore, AmqpClosedError | AmqpChannelLimit> => {
         if (conn.isClosed()) return Effect.fail(new AmqpClosedError({ what: "connection", cause: conn.failure }))
         let core: ChannelCore | undefined
         const id = conn.allocateChannel({
           onCommand: (command) => core!.onCommand(command),
           onConnectionClosed: (error) => core!.onConnectionClosed(error)
         })
-        if (id === undefined) {
-          return Effect.fail(
-            new AmqpClosedError({ what: "channel", cause: undefined }).pipe((e) => e)
-          )
-        }
+        if (id === undefined) return Effect.fail(new AmqpChannelLimit({ channelMax: conn.tuned.channelMax }))
         core = new ChannelCore(id, conn, coreOptions)
         return Effect.succeed(core)
       }),
@@ -274,85 +239,34 @@ export const make = (
     )
     yield* core.rpc(Methods.channelOpen())
     core.state = "open"
-    return makeChannel(core)
-  }).pipe(Effect.withSpan("AmqpChannel.make"))
-
-const makeChannel = (core: ChannelCore): AmqpChannel => {
-  const rpc = core.rpc.bind(core)
-  const deliveryOf = (command: Command, consumerTag: string, deliveryTag: number, redelivered: boolean) => ({
-    consumerTag,
-    deliveryTag,
-    redelivered,
-    properties: command.properties ?? {},
-    body: command.body ?? new Uint8Array(0),
-    ack: (o?: { readonly multiple?: boolean }) => ack(deliveryTag, o?.multiple ?? false),
-    nack: (o?: { readonly multiple?: boolean; readonly requeue?: boolean }) =>
-      nack(deliveryTag, o?.multiple ?? false, o?.requeue ?? true),
-    reject: (o?: { readonly requeue?: boolean }) => reject(deliveryTag, o?.requeue ?? true)
+    return core
   })
-  const ack = (deliveryTag: number, multiple = false) => core.send(Methods.basicAck({ deliveryTag, multiple }))
-  const nack = (deliveryTag: number, multiple = false, requeue = true) =>
-    core.send(Methods.basicNack({ deliveryTag, multiple, requeue }))
-  const reject = (deliveryTag: number, requeue = true) => core.send(Methods.basicReject({ deliveryTag, requeue }))
+
+/**
+ * Wraps an open channel state machine in the public interface.
+ *
+ * @internal
+ */
+export const makeChannel = (core: ChannelCore): AmqpChannel => {
+  const rpc = core.rpc.bind(core)
 
   const consume = (queue: string, options: ConsumeOptions = {}) =>
     Stream.unwrap(Effect.gen(function*() {
       const buffer = yield* Queue.unbounded<Delivery, ChannelError | AmqpConsumerCancelled | Cause.Done>()
-      let tag = options.consumerTag ?? ""
-      let cancelling = false
-      const noAck = options.noAck ?? false
-      const sink: ConsumerSink = {
-        onDelivery: (command) => {
-          const m = command.method
-          if (m._tag !== "basic.deliver") return
-          if (cancelling) {
-            if (!noAck) core.write(Methods.basicReject({ deliveryTag: m.deliveryTag, requeue: true }))
-            return
-          }
-          Queue.offerUnsafe(buffer, {
-            ...deliveryOf(command, m.consumerTag, m.deliveryTag, m.redelivered),
-            exchange: m.exchange,
-            routingKey: m.routingKey
-          })
-        },
-        onCancelledByBroker: () => {
-          Queue.failCauseUnsafe(buffer, Cause.fail(new AmqpConsumerCancelled({ consumerTag: tag, queue })))
-        },
-        onChannelClosed: (cause) => {
-          Queue.failCauseUnsafe(buffer, Cause.fail(cause))
-        }
-      }
       yield* Effect.acquireRelease(
-        rpc(
-          Methods.basicConsume({
-            queue,
-            consumerTag: tag,
-            noAck,
-            exclusive: options.exclusive ?? false,
-            noLocal: options.noLocal ?? false,
-            arguments: options.arguments ?? {}
-          }),
-          (reply) => {
-            if (reply.method._tag === "basic.consume-ok") {
-              tag = reply.method.consumerTag
-              core.consumers.set(tag, sink)
-            }
-          }
-        ),
-        () =>
+        startConsumer(core, queue, options, {
+          offer: (delivery) => Queue.offerUnsafe(buffer, delivery),
+          cancelledByBroker: (consumerTag) =>
+            Queue.failCauseUnsafe(buffer, Cause.fail(new AmqpConsumerCancelled({ consumerTag, queue }))),
+          channelClosed: (cause) => Queue.failCauseUnsafe(buffer, Cause.fail(cause))
+        }),
+        (consumer) =>
           Effect.gen(function*() {
-            cancelling = true
-            if (!core.consumers.has(tag) || core.isClosed()) return
-            yield* rpc(Methods.basicCancel({ consumerTag: tag })).pipe(
-              Effect.timeoutOption(core.connection.options.closeTimeout),
-              Effect.ignore
-            )
-            core.consumers.delete(tag)
-            if (!noAck) {
-              const left = yield* Queue.clear(buffer).pipe(Effect.orElseSucceed(() => []))
-              for (const delivery of left) {
-                core.write(Methods.basicReject({ deliveryTag: delivery.deliveryTag, requeue: true }))
-              }
+            yield* consumer.cancel
+            if (options.noAck === true) return
+            const left = yield* Queue.clear(buffer).pipe(Effect.orElseSucceed(() => []))
+            for (const delivery of left) {
+              core.write(Methods.basicReject({ deliveryTag: delivery.deliveryTag, requeue: true }))
             }
           })
       )
@@ -361,7 +275,6 @@ const makeChannel = (core: ChannelCore): AmqpChannel => {
 
   return {
     id: core.id,
-    core,
     exchangeDeclare: (exchange, type, o = {}) =>
       Effect.asVoid(rpc(Methods.exchangeDeclare({
         exchange,
@@ -422,15 +335,13 @@ const makeChannel = (core: ChannelCore): AmqpChannel => {
         const m = reply.method
         if (m._tag !== "basic.get-ok") return Option.none()
         return Option.some({
-          ...deliveryOf(reply, "", m.deliveryTag, m.redelivered),
-          exchange: m.exchange,
-          routingKey: m.routingKey,
+          ...makeDelivery(core, reply, { ...m, consumerTag: "" }),
           messageCount: m.messageCount
         })
       }),
-    ack,
-    nack,
-    reject,
+    ack: (deliveryTag, multiple = false) => acknowledge(core, "ack", deliveryTag, multiple, false),
+    nack: (deliveryTag, multiple = false, requeue = true) => acknowledge(core, "nack", deliveryTag, multiple, requeue),
+    reject: (deliveryTag, requeue = true) => acknowledge(core, "reject", deliveryTag, false, requeue),
     recover: (requeue = true) => Effect.asVoid(rpc(Methods.basicRecover({ requeue }))),
     txSelect: Effect.asVoid(rpc(Methods.txSelect())),
     txCommit: Effect.asVoid(rpc(Methods.txCommit())),
@@ -448,6 +359,3 @@ const makeChannel = (core: ChannelCore): AmqpChannel => {
  */
 export const layer = (options?: ChannelOptions): Layer.Layer<AmqpChannel, ChannelError, AmqpConnection> =>
   Layer.effect(AmqpChannel, AmqpConnection.use((connection) => make(connection, options)))
-
-void tracked
-void AmqpStaleDelivery

@@ -383,3 +383,17 @@ export class AmqpStaleDelivery extends Data.TaggedError("AmqpStaleDelivery")<{
  * @category models
  */
 export type ChannelEndCause = AmqpChannelError | AmqpConnectionError | AmqpClosedError
+
+/**
+ * Every channel id up to the negotiated channel_max is in use.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AmqpChannelLimit extends Data.TaggedError("AmqpChannelLimit")<{
+  readonly channelMax: number
+}> {
+  override get message(): string {
+    return `all ${this.channelMax} channels of the connection are in use (channel_max)`
+  }
+}

@@ -1,0 +1,170 @@
+/**
+ * Consumers and deliveries on one channel incarnation, shared by `AmqpChannel` and the recovering
+ * channels of `AmqpClient`.
+ *
+ * A delivery remembers the channel incarnation it came from. Acknowledging it after that channel
+ * has ended fails with `AmqpStaleDelivery` and sends nothing: its delivery tag means nothing to any
+ * later channel, and sent there it would close that channel with 406 PRECONDITION_FAILED.
+ */
+import { type Command, type FieldTable, Methods } from "@effect-amqp/protocol"
+import type { BasicProperties } from "@effect-amqp/protocol"
+import { Effect } from "effect"
+import { type AmqpClosedError, type AmqpConnectionError, AmqpStaleDelivery } from "../AmqpError.ts"
+import type { ChannelCore, ChannelFailure, ConsumerSink } from "./channelCore.ts"
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type AckError = AmqpStaleDelivery | AmqpClosedError | AmqpConnectionError
+
+/**
+ * A message delivered to a consumer or fetched with `get`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Delivery {
+  readonly consumerTag: string
+  readonly deliveryTag: number
+  readonly redelivered: boolean
+  readonly exchange: string
+  readonly routingKey: string
+  readonly properties: BasicProperties
+  readonly body: Uint8Array
+  /** Acknowledges this delivery (and every earlier one on the channel with `multiple`). */
+  readonly ack: (options?: { readonly multiple?: boolean }) => Effect.Effect<void, AckError>
+  /** Rejects this delivery; `requeue` defaults to true. */
+  readonly nack: (
+    options?: { readonly multiple?: boolean; readonly requeue?: boolean }
+  ) => Effect.Effect<void, AckError>
+  /** Rejects this one delivery; `requeue` defaults to true. */
+  readonly reject: (options?: { readonly requeue?: boolean }) => Effect.Effect<void, AckError>
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConsumeOptions {
+  readonly consumerTag?: string
+  readonly noAck?: boolean
+  readonly exclusive?: boolean
+  readonly noLocal?: boolean
+  /** For example `x-stream-offset`, `x-priority`. */
+  readonly arguments?: FieldTable
+}
+
+const EMPTY = new Uint8Array(0)
+
+/** Sends an acknowledgement on `core`, or reports it stale when that channel has ended. */
+export const acknowledge = (
+  core: ChannelCore,
+  operation: "ack" | "nack" | "reject",
+  deliveryTag: number,
+  multiple: boolean,
+  requeue: boolean
+): Effect.Effect<void, AckError> =>
+  Effect.suspend((): Effect.Effect<void, AckError> => {
+    if (core.isClosed()) return Effect.fail(new AmqpStaleDelivery({ deliveryTag, operation }))
+    switch (operation) {
+      case "ack":
+        return core.send(Methods.basicAck({ deliveryTag, multiple }))
+      case "nack":
+        return core.send(Methods.basicNack({ deliveryTag, multiple, requeue }))
+      case "reject":
+        return core.send(Methods.basicReject({ deliveryTag, requeue }))
+    }
+  })
+
+export const makeDelivery = (
+  core: ChannelCore,
+  command: Command,
+  fields: {
+    readonly consumerTag: string
+    readonly deliveryTag: number
+    readonly redelivered: boolean
+    readonly exchange: string
+    readonly routingKey: string
+  }
+): Delivery => {
+  const deliveryTag = fields.deliveryTag
+  return {
+    ...fields,
+    properties: command.properties ?? {},
+    body: command.body ?? EMPTY,
+    ack: (o) => acknowledge(core, "ack", deliveryTag, o?.multiple ?? false, false),
+    nack: (o) => acknowledge(core, "nack", deliveryTag, o?.multiple ?? false, o?.requeue ?? true),
+    reject: (o) => acknowledge(core, "reject", deliveryTag, false, o?.requeue ?? true)
+  }
+}
+
+/** Where a consumer's deliveries and its end go. */
+export interface ConsumerOutlet {
+  readonly offer: (delivery: Delivery) => void
+  readonly cancelledByBroker: (consumerTag: string) => void
+  readonly channelClosed: (cause: ChannelFailure | AmqpClosedError) => void
+}
+
+/** A running `basic.consume` on one channel incarnation. */
+export interface ConsumerHandle {
+  readonly consumerTag: string
+  /** `basic.cancel` (bounded); deliveries that arrive meanwhile are rejected with requeue. */
+  readonly cancel: Effect.Effect<void>
+}
+
+/**
+ * Starts a consumer. It is registered as the `consume-ok` is routed, so no delivery behind the
+ * reply can miss it.
+ */
+export const startConsumer = (
+  core: ChannelCore,
+  queue: string,
+  options: ConsumeOptions,
+  outlet: ConsumerOutlet
+): Effect.Effect<ConsumerHandle, ChannelFailure | AmqpClosedError> => {
+  const noAck = options.noAck ?? false
+  let cancelling = false
+  let consumerTag = options.consumerTag ?? ""
+  const sink: ConsumerSink = {
+    onDelivery: (command) => {
+      const m = command.method
+      if (m._tag !== "basic.deliver") return
+      if (cancelling) {
+        if (!noAck) core.write(Methods.basicReject({ deliveryTag: m.deliveryTag, requeue: true }))
+        return
+      }
+      outlet.offer(makeDelivery(core, command, m))
+    },
+    onCancelledByBroker: () => outlet.cancelledByBroker(consumerTag),
+    onChannelClosed: (cause) => outlet.channelClosed(cause)
+  }
+  return core.rpc(
+    Methods.basicConsume({
+      queue,
+      consumerTag,
+      noAck,
+      exclusive: options.exclusive ?? false,
+      noLocal: options.noLocal ?? false,
+      arguments: options.arguments ?? {}
+    }),
+    (reply) => {
+      if (reply.method._tag !== "basic.consume-ok") return
+      consumerTag = reply.method.consumerTag
+      core.consumers.set(consumerTag, sink)
+    }
+  ).pipe(
+    Effect.map(() => ({
+      consumerTag,
+      cancel: Effect.suspend(() => {
+        cancelling = true
+        if (!core.consumers.has(consumerTag) || core.isClosed()) return Effect.void
+        return core.rpc(Methods.basicCancel({ consumerTag })).pipe(
+          Effect.timeoutOption(core.connection.options.closeTimeout),
+          Effect.ignore,
+          Effect.andThen(Effect.sync(() => core.consumers.delete(consumerTag)))
+        )
+      })
+    }))
+  )
+}
