@@ -110,6 +110,7 @@ export const maxDepth = 64
 
 const INT32_MIN = -2147483648
 const INT32_MAX = 2147483647
+const TWO_63 = 2 ** 63
 const INT64_MIN = -(2n ** 63n)
 const INT64_MAX = 2n ** 63n - 1n
 
@@ -153,8 +154,11 @@ const writeValue = (w: BufferWriter, value: FieldValue, depth: number): void => 
       w.octet(0x74) // t
       return w.octet(value ? 1 : 0)
     case "number":
-      if (Number.isInteger(value) && value >= INT32_MIN && value <= INT32_MAX) return writeTyped(w, "I", value, depth)
-      if (Number.isSafeInteger(value)) return writeTyped(w, "l", BigInt(value), depth)
+      if (Number.isInteger(value)) {
+        if (value >= INT32_MIN && value <= INT32_MAX) return writeTyped(w, "I", value, depth)
+        // Past 2^53 a number is still an exact integer; RabbitMQ refuses a double where it wants one.
+        if (value >= -TWO_63 && value < TWO_63) return writeTyped(w, "l", BigInt(value), depth)
+      }
       return writeTyped(w, "d", value, depth)
     case "bigint":
       return writeTyped(w, "l", value, depth)
