@@ -11,6 +11,10 @@ import { AmqpEncodeError } from "../ProtocolError.ts"
 
 const TWO_32 = 4294967296
 
+// Checked rather than wrapped: a prefetch count of 70000 must not go out as 4464.
+const outOfRange = (value: number, bits: number) =>
+  new AmqpEncodeError({ message: `${value} is not an unsigned ${bits}-bit integer` })
+
 export class BufferWriter {
   buf: Buffer
   pos = 0
@@ -67,11 +71,13 @@ export class BufferWriter {
   }
 
   octet(value: number): void {
+    if ((value & 0xff) !== value) throw outOfRange(value, 8)
     this.ensure(1)
     this.buf[this.pos++] = value
   }
 
   short(value: number): void {
+    if ((value & 0xffff) !== value) throw outOfRange(value, 16)
     this.ensure(2)
     const buf = this.buf
     buf[this.pos++] = value >>> 8
@@ -79,8 +85,9 @@ export class BufferWriter {
   }
 
   long(value: number): void {
+    if (value >>> 0 !== value) throw outOfRange(value, 32)
     this.ensure(4)
-    this.buf.writeUInt32BE(value >>> 0, this.pos)
+    this.buf.writeUInt32BE(value, this.pos)
     this.pos += 4
   }
 
