@@ -46,6 +46,7 @@ const TYPE = 0x0020
 const USER_ID = 0x0010
 const APP_ID = 0x0008
 const CLUSTER_ID = 0x0004
+const UNDEFINED_FLAG = 0x0002
 const CONTINUATION = 0x0001
 
 /** @internal */
@@ -116,8 +117,8 @@ export const writeProperties = (w: BufferWriter, p: BasicProperties): void => {
 /** @internal */
 export const readProperties = (r: BufferReader, typedHeaders = false): BasicProperties => {
   const flags = r.short()
-  if ((flags & (0x0002 | CONTINUATION)) !== 0) {
-    if ((flags & CONTINUATION) === 0) throw syntaxError("content header sets an undefined property flag")
+  if ((flags & UNDEFINED_FLAG) !== 0) throw syntaxError("content header sets an undefined property flag")
+  if ((flags & CONTINUATION) !== 0) {
     let more = r.short()
     while (more !== 0) {
       if ((more & ~CONTINUATION) !== 0) throw syntaxError("content header sets an undefined property flag")
