@@ -1,6 +1,6 @@
 /**
- * @effect-amqp/testing: fault proxy, private RabbitMQ nodes, leak probes and a scripted AMQP peer
- * for tests of AMQP clients.
+ * @effect-amqp/testing: a fault proxy, private RabbitMQ nodes, leak probes and a scripted AMQP
+ * peer, for tests of AMQP clients.
  *
  * @since 0.1.0
  */
@@ -8,4 +8,19 @@
 /**
  * @since 0.1.0
  */
+export * as BrokerNode from "./BrokerNode.ts"
+
+/**
+ * @since 0.1.0
+ */
+export * as Certificates from "./Certificates.ts"
+
+/**
+ * @since 0.1.0
+ */
 export * as FaultProxy from "./FaultProxy.ts"
+
+/**
+ * @since 0.1.0
+ */
+export * as SharedBroker from "./SharedBroker.ts"
