@@ -175,16 +175,20 @@ export interface AmqpChannel {
     options?: { readonly noAck?: boolean }
   ) => Effect.Effect<Option.Option<GetResult>, ChannelError>
   /** Acknowledges by delivery tag (prefer `delivery.ack()`). */
-  readonly ack: (deliveryTag: number, multiple?: boolean) => Effect.Effect<void, AckError>
-  readonly nack: (deliveryTag: number, multiple?: boolean, requeue?: boolean) => Effect.Effect<void, AckError>
-  readonly reject: (deliveryTag: number, requeue?: boolean) => Effect.Effect<void, AckError>
+  readonly ack: (deliveryTag: number, multiple?: boolean) => Effect.Effect<void, AckError | ChannelError>
+  readonly nack: (
+    deliveryTag: number,
+    multiple?: boolean,
+    requeue?: boolean
+  ) => Effect.Effect<void, AckError | ChannelError>
+  readonly reject: (deliveryTag: number, requeue?: boolean) => Effect.Effect<void, AckError | ChannelError>
   /** `basic.recover`: redeliver every unacknowledged message. */
   readonly recover: (requeue?: boolean) => Effect.Effect<void, ChannelError>
   readonly txSelect: Effect.Effect<void, ChannelError>
   readonly txCommit: Effect.Effect<void, ChannelError>
   readonly txRollback: Effect.Effect<void, ChannelError>
   /** Waits until the channel has ended and returns why. */
-  readonly closed: Effect.Effect<ChannelFailure | AmqpClosedError>
+  readonly closed: Effect.Effect<ChannelError>
   readonly isOpen: Effect.Effect<boolean>
 }
 

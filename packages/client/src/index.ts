@@ -23,3 +23,8 @@ export * as ConnectionConfig from "./ConnectionConfig.ts"
  * @since 0.1.0
  */
 export * as AmqpChannel from "./AmqpChannel.ts"
+
+/**
+ * @since 0.1.0
+ */
+export * as AmqpClient from "./AmqpClient.ts"

@@ -1,0 +1,694 @@
+/**
+ * `AmqpClient`: a connection that heals itself. On an unexpected loss (I/O error, reset, heartbeat
+ * timeout, `connection.close` from the broker) it reconnects under a `Schedule`, moving through the
+ * host list, and recovers what the application declared: exchanges, queues (a server-named queue
+ * gets its new name everywhere), bindings, qos, confirm mode and consumers.
+ *
+ * Channels and consumer streams from a client are handles that survive reconnects. Operations
+ * made while the link is down wait for the next one, bounded by `linkTimeout`. A publish whose
+ * confirm was lost with the link ends as `Unconfirmed`, unless the caller asked for a retry; an
+ * acknowledgement of a delivery from before the reconnect is reported stale and never sent.
+ * Each link lives in its own scope, so after any number of reconnects the process holds one
+ * socket, one heartbeat fiber and one reader per client.
+ *
+ * A close the application asked for never triggers recovery, and neither does a failure the
+ * policy gives up on: by default bad credentials, a forbidden vhost and TLS setup errors.
+ *
+ * @since 0.1.0
+ */
+import type { BasicProperties, Command } from "@effect-amqp/protocol"
+import {
+  Cause,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  Metric,
+  PubSub,
+  Queue,
+  type Redacted,
+  Schedule,
+  Scope,
+  Stream
+} from "effect"
+import { randomUUID } from "node:crypto"
+import * as AmqpChannel from "./AmqpChannel.ts"
+import * as AmqpConnection from "./AmqpConnection.ts"
+import {
+  AmqpChannelError,
+  AmqpClosedError,
+  AmqpConnectionError,
+  AmqpConsumerCancelled,
+  AmqpPublishError
+} from "./AmqpError.ts"
+import type { ConnectionOptions } from "./ConnectionConfig.ts"
+import type { ChannelCore } from "./internal/channelCore.ts"
+import { type ConsumeOptions, type ConsumerHandle, type Delivery, startConsumer } from "./internal/consumer.ts"
+import { tracked } from "./internal/liveFibers.ts"
+import { Topology } from "./internal/topology.ts"
+
+/**
+ * What happens to a client, in order.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type LifecycleEvent =
+  | { readonly _tag: "Connecting"; readonly host: string; readonly port: number; readonly attempt: number }
+  | { readonly _tag: "Connected"; readonly host: string; readonly port: number }
+  | { readonly _tag: "Blocked"; readonly reason: string }
+  | { readonly _tag: "Unblocked" }
+  | { readonly _tag: "Disconnected"; readonly cause: AmqpConnectionError }
+  | { readonly _tag: "Recovered"; readonly durationMillis: number }
+  | { readonly _tag: "RecoveryStepFailed"; readonly step: string; readonly error: unknown }
+  | { readonly _tag: "QueueRenamed"; readonly from: string; readonly to: string }
+  | { readonly _tag: "GaveUp"; readonly cause: AmqpConnectionError }
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ClientOptions {
+  /** The cluster's nodes; each attempt moves to the next. Defaults to the options' host and port. */
+  readonly hosts?: ReadonlyArray<{ readonly host: string; readonly port: number }>
+  /** Shuffle the host list once at start. */
+  readonly shuffleHosts?: boolean
+  /** When to try again after a failed attempt; it sees the typed cause. */
+  readonly reconnect?: Schedule.Schedule<unknown, AmqpConnectionError>
+  /** Milliseconds an operation waits for a live link while reconnecting. Default 30,000. */
+  readonly linkTimeout?: number
+}
+
+/**
+ * Publish options of a client channel: `retry` republishes a message whose confirm was lost with
+ * the link, under the schedule, with a stable `messageId` so consumers can drop duplicates.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ClientPublishOptions extends AmqpChannel.PublishOptions {
+  readonly retry?: Schedule.Schedule<unknown, AmqpPublishError | AmqpChannel.ChannelError>
+}
+
+/**
+ * A channel of a client: the `AmqpChannel` operations, surviving reconnects.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ClientChannel extends Omit<AmqpChannel.AmqpChannel, "publish"> {
+  readonly publish: (
+    exchange: string,
+    routingKey: string,
+    body: Uint8Array,
+    options?: ClientPublishOptions
+  ) => Effect.Effect<void, AmqpPublishError | AmqpChannel.ChannelError>
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface ClientStats {
+  readonly connected: boolean
+  readonly reconnects: number
+  readonly lastRecoveryMillis: number | undefined
+  readonly host: string | undefined
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface AmqpClient {
+  /** Opens a channel that is re-opened, with its qos, confirm mode and consumers, after a reconnect. */
+  readonly channel: (
+    options?: AmqpChannel.ChannelOptions
+  ) => Effect.Effect<ClientChannel, AmqpChannel.ChannelError, Scope.Scope>
+  /** Lifecycle events from now on. */
+  readonly events: Stream.Stream<LifecycleEvent>
+  /** A subscription to lifecycle events that starts at once, for callers that must not miss any. */
+  readonly subscribe: Effect.Effect<PubSub.Subscription<LifecycleEvent>, never, Scope.Scope>
+  /** The current link, waiting for one while reconnecting. */
+  readonly connection: Effect.Effect<AmqpConnection.AmqpConnection, AmqpClosedError>
+  /** Refreshes the credentials now and for every later reconnect. */
+  readonly updateSecret: (
+    secret: Redacted.Redacted<string>,
+    reason: string
+  ) => Effect.Effect<void, AmqpConnectionError | AmqpClosedError>
+  readonly stats: Effect.Effect<ClientStats>
+}
+
+/**
+ * Exponential backoff from 100 ms with jitter, capped at 30 s, forever, except for failures a
+ * retry cannot fix (`AmqpConnectionError.isPermanent`).
+ *
+ * @since 0.1.0
+ * @category schedules
+ */
+export const defaultReconnect: Schedule.Schedule<unknown, AmqpConnectionError> = Schedule.min([
+  Schedule.exponential("100 millis"),
+  Schedule.spaced("30 seconds")
+]).pipe(
+  Schedule.jittered,
+  Schedule.setInputType<AmqpConnectionError>(),
+  Schedule.while(({ input }) => !input.isPermanent)
+)
+
+const reconnects = Metric.counter("effect_amqp_reconnects_total", { description: "completed reconnects" })
+const recoveryTime = Metric.timer("effect_amqp_recovery_duration", { description: "from loss to recovered" })
+
+interface Link {
+  readonly connection: AmqpConnection.AmqpConnection
+  readonly scope: Scope.Closeable
+  readonly host: string
+}
+
+const isConnectionLoss = (error: { readonly _tag: string }): boolean =>
+  error._tag === "AmqpConnectionError" || error._tag === "AmqpClosedError"
+
+/**
+ * Connects (under the reconnect policy) and keeps the link alive until the scope closes.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  options: ConnectionOptions,
+  clientOptions: ClientOptions = {}
+): Effect.Effect<AmqpClient, AmqpConnectionError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const events = yield* Effect.acquireRelease(PubSub.unbounded<LifecycleEvent>(), PubSub.shutdown)
+    const supervisor = new Supervisor(options, clientOptions, events)
+    const fiber = yield* Effect.forkScoped(tracked("recovery", supervisor.run), { startImmediately: true })
+    yield* Effect.addFinalizer(() => supervisor.stop.pipe(Effect.andThen(Fiber.interrupt(fiber))))
+    yield* Deferred.await(supervisor.firstLink)
+    return {
+      channel: (channelOptions) => supervisor.channel(channelOptions ?? {}),
+      events: Stream.fromPubSub(events),
+      subscribe: PubSub.subscribe(events),
+      connection: Effect.map(supervisor.awaitLink, (link) => link.connection),
+      updateSecret: (secret, reason) => supervisor.updateSecret(secret, reason),
+      stats: Effect.sync(() => supervisor.stats())
+    } satisfies AmqpClient
+  }).pipe(Effect.withSpan("AmqpClient.make"))
+
+class Supervisor {
+  readonly topology = new Topology()
+  readonly channels = new Set<LogicalChannel>()
+  readonly firstLink = Deferred.makeUnsafe<void, AmqpConnectionError>()
+  private live = Deferred.makeUnsafe<Link, AmqpClosedError>()
+  link: Link | undefined
+  stopped = false
+  private readonly hosts: ReadonlyArray<{ readonly host: string; readonly port: number }>
+  private attempt = 0
+  private secret: Redacted.Redacted<string>
+  private reconnectCount = 0
+  private lastRecovery: number | undefined
+  private lastCause: AmqpConnectionError | undefined
+  readonly linkTimeout: number
+
+  readonly options: ConnectionOptions
+  readonly clientOptions: ClientOptions
+  readonly events: PubSub.PubSub<LifecycleEvent>
+
+  constructor(options: ConnectionOptions, clientOptions: ClientOptions, events: PubSub.PubSub<LifecycleEvent>) {
+    this.options = options
+    this.clientOptions = clientOptions
+    this.events = events
+    const hosts = clientOptions.hosts ?? [{ host: options.host, port: options.port }]
+    this.hosts = clientOptions.shuffleHosts === true ? [...hosts].sort(() => Math.random() - 0.5) : hosts
+    this.secret = options.password
+    this.linkTimeout = clientOptions.linkTimeout ?? 30_000
+  }
+
+  emit(event: LifecycleEvent): void {
+    PubSub.publishUnsafe(this.events, event)
+  }
+
+  stats(): ClientStats {
+    return {
+      connected: this.link !== undefined,
+      reconnects: this.reconnectCount,
+      lastRecoveryMillis: this.lastRecovery,
+      host: this.link?.host
+    }
+  }
+
+  /** One connection attempt to the next host, in a scope of its own. */
+  private readonly connectOnce: Effect.Effect<Link, AmqpConnectionError> = Effect.suspend(() => {
+    const target = this.hosts[this.attempt % this.hosts.length]!
+    this.attempt++
+    this.emit({ _tag: "Connecting", host: target.host, port: target.port, attempt: this.attempt })
+    const options = { ...this.options, host: target.host, port: target.port, password: this.secret }
+    return Effect.gen({ self: this }, function*() {
+      const scope = yield* Scope.make()
+      const exit = yield* Effect.exit(Scope.provide(AmqpConnection.make(options), scope))
+      if (Exit.isFailure(exit)) {
+        yield* Scope.close(scope, exit)
+        return yield* Effect.failCause(exit.cause)
+      }
+      return { connection: exit.value, scope, host: target.host }
+    })
+  })
+
+  /** Connects, recovers, waits for the loss, and again, until stopped or the policy gives up. */
+  readonly run: Effect.Effect<void> = Effect.gen({ self: this }, function*() {
+    let lostAt: number | undefined
+    while (!this.stopped) {
+      const attempt = yield* Effect.exit(
+        Effect.retry(this.connectOnce, this.clientOptions.reconnect ?? defaultReconnect)
+      )
+      if (Exit.isFailure(attempt)) {
+        const error = Cause.findErrorOption(attempt.cause)
+        if (error._tag === "Some") {
+          this.emit({ _tag: "GaveUp", cause: error.value })
+          Deferred.doneUnsafe(this.firstLink, Exit.fail(error.value))
+          Deferred.doneUnsafe(this.live, Exit.fail(new AmqpClosedError({ what: "connection", cause: error.value })))
+        }
+        this.stopped = true
+        return
+      }
+      const link = attempt.value
+      this.emit({ _tag: "Connected", host: link.host, port: link.connection.options.port })
+      yield* this.forwardBlocked(link)
+      yield* this.recover(link)
+      if (lostAt !== undefined) {
+        const millis = Date.now() - lostAt
+        this.reconnectCount++
+        this.lastRecovery = millis
+        yield* Metric.update(reconnects, 1)
+        yield* Metric.update(recoveryTime, Duration.millis(millis))
+        this.emit({ _tag: "Recovered", durationMillis: millis })
+      }
+      this.link = link
+      Deferred.doneUnsafe(this.live, Exit.succeed(link))
+      Deferred.doneUnsafe(this.firstLink, Exit.void)
+      const cause = yield* link.connection.closed
+      lostAt = Date.now()
+      this.link = undefined
+      this.live = Deferred.makeUnsafe<Link, AmqpClosedError>()
+      this.lastCause = cause
+      yield* Scope.close(link.scope, Exit.void)
+      if (this.stopped || cause.reason._tag === "ClosedByApplication") return
+      this.emit({ _tag: "Disconnected", cause })
+    }
+  })
+
+  /** The application closes the client: no more recovery, the link closes politely. */
+  readonly stop: Effect.Effect<void> = Effect.suspend(() => {
+    this.stopped = true
+    const link = this.link
+    this.link = undefined
+    Deferred.doneUnsafe(this.live, Exit.fail(new AmqpClosedError({ what: "connection", cause: undefined })))
+    return link === undefined ? Effect.void : Scope.close(link.scope, Exit.void)
+  })
+
+  private forwardBlocked(link: Link): Effect.Effect<void> {
+    return link.connection.events.pipe(
+      Stream.runForEach((event) =>
+        Effect.sync(() => {
+          if (event._tag === "Blocked") this.emit({ _tag: "Blocked", reason: event.reason })
+          if (event._tag === "Unblocked") this.emit({ _tag: "Unblocked" })
+        })
+      ),
+      Effect.forkIn(link.scope, { startImmediately: true }),
+      Effect.asVoid
+    )
+  }
+
+  /** Waits for a live link, bounded by `linkTimeout`. */
+  readonly awaitLink: Effect.Effect<Link, AmqpClosedError> = Effect.suspend(() => {
+    if (this.link !== undefined && !this.link.connection.core.isClosed()) return Effect.succeed(this.link)
+    if (this.stopped) return Effect.fail(new AmqpClosedError({ what: "connection", cause: this.lastCause }))
+    return Deferred.await(this.live).pipe(
+      Effect.timeoutOrElse({
+        duration: this.linkTimeout,
+        orElse: () => Effect.fail(new AmqpClosedError({ what: "connection", cause: this.lastCause }))
+      })
+    )
+  })
+
+  /**
+   * Declares the recorded topology again, in dependency order, then re-opens every channel. A
+   * step that fails is reported and the rest goes on.
+   */
+  private recover(link: Link): Effect.Effect<void> {
+    return Effect.gen({ self: this }, function*() {
+      const topology = this.topology
+      const hasTopology = topology.exchanges.size + topology.queues.size + topology.bindings.length > 0
+      if (hasTopology) {
+        const scope = yield* Scope.fork(link.scope)
+        let api: AmqpChannel.AmqpChannel | undefined
+        const channel = Effect.suspend(() =>
+          api !== undefined ? Effect.succeed(api) : Scope.provide(AmqpChannel.make(link.connection), scope).pipe(
+            Effect.tap((opened) => Effect.sync(() => (api = opened)))
+          )
+        )
+        const step = (name: string, run: (api: AmqpChannel.AmqpChannel) => Effect.Effect<unknown, unknown>) =>
+          channel.pipe(
+            Effect.flatMap(run),
+            Effect.catch((error) =>
+              Effect.sync(() => {
+                api = undefined
+                this.emit({ _tag: "RecoveryStepFailed", step: name, error })
+              })
+            )
+          )
+        for (const exchange of topology.exchanges.values()) {
+          yield* step(
+            `exchange ${exchange.name}`,
+            (c) => c.exchangeDeclare(exchange.name, exchange.type, exchange.options)
+          )
+        }
+        for (const queue of [...topology.queues.values()]) {
+          yield* step(
+            `queue ${queue.name}`,
+            (c) =>
+              c.queueDeclare(queue.serverNamed ? "" : queue.name, queue.options).pipe(
+                Effect.tap((ok) => Effect.sync(() => ok.queue !== queue.name && this.renameQueue(queue.name, ok.queue)))
+              )
+          )
+        }
+        const ordered = [
+          ...topology.bindings.filter((b) => b.kind === "exchange"),
+          ...topology.bindings.filter((b) => b.kind === "queue")
+        ]
+        for (const b of ordered) {
+          yield* step(`binding ${b.source} -> ${b.destination}`, (c) =>
+            b.kind === "exchange"
+              ? c.exchangeBind(b.destination, b.source, b.routingKey, b.arguments)
+              : c.queueBind(b.destination, b.source, b.routingKey, b.arguments))
+        }
+        yield* Scope.close(scope, Exit.void)
+      }
+      for (const channel of this.channels) yield* channel.attach(link)
+    })
+  }
+
+  private renameQueue(from: string, to: string): void {
+    this.topology.rename(from, to)
+    for (const channel of this.channels) {
+      for (const consumer of channel.consumers) if (consumer.queue === from) consumer.queue = to
+    }
+    this.emit({ _tag: "QueueRenamed", from, to })
+  }
+
+  channel(options: AmqpChannel.ChannelOptions): Effect.Effect<ClientChannel, AmqpChannel.ChannelError, Scope.Scope> {
+    return Effect.gen({ self: this }, function*() {
+      const channel = new LogicalChannel(this, options)
+      yield* Effect.acquireRelease(
+        Effect.sync(() => this.channels.add(channel)),
+        () => channel.close
+      )
+      const link = yield* this.awaitLink
+      yield* channel.attach(link)
+      if (channel.closedForGood !== undefined) return yield* Effect.fail(channel.closedForGood)
+      return channel.api()
+    })
+  }
+
+  updateSecret(
+    secret: Redacted.Redacted<string>,
+    reason: string
+  ): Effect.Effect<void, AmqpConnectionError | AmqpClosedError> {
+    return Effect.gen({ self: this }, function*() {
+      this.secret = secret
+      const link = yield* this.awaitLink
+      yield* link.connection.updateSecret(secret, reason)
+    })
+  }
+}
+
+/** A consumer of a client channel: its stream outlives the channel incarnations under it. */
+class LogicalConsumer {
+  handle: ConsumerHandle | undefined
+  queue: string
+  readonly options: ConsumeOptions & { readonly consumerTag: string }
+  readonly buffer: Queue.Queue<Delivery, AmqpChannel.ChannelError | AmqpConsumerCancelled | Cause.Done>
+  readonly channel: LogicalChannel
+
+  constructor(
+    queue: string,
+    options: ConsumeOptions & { readonly consumerTag: string },
+    buffer: Queue.Queue<Delivery, AmqpChannel.ChannelError | AmqpConsumerCancelled | Cause.Done>,
+    channel: LogicalChannel
+  ) {
+    this.queue = queue
+    this.options = options
+    this.buffer = buffer
+    this.channel = channel
+  }
+
+  attach(core: ChannelCore): Effect.Effect<void, AmqpChannel.ChannelError> {
+    return startConsumer(core, this.queue, this.options, {
+      offer: (delivery) => Queue.offerUnsafe(this.buffer, delivery),
+      cancelledByBroker: (consumerTag) => {
+        this.channel.consumers.delete(this)
+        Queue.failCauseUnsafe(this.buffer, Cause.fail(new AmqpConsumerCancelled({ consumerTag, queue: this.queue })))
+      },
+      channelClosed: (cause) => {
+        if (cause._tag === "AmqpChannelError") Queue.failCauseUnsafe(this.buffer, Cause.fail(cause))
+      }
+    }).pipe(Effect.tap((handle) => Effect.sync(() => (this.handle = handle))), Effect.asVoid)
+  }
+}
+
+/** A channel of a client: re-opened on every new link until a channel error or the application closes it. */
+class LogicalChannel {
+  core: ChannelCore | undefined
+  closedForGood: AmqpChannel.ChannelError | undefined
+  qos: { readonly prefetchCount: number; readonly prefetchSize: number; readonly global: boolean } | undefined
+  confirm = false
+  readonly consumers = new Set<LogicalConsumer>()
+  private ready = Deferred.makeUnsafe<ChannelCore, AmqpChannel.ChannelError>()
+
+  readonly supervisor: Supervisor
+  readonly options: AmqpChannel.ChannelOptions
+
+  constructor(supervisor: Supervisor, options: AmqpChannel.ChannelOptions) {
+    this.supervisor = supervisor
+    this.options = options
+  }
+
+  /** Opens this channel on a new link and restores its qos, confirm mode and consumers. */
+  attach(link: Link): Effect.Effect<void> {
+    if (this.closedForGood !== undefined) return Effect.void
+    return Effect.gen({ self: this }, function*() {
+      const core = yield* Scope.provide(AmqpChannel.openCore(link.connection, this.options), link.scope)
+      const api = AmqpChannel.makeChannel(core)
+      if (this.qos !== undefined) yield* api.qos(this.qos.prefetchCount, this.qos)
+      if (this.confirm) yield* api.confirmSelect
+      for (const consumer of this.consumers) {
+        yield* consumer.attach(core).pipe(
+          Effect.catch((error) =>
+            Effect.sync(() =>
+              this.supervisor.emit({ _tag: "RecoveryStepFailed", step: `consumer of ${consumer.queue}`, error })
+            )
+          )
+        )
+      }
+      this.core = core
+      Deferred.doneUnsafe(this.ready, Exit.succeed(core))
+      yield* Effect.forkIn(this.watch(core), link.scope, { startImmediately: true })
+    }).pipe(
+      Effect.catch((error) =>
+        Effect.sync(() => {
+          this.supervisor.emit({ _tag: "RecoveryStepFailed", step: `channel`, error })
+          if (error._tag === "AmqpChannelError") this.end(error)
+        })
+      )
+    )
+  }
+
+  /** Notices how this incarnation ended: a channel error ends the handle, a lost link waits. */
+  private watch(core: ChannelCore): Effect.Effect<void> {
+    return Effect.map(core.awaitEnd, (cause) => {
+      if (cause._tag === "AmqpChannelError") this.end(cause)
+      else this.detach(core)
+    })
+  }
+
+  private detach(core: ChannelCore): void {
+    if (this.core !== core) return
+    this.core = undefined
+    if (Deferred.isDoneUnsafe(this.ready)) this.ready = Deferred.makeUnsafe()
+  }
+
+  private end(cause: AmqpChannel.ChannelError): void {
+    if (this.closedForGood !== undefined) return
+    this.closedForGood = cause
+    Deferred.doneUnsafe(this.ended, Exit.succeed(cause))
+    this.core = undefined
+    Deferred.doneUnsafe(this.ready, Exit.fail(cause))
+    for (const consumer of this.consumers) Queue.failCauseUnsafe(consumer.buffer, Cause.fail(cause))
+    this.consumers.clear()
+    this.supervisor.channels.delete(this)
+  }
+
+  /** Waits until the handle has ended for good and returns why. */
+  private readonly ended = Deferred.makeUnsafe<AmqpChannel.ChannelError>()
+  readonly closedSignal: Effect.Effect<AmqpChannel.ChannelError> = Effect.suspend(() => Deferred.await(this.ended))
+
+  /** The live incarnation, waiting (bounded) while the link is down. */
+  readonly current: Effect.Effect<ChannelCore, AmqpChannel.ChannelError> = Effect.suspend(() => {
+    if (this.closedForGood !== undefined) return Effect.fail(this.closedForGood)
+    const core = this.core
+    if (core !== undefined) {
+      if (!core.isClosed()) return Effect.succeed(core)
+      if (core.failure instanceof AmqpChannelError) {
+        this.end(core.failure)
+        return Effect.fail(core.failure)
+      }
+      this.detach(core)
+    }
+    if (this.supervisor.stopped) return Effect.fail(new AmqpClosedError({ what: "channel", cause: undefined }))
+    return Deferred.await(this.ready).pipe(
+      Effect.timeoutOrElse({
+        duration: this.supervisor.linkTimeout,
+        orElse: () => Effect.fail(new AmqpClosedError({ what: "connection", cause: undefined }))
+      })
+    )
+  })
+
+  /** Runs an operation on the live incarnation; if the link dies under it, once more on the next. */
+  private op<A, E extends { readonly _tag: string }>(
+    f: (api: AmqpChannel.AmqpChannel, core: ChannelCore) => Effect.Effect<A, E>
+  ): Effect.Effect<A, E | AmqpChannel.ChannelError> {
+    const once = Effect.flatMap(this.current, (core) => f(AmqpChannel.makeChannel(core), core))
+    return once.pipe(
+      Effect.retry({
+        times: 3,
+        while: (error: E | AmqpChannel.ChannelError) =>
+          isConnectionLoss(error) && this.closedForGood === undefined && !this.supervisor.stopped
+      })
+    )
+  }
+
+  readonly close: Effect.Effect<void> = Effect.suspend(() => {
+    const core = this.core
+    this.end(new AmqpClosedError({ what: "channel", cause: undefined }))
+    return core === undefined ? Effect.void : core.close
+  })
+
+  api(): ClientChannel {
+    const topology = this.supervisor.topology
+    const record = <A>(effect: Effect.Effect<A, AmqpChannel.ChannelError>, f: (a: A) => void) =>
+      Effect.tap(effect, (a) => Effect.sync(() => f(a)))
+    return {
+      id: this.core?.id ?? 0,
+      exchangeDeclare: (exchange, type, o = {}) =>
+        record(
+          this.op((c) => c.exchangeDeclare(exchange, type, o)),
+          () => topology.exchangeDeclared({ name: exchange, type, options: o })
+        ),
+      exchangeDelete: (exchange, o) =>
+        record(this.op((c) => c.exchangeDelete(exchange, o)), () => topology.exchangeDeleted(exchange)),
+      exchangeBind: (destination, source, routingKey, args = {}) =>
+        record(
+          this.op((c) => c.exchangeBind(destination, source, routingKey, args)),
+          () => topology.bound({ kind: "exchange", destination, source, routingKey, arguments: args })
+        ),
+      exchangeUnbind: (destination, source, routingKey, args = {}) =>
+        record(
+          this.op((c) => c.exchangeUnbind(destination, source, routingKey, args)),
+          () => topology.unbound({ kind: "exchange", destination, source, routingKey, arguments: args })
+        ),
+      queueDeclare: (queue = "", o = {}) =>
+        record(
+          this.op((c) => c.queueDeclare(queue, o)),
+          (ok) => topology.queueDeclared({ name: ok.queue, serverNamed: queue === "", options: o })
+        ),
+      queueBind: (queue, exchange, routingKey, args = {}) =>
+        record(
+          this.op((c) => c.queueBind(queue, exchange, routingKey, args)),
+          () => topology.bound({ kind: "queue", destination: queue, source: exchange, routingKey, arguments: args })
+        ),
+      queueUnbind: (queue, exchange, routingKey, args = {}) =>
+        record(
+          this.op((c) => c.queueUnbind(queue, exchange, routingKey, args)),
+          () => topology.unbound({ kind: "queue", destination: queue, source: exchange, routingKey, arguments: args })
+        ),
+      queuePurge: (queue) => this.op((c) => c.queuePurge(queue)),
+      queueDelete: (queue, o) => record(this.op((c) => c.queueDelete(queue, o)), () => topology.queueDeleted(queue)),
+      qos: (prefetchCount, o = {}) =>
+        record(this.op((c) => c.qos(prefetchCount, o)), () => {
+          this.qos = { prefetchCount, prefetchSize: o.prefetchSize ?? 0, global: o.global ?? false }
+        }),
+      confirmSelect: record(this.op((c) => c.confirmSelect), () => {
+        this.confirm = true
+      }),
+      publish: (exchange, routingKey, body, o = {}) => this.publish(exchange, routingKey, body, o),
+      consume: (queue, o = {}) => this.consume(queue, o),
+      get: (queue, o) => this.op((c) => c.get(queue, o)),
+      ack: (deliveryTag, multiple) =>
+        Effect.flatMap(this.current, (core) => AmqpChannel.makeChannel(core).ack(deliveryTag, multiple)),
+      nack: (deliveryTag, multiple, requeue) =>
+        Effect.flatMap(this.current, (core) => AmqpChannel.makeChannel(core).nack(deliveryTag, multiple, requeue)),
+      reject: (deliveryTag, requeue) =>
+        Effect.flatMap(this.current, (core) => AmqpChannel.makeChannel(core).reject(deliveryTag, requeue)),
+      recover: (requeue) => this.op((c) => c.recover(requeue)),
+      txSelect: this.op((c) => c.txSelect),
+      txCommit: this.op((c) => c.txCommit),
+      txRollback: this.op((c) => c.txRollback),
+      closed: Effect.suspend(() => this.closedSignal),
+      isOpen: Effect.sync(() => this.closedForGood === undefined)
+    }
+  }
+
+  private publish(
+    exchange: string,
+    routingKey: string,
+    body: Uint8Array,
+    options: ClientPublishOptions
+  ): Effect.Effect<void, AmqpPublishError | AmqpChannel.ChannelError> {
+    const retry = options.retry
+    const properties: BasicProperties = retry !== undefined && options.properties?.messageId === undefined
+      ? { ...options.properties, messageId: randomUUID() }
+      : options.properties ?? {}
+    const attempt = Effect.flatMap(
+      this.current,
+      (core) => core.publish(exchange, routingKey, body, properties, options.mandatory ?? false)
+    )
+    if (retry === undefined) return attempt
+    return attempt.pipe(
+      Effect.retry({
+        schedule: retry,
+        while: (error) =>
+          this.closedForGood === undefined &&
+          ((error._tag === "AmqpPublishError" && error.reason._tag === "Unconfirmed") || isConnectionLoss(error))
+      })
+    )
+  }
+
+  private consume(
+    queue: string,
+    options: ConsumeOptions
+  ): Stream.Stream<Delivery, AmqpChannel.ChannelError | AmqpConsumerCancelled> {
+    return Stream.unwrap(Effect.gen({ self: this }, function*() {
+      const buffer = yield* Queue.unbounded<Delivery, AmqpChannel.ChannelError | AmqpConsumerCancelled | Cause.Done>()
+      const consumer = new LogicalConsumer(
+        queue,
+        { ...options, consumerTag: options.consumerTag ?? `effect-amqp-${randomUUID()}` },
+        buffer,
+        this
+      )
+      yield* Effect.acquireRelease(
+        Effect.gen({ self: this }, function*() {
+          const core = yield* this.current
+          yield* consumer.attach(core)
+          this.consumers.add(consumer)
+        }),
+        () =>
+          Effect.suspend(() => {
+            this.consumers.delete(consumer)
+            return consumer.handle?.cancel ?? Effect.void
+          })
+      )
+      return Stream.fromQueue(buffer)
+    }))
+  }
+}
+
+export type { Command }

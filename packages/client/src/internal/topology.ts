@@ -1,0 +1,78 @@
+/**
+ * The topology a client declared, recorded as it is declared and forgotten as it is deleted, so
+ * that recovery can declare it again in dependency order: exchanges, queues, exchange-to-exchange
+ * bindings, queue bindings. A server-named queue gets a new name on recovery; `rename` makes every
+ * binding follow it.
+ */
+import type { FieldTable } from "@effect-amqp/protocol"
+import type { ExchangeDeclareOptions, QueueDeclareOptions } from "../AmqpChannel.ts"
+
+export interface RecordedExchange {
+  readonly name: string
+  readonly type: string
+  readonly options: ExchangeDeclareOptions
+}
+
+export interface RecordedQueue {
+  name: string
+  readonly serverNamed: boolean
+  readonly options: QueueDeclareOptions
+}
+
+export interface RecordedBinding {
+  readonly kind: "queue" | "exchange"
+  destination: string
+  readonly source: string
+  readonly routingKey: string
+  readonly arguments: FieldTable
+}
+
+const sameBinding = (a: RecordedBinding, b: RecordedBinding) =>
+  a.kind === b.kind && a.destination === b.destination && a.source === b.source && a.routingKey === b.routingKey &&
+  JSON.stringify(a.arguments) === JSON.stringify(b.arguments)
+
+export class Topology {
+  readonly exchanges = new Map<string, RecordedExchange>()
+  readonly queues = new Map<string, RecordedQueue>()
+  bindings: Array<RecordedBinding> = []
+
+  exchangeDeclared(exchange: RecordedExchange): void {
+    if (exchange.options.passive === true || exchange.name === "" || exchange.name.startsWith("amq.")) return
+    this.exchanges.set(exchange.name, exchange)
+  }
+
+  exchangeDeleted(name: string): void {
+    this.exchanges.delete(name)
+    this.bindings = this.bindings.filter((b) => b.source !== name && !(b.kind === "exchange" && b.destination === name))
+  }
+
+  queueDeclared(queue: RecordedQueue): void {
+    if (queue.options.passive === true) return
+    this.queues.set(queue.name, queue)
+  }
+
+  queueDeleted(name: string): void {
+    this.queues.delete(name)
+    this.bindings = this.bindings.filter((b) => !(b.kind === "queue" && b.destination === name))
+  }
+
+  bound(binding: RecordedBinding): void {
+    if (!this.bindings.some((b) => sameBinding(b, binding))) this.bindings.push(binding)
+  }
+
+  unbound(binding: RecordedBinding): void {
+    this.bindings = this.bindings.filter((b) => !sameBinding(b, binding))
+  }
+
+  /** A server-named queue came back under a new name. */
+  rename(from: string, to: string): void {
+    const queue = this.queues.get(from)
+    if (queue === undefined) return
+    this.queues.delete(from)
+    queue.name = to
+    this.queues.set(to, queue)
+    for (const binding of this.bindings) {
+      if (binding.kind === "queue" && binding.destination === from) binding.destination = to
+    }
+  }
+}
