@@ -28,3 +28,8 @@ export * as AmqpChannel from "./AmqpChannel.ts"
  * @since 0.1.0
  */
 export * as AmqpClient from "./AmqpClient.ts"
+
+/**
+ * @since 0.1.0
+ */
+export * as AmqpPublisher from "./AmqpPublisher.ts"
