@@ -1,4 +1,20 @@
 /**
- * @effect-amqp/cli
+ * @effect-amqp/cli: the `effect-amqp` command line tool (publish, consume, demo).
+ *
+ * @since 0.1.0
  */
-export {}
+
+/**
+ * @since 0.1.0
+ */
+export * as Cli from "./Cli.ts"
+
+/**
+ * @since 0.1.0
+ */
+export * as DeliveryJson from "./DeliveryJson.ts"
+
+/**
+ * @since 0.1.0
+ */
+export * as Message from "./Message.ts"

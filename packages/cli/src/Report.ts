@@ -1,0 +1,77 @@
+/**
+ * What the commands print besides their data: one-line summaries with rates, a progress line on
+ * stderr once a second, and `CommandFailed`, the error a command fails with when the broker answered
+ * but the outcome is wrong (too few messages, lost messages).
+ *
+ * @since 0.1.0
+ */
+import { Console, Data, Effect, type Scope } from "effect"
+
+/**
+ * A command ran but did not reach its goal; `message` is the line printed on stderr.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class CommandFailed extends Data.TaggedError("CommandFailed")<{
+  readonly message: string
+}> {}
+
+/**
+ * Seconds since `startMillis`, never zero (so that rates stay finite).
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const secondsSince = (startMillis: number): number => Math.max(performance.now() - startMillis, 0.001) / 1000
+
+/**
+ * A count per second, rounded to a whole number.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const rate = (count: number, seconds: number): string => `${Math.round(count / seconds)} msg/s`
+
+/**
+ * A byte count with a binary unit: `512 B`, `48.8 KiB`, `1.2 MiB`.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const bytes = (n: number): string => {
+  if (n < 1024) return `${n} B`
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`
+}
+
+/**
+ * `"<verb> <count> messages, <bytes> bytes in <seconds> s (<rate>)"`.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const summary = (verb: string, count: number, byteCount: number, seconds: number): string =>
+  `${verb} ${count} messages, ${byteCount} bytes (${bytes(byteCount)}) in ${seconds.toFixed(2)} s ` +
+  `(${rate(count, seconds)})`
+
+/**
+ * Whether progress lines are wanted: asked for with `--progress`, or stderr is a terminal.
+ *
+ * @since 0.1.0
+ * @category progress
+ */
+export const progressWanted = (flag: boolean): boolean => flag || process.stderr.isTTY === true
+
+/**
+ * Writes `render()` to stderr once a second while the scope is open, when `enabled`.
+ *
+ * @since 0.1.0
+ * @category progress
+ */
+export const progress = (enabled: boolean, render: () => string): Effect.Effect<void, never, Scope.Scope> =>
+  enabled
+    ? Effect.asVoid(Effect.forkScoped(
+      Effect.forever(Effect.andThen(Effect.sleep("1 second"), Effect.suspend(() => Console.error(render()))))
+    ))
+    : Effect.void
