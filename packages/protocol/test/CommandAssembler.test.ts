@@ -1,0 +1,179 @@
+import { assert, describe, it } from "@effect/vitest"
+import * as fc from "fast-check"
+import { CommandAssembler } from "../src/CommandAssembler.ts"
+import type { BodyFrame, Frame, HeaderFrame, MethodFrame } from "../src/Frame.ts"
+import { Methods } from "../src/generated/Methods.ts"
+import type { BasicProperties } from "../src/Properties.ts"
+import { frameErrorOf } from "./fixtures/Errors.ts"
+import { assemble, decodeChunks, mixedBody, mixedProperties, mixedStream, pattern } from "./fixtures/Streams.ts"
+
+const CHANNEL = 5
+
+const deliver: MethodFrame = {
+  _tag: "MethodFrame",
+  channel: CHANNEL,
+  method: Methods.basicDeliver({ consumerTag: "c", deliveryTag: 1, exchange: "", routingKey: "q" })
+}
+
+const header = (bodySize: number, properties: BasicProperties = { contentType: "text/plain" }): HeaderFrame => ({
+  _tag: "HeaderFrame",
+  channel: CHANNEL,
+  classId: 60,
+  bodySize,
+  properties
+})
+
+const body = (payload: Uint8Array): BodyFrame => ({ _tag: "BodyFrame", channel: CHANNEL, payload })
+
+const pushAll = (assembler: CommandAssembler, frames: ReadonlyArray<Frame>) => frames.map((f) => assembler.push(f))
+
+describe("assembling", () => {
+  it("completes a method without content at once", () => {
+    const ack: MethodFrame = { _tag: "MethodFrame", channel: CHANNEL, method: Methods.basicAck({ deliveryTag: 3 }) }
+    const assembler = new CommandAssembler(CHANNEL)
+    assert.deepStrictEqual(assembler.push(ack), { channel: CHANNEL, method: ack.method })
+    assert.isFalse(assembler.inProgress)
+  })
+
+  it("assembles a method, its header and several body frames into one command", () => {
+    const assembler = new CommandAssembler(CHANNEL)
+    const results = pushAll(assembler, [
+      deliver,
+      header(10),
+      body(Uint8Array.of(0, 1, 2, 3)),
+      body(Uint8Array.of(4, 5)),
+      body(Uint8Array.of(6, 7, 8, 9))
+    ])
+    assert.deepStrictEqual(results.slice(0, 4), [undefined, undefined, undefined, undefined])
+    const command = results[4]
+    assert.deepStrictEqual(command?.method, deliver.method)
+    assert.deepStrictEqual(command?.properties, { contentType: "text/plain" })
+    assert.deepStrictEqual(Array.from(command?.body ?? []), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    assert.isFalse(assembler.inProgress)
+  })
+
+  it("passes a body that arrives in one frame on without copying it", () => {
+    const payload = pattern(100)
+    const [, , command] = pushAll(new CommandAssembler(CHANNEL), [deliver, header(100), body(payload)])
+    assert.strictEqual(command?.body, payload)
+  })
+
+  it("completes a zero-length body at the header", () => {
+    const assembler = new CommandAssembler(CHANNEL)
+    assert.isUndefined(assembler.push(deliver))
+    assert.isTrue(assembler.inProgress)
+    const command = assembler.push(header(0, {}))
+    assert.strictEqual(command?.body?.length, 0)
+    assert.deepStrictEqual(command?.properties, {})
+    assert.isFalse(assembler.inProgress)
+  })
+
+  it("accepts empty body frames among the others", () => {
+    const empty = new Uint8Array(0)
+    const frames = [deliver, header(3), body(empty), body(Uint8Array.of(1)), body(empty), body(Uint8Array.of(2, 3))]
+    const command = pushAll(new CommandAssembler(CHANNEL), frames).at(-1)
+    assert.deepStrictEqual(Array.from(command?.body ?? []), [1, 2, 3])
+  })
+
+  it("assembles bodies cut into frames of any sizes", () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: 300 }), { minLength: 1, maxLength: 20 }), (sizes) => {
+        const total = sizes.reduce((a, b) => a + b, 0)
+        const content = pattern(total, sizes.length)
+        const assembler = new CommandAssembler(CHANNEL)
+        assembler.push(deliver)
+        let command = assembler.push(header(total))
+        let at = 0
+        for (const size of sizes) {
+          if (command !== undefined) break
+          command = assembler.push(body(content.subarray(at, at + size)))
+          at += size
+        }
+        assert.deepStrictEqual(Array.from(command?.body ?? []), Array.from(content))
+        assert.isFalse(assembler.inProgress)
+      }),
+      { numRuns: 500 }
+    )
+  })
+
+  it("does not allocate the size a header announces before the body arrives", () => {
+    // A peer may announce any size up to 2^53 - 1; only bytes that actually arrive may cost memory.
+    const assembler = new CommandAssembler(CHANNEL)
+    pushAll(assembler, [deliver, header(2 ** 40)])
+    assert.isUndefined(assembler.push(body(pattern(10))))
+    assert.isUndefined(assembler.push(body(pattern(10))))
+    assert.isTrue(assembler.inProgress)
+  })
+
+  it("assembles the commands of a mixed stream, channel by channel", () => {
+    const commands = assemble(decodeChunks([mixedStream]))
+    assert.deepStrictEqual(commands.map((c) => [c.channel, c.method._tag]), [
+      [0, "connection.tune"],
+      [1, "basic.publish"],
+      [2, "basic.deliver"],
+      [1, "basic.ack"],
+      [3, "basic.get-ok"],
+      [4, "channel.close"]
+    ])
+    assert.deepStrictEqual(commands[1]?.properties, mixedProperties)
+    assert.isTrue(Buffer.from(commands[1]?.body ?? []).equals(mixedBody))
+    assert.strictEqual(commands[2]?.body?.length, 0)
+    assert.strictEqual(Buffer.from(commands[4]?.body ?? []).toString(), "hello")
+  })
+})
+
+describe("frames out of order", () => {
+  it("rejects a content header without a content method with 505", () => {
+    frameErrorOf(505, () => new CommandAssembler(CHANNEL).push(header(1)))
+    const ack: MethodFrame = { _tag: "MethodFrame", channel: CHANNEL, method: Methods.basicAck() }
+    frameErrorOf(505, () => pushAll(new CommandAssembler(CHANNEL), [ack, header(1)]))
+  })
+
+  it("rejects a body frame without a header with 505", () => {
+    frameErrorOf(505, () => new CommandAssembler(CHANNEL).push(body(Uint8Array.of(1))))
+    frameErrorOf(505, () => pushAll(new CommandAssembler(CHANNEL), [deliver, body(Uint8Array.of(1))]))
+  })
+
+  it("rejects a body frame after a zero-size header with 505", () => {
+    frameErrorOf(505, () => pushAll(new CommandAssembler(CHANNEL), [deliver, header(0), body(Uint8Array.of(1))]))
+  })
+
+  it("rejects a method while content is still expected with 505", () => {
+    frameErrorOf(505, () => pushAll(new CommandAssembler(CHANNEL), [deliver, deliver]))
+    frameErrorOf(
+      505,
+      () => pushAll(new CommandAssembler(CHANNEL), [deliver, header(2), body(Uint8Array.of(1)), deliver])
+    )
+  })
+
+  it("rejects a second content header with 505", () => {
+    frameErrorOf(505, () => pushAll(new CommandAssembler(CHANNEL), [deliver, header(2), header(2)]))
+  })
+
+  it("rejects a heartbeat with 505", () => {
+    frameErrorOf(505, () => new CommandAssembler(CHANNEL).push({ _tag: "HeartbeatFrame", channel: CHANNEL }))
+  })
+
+  it("rejects a body longer than its header announced with 501", () => {
+    frameErrorOf(501, () => pushAll(new CommandAssembler(CHANNEL), [deliver, header(2), body(Uint8Array.of(1, 2, 3))]))
+    frameErrorOf(
+      501,
+      () =>
+        pushAll(new CommandAssembler(CHANNEL), [
+          deliver,
+          header(3),
+          body(Uint8Array.of(1, 2)),
+          body(Uint8Array.of(3, 4))
+        ])
+    )
+  })
+
+  it("forgets a partly received command on reset", () => {
+    const assembler = new CommandAssembler(CHANNEL)
+    pushAll(assembler, [deliver, header(3), body(Uint8Array.of(1))])
+    assembler.reset()
+    assert.isFalse(assembler.inProgress)
+    const command = pushAll(assembler, [deliver, header(1), body(Uint8Array.of(9))]).at(-1)
+    assert.deepStrictEqual(Array.from(command?.body ?? []), [9])
+  })
+})
