@@ -338,10 +338,9 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
       Effect.map(rpc(Methods.basicGet({ queue, noAck: o.noAck ?? false })), (reply) => {
         const m = reply.method
         if (m._tag !== "basic.get-ok") return Option.none()
-        return Option.some({
-          ...makeDelivery(core, reply, { ...m, consumerTag: "" }),
+        return Option.some(Object.assign(makeDelivery(core, reply, { ...m, consumerTag: "" }), {
           messageCount: m.messageCount
-        })
+        }))
       }),
     ack: (deliveryTag, multiple = false) => acknowledge(core, "ack", deliveryTag, multiple, false),
     nack: (deliveryTag, multiple = false, requeue = true) => acknowledge(core, "nack", deliveryTag, multiple, requeue),

@@ -287,7 +287,7 @@ export class ConnectionCore {
     this.assemblers.clear()
     PubSub.publishUnsafe(this.events, { _tag: "Closed", error })
     if (mode === "destroy") this.transport.destroy()
-    else if (!this.transport.socket.destroyed) this.transport.socket.end()
+    else this.transport.endNow()
   }
 
   /**

@@ -77,27 +77,50 @@ export const acknowledge = (
     }
   })
 
-export const makeDelivery = (
-  core: ChannelCore,
-  command: Command,
-  fields: {
-    readonly consumerTag: string
-    readonly deliveryTag: number
-    readonly redelivered: boolean
-    readonly exchange: string
-    readonly routingKey: string
+class DeliveryImpl implements Delivery {
+  readonly consumerTag: string
+  readonly deliveryTag: number
+  readonly redelivered: boolean
+  readonly exchange: string
+  readonly routingKey: string
+  readonly properties: BasicProperties
+  readonly body: Uint8Array
+  private readonly core: ChannelCore
+
+  constructor(core: ChannelCore, command: Command, fields: DeliveryFields) {
+    this.core = core
+    this.consumerTag = fields.consumerTag
+    this.deliveryTag = fields.deliveryTag
+    this.redelivered = fields.redelivered
+    this.exchange = fields.exchange
+    this.routingKey = fields.routingKey
+    this.properties = command.properties ?? {}
+    this.body = command.body ?? EMPTY
   }
-): Delivery => {
-  const deliveryTag = fields.deliveryTag
-  return {
-    ...fields,
-    properties: command.properties ?? {},
-    body: command.body ?? EMPTY,
-    ack: (o) => acknowledge(core, "ack", deliveryTag, o?.multiple ?? false, false),
-    nack: (o) => acknowledge(core, "nack", deliveryTag, o?.multiple ?? false, o?.requeue ?? true),
-    reject: (o) => acknowledge(core, "reject", deliveryTag, false, o?.requeue ?? true)
+
+  ack(options?: { readonly multiple?: boolean }): Effect.Effect<void, AckError> {
+    return acknowledge(this.core, "ack", this.deliveryTag, options?.multiple ?? false, false)
+  }
+
+  nack(options?: { readonly multiple?: boolean; readonly requeue?: boolean }): Effect.Effect<void, AckError> {
+    return acknowledge(this.core, "nack", this.deliveryTag, options?.multiple ?? false, options?.requeue ?? true)
+  }
+
+  reject(options?: { readonly requeue?: boolean }): Effect.Effect<void, AckError> {
+    return acknowledge(this.core, "reject", this.deliveryTag, false, options?.requeue ?? true)
   }
 }
+
+interface DeliveryFields {
+  readonly consumerTag: string
+  readonly deliveryTag: number
+  readonly redelivered: boolean
+  readonly exchange: string
+  readonly routingKey: string
+}
+
+export const makeDelivery = (core: ChannelCore, command: Command, fields: DeliveryFields): Delivery =>
+  new DeliveryImpl(core, command, fields)
 
 /** Where a consumer's deliveries and its end go. */
 export interface ConsumerOutlet {

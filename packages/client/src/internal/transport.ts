@@ -3,7 +3,8 @@
  * a typed reason, writes with backpressure, and ends politely (FIN, then wait for the peer) or at
  * once (destroy). It never lets a socket `error` event go unhandled.
  *
- * Writes made in the same tick are corked together and leave in one system call.
+ * Writes made in the same tick are gathered and leave together on the next tick, adjacent ones
+ * merged, so a burst of small publishes costs one socket write.
  */
 import { Deferred, Effect, Exit, type Scope } from "effect"
 import * as Net from "node:net"
@@ -40,6 +41,8 @@ export interface Transport {
   readonly congested: () => boolean
   /** Waits until the socket has drained below its limit, or it closed. */
   readonly drained: Effect.Effect<void>
+  /** Sends what is queued, then FIN, without waiting. */
+  readonly endNow: () => void
   /** FIN (TLS close_notify first), wait for the peer to close within `timeout`, then destroy. */
   readonly end: (timeout: number) => Effect.Effect<void>
   readonly destroy: () => void
@@ -189,24 +192,51 @@ const connect = (options: ConnectionOptions) =>
   })
 
 const makeTransport = (socket: Net.Socket, closed: Deferred.Deferred<TransportEnd>): Transport => {
-  let corked = false
-  const uncork = () => {
-    corked = false
-    socket.uncork()
-  }
-  const cork = () => {
-    if (corked) return
-    corked = true
-    socket.cork()
-    process.nextTick(uncork)
-  }
+  // Writes of one tick gather here and leave together on the next tick. Views that continue one
+  // another in the same memory (consecutive messages from the encoder's slab) merge into one.
+  let pending: Array<Uint8Array> = []
+  let pendingBytes = 0
+  let scheduled = false
   let drainWaiter: Deferred.Deferred<void> | undefined
-  socket.on("drain", () => {
+
+  const isOpen = () => !socket.destroyed && socket.writable
+  const wake = () => {
     const waiter = drainWaiter
     drainWaiter = undefined
     if (waiter !== undefined) Deferred.doneUnsafe(waiter, Exit.void)
-  })
-  const isOpen = () => !socket.destroyed && socket.writable
+  }
+  const flush = () => {
+    scheduled = false
+    const chunks = pending
+    pending = []
+    pendingBytes = 0
+    if (!isOpen()) return
+    if (chunks.length === 1) {
+      socket.write(chunks[0]!)
+    } else {
+      socket.cork()
+      for (const chunk of chunks) socket.write(chunk)
+      socket.uncork()
+    }
+    if (!socket.writableNeedDrain) wake()
+  }
+  const enqueue = (data: Uint8Array) => {
+    const last = pending.length > 0 ? pending[pending.length - 1]! : undefined
+    if (last !== undefined && last.buffer === data.buffer && last.byteOffset + last.byteLength === data.byteOffset) {
+      pending[pending.length - 1] = new Uint8Array(last.buffer, last.byteOffset, last.byteLength + data.byteLength)
+    } else {
+      pending.push(data)
+    }
+    pendingBytes += data.byteLength
+  }
+  const schedule = () => {
+    transport.lastSent = Date.now()
+    if (scheduled) return
+    scheduled = true
+    process.nextTick(flush)
+  }
+  socket.on("drain", wake)
+  socket.on("close", wake)
 
   const transport: Transport = {
     socket,
@@ -215,40 +245,42 @@ const makeTransport = (socket: Net.Socket, closed: Deferred.Deferred<TransportEn
     lastSent: Date.now(),
     write: (data) => {
       if (!isOpen()) return
-      cork()
-      socket.write(data)
-      transport.lastSent = Date.now()
+      enqueue(data)
+      schedule()
     },
     writev: (data) => {
       if (!isOpen()) return
-      cork()
-      for (const chunk of data) socket.write(chunk)
-      transport.lastSent = Date.now()
+      for (const chunk of data) enqueue(chunk)
+      schedule()
     },
-    congested: () => socket.writableLength >= WRITE_LIMIT && isOpen(),
+    congested: () => socket.writableLength + pendingBytes >= WRITE_LIMIT && isOpen(),
     drained: Effect.suspend(() => {
       if (!transport.congested()) return Effect.void
-      if (drainWaiter === undefined) drainWaiter = Deferred.makeUnsafe<void>()
+      drainWaiter ??= Deferred.makeUnsafe<void>()
       const waiter = drainWaiter
-      return Effect.raceFirst(Deferred.await(waiter), Effect.asVoid(Deferred.await(closed)))
+      return Effect.andThen(
+        Effect.raceFirst(Deferred.await(waiter), Effect.asVoid(Deferred.await(closed))),
+        transport.drained
+      )
     }),
+    endNow: () => {
+      if (socket.destroyed) return
+      if (scheduled) flush()
+      socket.end()
+    },
     end: (timeout) =>
       Effect.gen(function*() {
         if (!socket.destroyed) {
-          if (corked) uncork()
-          socket.end()
+          transport.endNow()
           yield* Deferred.await(closed).pipe(Effect.timeoutOption(timeout))
         }
         socket.destroy()
       }),
     destroy: () => {
+      pending = []
+      pendingBytes = 0
       socket.destroy()
     }
   }
-  socket.on("close", () => {
-    const waiter = drainWaiter
-    drainWaiter = undefined
-    if (waiter !== undefined) Deferred.doneUnsafe(waiter, Exit.void)
-  })
   return transport
 }
