@@ -18,7 +18,6 @@
 import { Context, Data, Effect, Layer, Semaphore } from "effect"
 import type * as Scope from "effect/Scope"
 import * as ChildProcess from "node:child_process"
-import * as Crypto from "node:crypto"
 import * as NodeFs from "node:fs"
 import * as Fs from "node:fs/promises"
 import * as Net from "node:net"
@@ -26,6 +25,7 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Certificates from "./Certificates.ts"
 import * as Process from "./internal/process.ts"
+import { definitionsJson, pluginClosure } from "./internal/rabbitmqHome.ts"
 
 /**
  * @since 0.1.0
@@ -220,13 +220,6 @@ export const installHint =
 
 const guestPassword = "guest"
 
-/** rabbit_password_hashing_sha256: base64(salt ++ sha256(salt ++ password)). */
-const passwordHash = (password: string): string => {
-  const salt = Crypto.randomBytes(4)
-  const digest = Crypto.createHash("sha256").update(salt).update(password, "utf8").digest()
-  return Buffer.concat([salt, digest]).toString("base64")
-}
-
 const failWith = (reason: BrokerNodeError["reason"], message: string) => (cause: unknown) =>
   new BrokerNodeError({
     reason,
@@ -267,31 +260,6 @@ export const findScriptsDir: Effect.Effect<string, BrokerNodeError> = Effect.sus
     ? Effect.fail(new BrokerNodeError({ reason: "NotInstalled", message: installHint }))
     : Effect.succeed(found)
 })
-
-/** The applications `roots` need, read from the .app files in RabbitMQ's plugins folder. */
-const pluginClosure = (pluginsDir: string, roots: ReadonlyArray<string>): Map<string, string> => {
-  const entries = new Map<string, string>()
-  for (const entry of NodeFs.readdirSync(pluginsDir)) {
-    const match = /^(.+?)-\d[^/]*?(\.ez)?$/.exec(entry)
-    if (match !== null && !entries.has(match[1]!)) entries.set(match[1]!, entry)
-  }
-  const needed = new Map<string, string>()
-  const visit = (app: string) => {
-    const entry = entries.get(app)
-    if (entry === undefined || needed.has(app)) return
-    needed.set(app, entry)
-    let text = ""
-    try {
-      text = NodeFs.readFileSync(Path.join(pluginsDir, entry, "ebin", `${app}.app`), "utf8")
-    } catch {
-      return
-    }
-    const deps = /\{\s*applications\s*,\s*\[([^\]]*)\]/.exec(text)?.[1] ?? ""
-    for (const dep of deps.split(",")) visit(dep.trim())
-  }
-  for (const root of roots) visit(root)
-  return needed
-}
 
 const freePort: Effect.Effect<number, BrokerNodeError> = Effect.callback((resume) => {
   const server = Net.createServer()
@@ -559,27 +527,6 @@ const rabbitmqConf = (options: Options, info: Info, certs: Certificates.Certific
   return [...lines, ...(options.extraConfig ?? [])].join("\n") + "\n"
 }
 
-const definitionsJson = (clientUser: string) =>
-  JSON.stringify({
-    users: [
-      {
-        name: "guest",
-        password_hash: passwordHash(guestPassword),
-        hashing_algorithm: "rabbit_password_hashing_sha256",
-        tags: ["administrator"]
-      },
-      { name: clientUser, password_hash: "", hashing_algorithm: "rabbit_password_hashing_sha256", tags: [] }
-    ],
-    vhosts: [{ name: "/" }],
-    permissions: ["guest", clientUser].map((user) => ({
-      user,
-      vhost: "/",
-      configure: ".*",
-      write: ".*",
-      read: ".*"
-    }))
-  })
-
 /** Lay out the node's folder: config, definitions, certificates and the trimmed RabbitMQ home. */
 const prepare = Effect.fn("BrokerNode.prepare")(function*(options: Options, realScripts: string) {
   const dir = yield* fs("cannot create a temporary folder", () => Fs.mkdtemp(Path.join(Os.tmpdir(), "effamqp-node-")))
@@ -624,7 +571,7 @@ const prepare = Effect.fn("BrokerNode.prepare")(function*(options: Options, real
   }
   const definitions = Path.join(dir, "definitions.json")
   yield* fs("cannot write the configuration", async () => {
-    await Fs.writeFile(definitions, definitionsJson(certs.clientCommonName))
+    await Fs.writeFile(definitions, definitionsJson(certs.clientCommonName, guestPassword))
     await Fs.writeFile(Path.join(dir, "rabbitmq.conf"), rabbitmqConf(options, info, certs, definitions))
     await Fs.writeFile(Path.join(dir, "advanced.config"), "[].\n")
     await Fs.writeFile(

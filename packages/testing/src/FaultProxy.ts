@@ -17,6 +17,7 @@
 import { Context, Data, Effect, Layer } from "effect"
 import type * as Scope from "effect/Scope"
 import * as Net from "node:net"
+import { makeNotifier } from "./internal/notifier.ts"
 
 /**
  * @since 0.1.0
@@ -295,14 +296,12 @@ export const make: (options: Options) => Effect.Effect<FaultProxy, FaultProxyErr
   const listenHost = options.listenHost ?? "127.0.0.1"
   const faults: Record<Direction, DirectionFaults> = { clientToServer: noFaults(), serverToClient: noFaults() }
   const connections: Array<Connection> = []
-  const waiters = new Set<() => void>()
+  const notifier = makeNotifier()
   const totals = { clientToServer: 0, serverToClient: 0 }
   let refusing: "no" | "reset" | "unlisten" = "no"
   let refused = 0
 
-  const notify = () => {
-    for (const waiter of waiters) waiter()
-  }
+  const notify = notifier.notify
 
   const snapshot = (): ProxyStats => ({
     accepted: connections.length,
@@ -535,7 +534,7 @@ export const make: (options: Options) => Effect.Effect<FaultProxy, FaultProxyErr
         conn.client.socket.destroy()
         conn.server.socket.destroy()
       }
-      waiters.clear()
+      notifier.clear()
       if (!server.listening) return resume(Effect.void)
       server.close(() => resume(Effect.void))
     }))
@@ -559,30 +558,17 @@ export const make: (options: Options) => Effect.Effect<FaultProxy, FaultProxyErr
     predicate: (stats: ProxyStats) => boolean,
     awaitOptions?: { readonly timeout?: number; readonly label?: string }
   ): Effect.Effect<ProxyStats, FaultProxyError> =>
-    Effect.callback<ProxyStats>((resume) => {
-      const check = () => {
+    notifier.until(
+      () => {
         const stats = snapshot()
-        if (predicate(stats)) {
-          waiters.delete(check)
-          resume(Effect.succeed(stats))
-        }
-      }
-      waiters.add(check)
-      check()
-      return Effect.sync(() => waiters.delete(check))
-    }).pipe(
-      Effect.timeoutOrElse({
-        duration: awaitOptions?.timeout ?? 10_000,
-        orElse: () =>
-          Effect.fail(
-            new FaultProxyError({
-              reason: "AwaitTimeout",
-              message: `timed out waiting for ${awaitOptions?.label ?? "condition"}; stats: ${
-                JSON.stringify(snapshot())
-              }`
-            })
-          )
-      })
+        return predicate(stats) ? stats : undefined
+      },
+      awaitOptions?.timeout ?? 10_000,
+      () =>
+        new FaultProxyError({
+          reason: "AwaitTimeout",
+          message: `timed out waiting for ${awaitOptions?.label ?? "condition"}; stats: ${JSON.stringify(snapshot())}`
+        })
     )
 
   return FaultProxy.of({

@@ -23,4 +23,19 @@ export * as FaultProxy from "./FaultProxy.ts"
 /**
  * @since 0.1.0
  */
+export * as LeakProbe from "./LeakProbe.ts"
+
+/**
+ * @since 0.1.0
+ */
+export * as LiveFibers from "./LiveFibers.ts"
+
+/**
+ * @since 0.1.0
+ */
+export * as ScriptedPeer from "./ScriptedPeer.ts"
+
+/**
+ * @since 0.1.0
+ */
 export * as SharedBroker from "./SharedBroker.ts"
