@@ -20,6 +20,7 @@ import {
   acknowledge,
   type ConsumeOptions,
   type Delivery,
+  DeliveryBuffer,
   makeDelivery,
   startConsumer
 } from "./internal/consumer.ts"
@@ -256,25 +257,28 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
 
   const consume = (queue: string, options: ConsumeOptions = {}) =>
     Stream.unwrap(Effect.gen(function*() {
-      const buffer = yield* Queue.unbounded<Delivery, ChannelError | AmqpConsumerCancelled | Cause.Done>()
+      const buffer = new DeliveryBuffer(
+        yield* Queue.unbounded<Delivery, ChannelError | AmqpConsumerCancelled | Cause.Done>()
+      )
       yield* Effect.acquireRelease(
         startConsumer(core, queue, options, {
-          offer: (delivery) => Queue.offerUnsafe(buffer, delivery),
+          offer: (core, delivery) => buffer.offer(core, delivery),
           cancelledByBroker: (consumerTag) =>
-            Queue.failCauseUnsafe(buffer, Cause.fail(new AmqpConsumerCancelled({ consumerTag, queue }))),
-          channelClosed: (cause) => Queue.failCauseUnsafe(buffer, Cause.fail(cause))
+            Queue.failCauseUnsafe(buffer.queue, Cause.fail(new AmqpConsumerCancelled({ consumerTag, queue }))),
+          channelClosed: (cause) => Queue.failCauseUnsafe(buffer.queue, Cause.fail(cause))
         }),
         (consumer) =>
           Effect.gen(function*() {
             yield* consumer.cancel
+            buffer.release()
             if (options.noAck === true) return
-            const left = yield* Queue.clear(buffer).pipe(Effect.orElseSucceed(() => []))
+            const left = yield* Queue.clear(buffer.queue).pipe(Effect.orElseSucceed(() => []))
             for (const delivery of left) {
               core.write(Methods.basicReject({ deliveryTag: delivery.deliveryTag, requeue: true }))
             }
           })
       )
-      return Stream.fromQueue(buffer)
+      return buffer.stream
     }))
 
   return {

@@ -44,7 +44,13 @@ import {
 } from "./AmqpError.ts"
 import type { ConnectionOptions } from "./ConnectionConfig.ts"
 import type { ChannelCore } from "./internal/channelCore.ts"
-import { type ConsumeOptions, type ConsumerHandle, type Delivery, startConsumer } from "./internal/consumer.ts"
+import {
+  type ConsumeOptions,
+  type ConsumerHandle,
+  type Delivery,
+  DeliveryBuffer,
+  startConsumer
+} from "./internal/consumer.ts"
 import { tracked } from "./internal/liveFibers.ts"
 import { Topology } from "./internal/topology.ts"
 
@@ -426,13 +432,13 @@ class LogicalConsumer {
   handle: ConsumerHandle | undefined
   queue: string
   readonly options: ConsumeOptions & { readonly consumerTag: string }
-  readonly buffer: Queue.Queue<Delivery, AmqpChannel.ChannelError | AmqpConsumerCancelled | Cause.Done>
+  readonly buffer: DeliveryBuffer<AmqpChannel.ChannelError | AmqpConsumerCancelled>
   readonly channel: LogicalChannel
 
   constructor(
     queue: string,
     options: ConsumeOptions & { readonly consumerTag: string },
-    buffer: Queue.Queue<Delivery, AmqpChannel.ChannelError | AmqpConsumerCancelled | Cause.Done>,
+    buffer: DeliveryBuffer<AmqpChannel.ChannelError | AmqpConsumerCancelled>,
     channel: LogicalChannel
   ) {
     this.queue = queue
@@ -443,13 +449,17 @@ class LogicalConsumer {
 
   attach(core: ChannelCore): Effect.Effect<void, AmqpChannel.ChannelError> {
     return startConsumer(core, this.queue, this.options, {
-      offer: (delivery) => Queue.offerUnsafe(this.buffer, delivery),
+      offer: (core, delivery) => this.buffer.offer(core, delivery),
       cancelledByBroker: (consumerTag) => {
         this.channel.consumers.delete(this)
-        Queue.failCauseUnsafe(this.buffer, Cause.fail(new AmqpConsumerCancelled({ consumerTag, queue: this.queue })))
+        Queue.failCauseUnsafe(
+          this.buffer.queue,
+          Cause.fail(new AmqpConsumerCancelled({ consumerTag, queue: this.queue }))
+        )
       },
       channelClosed: (cause) => {
-        if (cause._tag === "AmqpChannelError") Queue.failCauseUnsafe(this.buffer, Cause.fail(cause))
+        this.buffer.release()
+        if (cause._tag === "AmqpChannelError") Queue.failCauseUnsafe(this.buffer.queue, Cause.fail(cause))
       }
     }).pipe(Effect.tap((handle) => Effect.sync(() => (this.handle = handle))), Effect.asVoid)
   }
@@ -522,7 +532,7 @@ class LogicalChannel {
     Deferred.doneUnsafe(this.ended, Exit.succeed(cause))
     this.core = undefined
     Deferred.doneUnsafe(this.ready, Exit.fail(cause))
-    for (const consumer of this.consumers) Queue.failCauseUnsafe(consumer.buffer, Cause.fail(cause))
+    for (const consumer of this.consumers) Queue.failCauseUnsafe(consumer.buffer.queue, Cause.fail(cause))
     this.consumers.clear()
     this.supervisor.channels.delete(this)
   }
@@ -667,7 +677,9 @@ class LogicalChannel {
     options: ConsumeOptions
   ): Stream.Stream<Delivery, AmqpChannel.ChannelError | AmqpConsumerCancelled> {
     return Stream.unwrap(Effect.gen({ self: this }, function*() {
-      const buffer = yield* Queue.unbounded<Delivery, AmqpChannel.ChannelError | AmqpConsumerCancelled | Cause.Done>()
+      const buffer = new DeliveryBuffer(
+        yield* Queue.unbounded<Delivery, AmqpChannel.ChannelError | AmqpConsumerCancelled | Cause.Done>()
+      )
       const consumer = new LogicalConsumer(
         queue,
         { ...options, consumerTag: options.consumerTag ?? `effect-amqp-${randomUUID()}` },
@@ -683,10 +695,11 @@ class LogicalChannel {
         () =>
           Effect.suspend(() => {
             this.consumers.delete(consumer)
+            buffer.release()
             return consumer.handle?.cancel ?? Effect.void
           })
       )
-      return Stream.fromQueue(buffer)
+      return buffer.stream
     }))
   }
 }

@@ -366,6 +366,20 @@ export class ConnectionCore {
     this.assemblers.get(id)?.reset()
   }
 
+  private readonly pausers = new Set<unknown>()
+
+  /** Stops reading from the socket until every `pauser` has resumed (consumer backpressure). */
+  pauseReading(pauser: unknown): void {
+    this.pausers.add(pauser)
+    this.transport.socket.pause()
+  }
+
+  resumeReading(pauser: unknown): void {
+    if (!this.pausers.delete(pauser) || this.pausers.size > 0) return
+    this.transport.lastReceived = Date.now()
+    this.transport.socket.resume()
+  }
+
   get openChannels(): number {
     return this.sinks.size
   }
@@ -554,6 +568,7 @@ export class ConnectionCore {
         if (lag > this.maxEventLoopLag) this.maxEventLoopLag = lag
         if (this.isClosed()) return
         if (now - this.transport.lastSent >= interval / 2) this.transport.write(HEARTBEAT_FRAME)
+        if (this.pausers.size > 0) this.transport.lastReceived = now
         const silent = now - this.transport.lastReceived
         if (silent >= 2 * interval && lag < tick) {
           this.fail(new HeartbeatTimeout({ heartbeatSeconds: this.tuned.heartbeat, silentMillis: silent }), "destroy")

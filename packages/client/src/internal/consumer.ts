@@ -8,7 +8,7 @@
  */
 import { type Command, type FieldTable, Methods } from "@effect-amqp/protocol"
 import type { BasicProperties } from "@effect-amqp/protocol"
-import { Effect } from "effect"
+import { type Cause, Effect, Queue, Stream } from "effect"
 import { type AmqpClosedError, type AmqpConnectionError, AmqpStaleDelivery } from "../AmqpError.ts"
 import type { ChannelCore, ChannelFailure, ConsumerSink } from "./channelCore.ts"
 
@@ -124,7 +124,7 @@ export const makeDelivery = (core: ChannelCore, command: Command, fields: Delive
 
 /** Where a consumer's deliveries and its end go. */
 export interface ConsumerOutlet {
-  readonly offer: (delivery: Delivery) => void
+  readonly offer: (core: ChannelCore, delivery: Delivery) => void
   readonly cancelledByBroker: (consumerTag: string) => void
   readonly channelClosed: (cause: ChannelFailure | AmqpClosedError) => void
 }
@@ -157,7 +157,7 @@ export const startConsumer = (
         if (!noAck) core.write(Methods.basicReject({ deliveryTag: m.deliveryTag, requeue: true }))
         return
       }
-      outlet.offer(makeDelivery(core, command, m))
+      outlet.offer(core, makeDelivery(core, command, m))
     },
     onCancelledByBroker: () => outlet.cancelledByBroker(consumerTag),
     onChannelClosed: (cause) => outlet.channelClosed(cause)
@@ -189,5 +189,48 @@ export const startConsumer = (
         )
       })
     }))
+  )
+}
+
+/** Deliveries buffered by a consumer above which the connection stops reading from its socket. */
+const HIGH_WATER = 8192
+/** ... and below which it reads again. */
+const LOW_WATER = 1024
+
+/**
+ * The stream side of a consumer's buffer, with read backpressure: while more than `HIGH_WATER`
+ * deliveries wait (possible without a prefetch), the connection stops reading from its socket, so
+ * the broker's TCP window fills instead of this process's memory.
+ */
+export class DeliveryBuffer<E> {
+  readonly queue: Queue.Queue<Delivery, E | Cause.Done>
+  private paused: ChannelCore | undefined
+
+  constructor(queue: Queue.Queue<Delivery, E | Cause.Done>) {
+    this.queue = queue
+  }
+
+  offer(core: ChannelCore, delivery: Delivery): void {
+    Queue.offerUnsafe(this.queue, delivery)
+    if (this.paused === undefined && Queue.sizeUnsafe(this.queue) >= HIGH_WATER) {
+      this.paused = core
+      core.connection.pauseReading(this)
+    }
+  }
+
+  /** Lets the connection read again, for example when the consumer ends. */
+  release(): void {
+    const core = this.paused
+    this.paused = undefined
+    core?.connection.resumeReading(this)
+  }
+
+  readonly stream: Stream.Stream<Delivery, Exclude<E, Cause.Done>> = Stream.suspend(() =>
+    Stream.fromQueue(this.queue).pipe(
+      Stream.mapArray((deliveries) => {
+        if (this.paused !== undefined && Queue.sizeUnsafe(this.queue) <= LOW_WATER) this.release()
+        return deliveries
+      })
+    )
   )
 }
