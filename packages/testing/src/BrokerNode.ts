@@ -61,6 +61,8 @@ export interface Options {
   readonly clientCommonName?: string
   /** More lines for rabbitmq.conf. Keep any listener they add on 127.0.0.1. */
   readonly extraConfig?: ReadonlyArray<string>
+  /** Where Debian's package puts RabbitMQ. Default /usr/lib/rabbitmq. */
+  readonly rabbitmqPrefix?: string
   /** How long a start may take. Default 60 s. */
   readonly startTimeoutMillis?: number
 }
@@ -231,35 +233,36 @@ const fs = <A>(message: string, f: () => Promise<A>) => Effect.tryPromise({ try:
 
 /**
  * The real `rabbitmq-server` script's folder (RabbitMQ's `sbin`), found by following Debian's
- * symlinks or by globbing its library folder; the newest version wins.
+ * symlinks or by globbing its library folder (under `prefix`); the newest version wins.
  *
  * @since 0.1.0
  * @category installation
  */
-export const findScriptsDir: Effect.Effect<string, BrokerNodeError> = Effect.suspend(() => {
-  const candidates: Array<string> = []
-  for (const link of ["/usr/lib/rabbitmq/bin/rabbitmq-server"]) {
+export const findScriptsDir = (
+  prefix = "/usr/lib/rabbitmq"
+): Effect.Effect<string, BrokerNodeError> =>
+  Effect.suspend(() => {
+    const candidates: Array<string> = []
     try {
-      candidates.push(Path.dirname(NodeFs.realpathSync(link)))
+      candidates.push(Path.dirname(NodeFs.realpathSync(Path.join(prefix, "bin", "rabbitmq-server"))))
     } catch {
       // not there: try the library folder
     }
-  }
-  try {
-    const lib = "/usr/lib/rabbitmq/lib"
-    const versions = NodeFs.readdirSync(lib).filter((name) => name.startsWith("rabbitmq_server-"))
-    versions.sort((a, b) => b.localeCompare(a, "en", { numeric: true }))
-    for (const name of versions) candidates.push(Path.join(lib, name, "sbin"))
-  } catch {
-    // no library folder
-  }
-  const found = candidates.find((dir) =>
-    NodeFs.existsSync(Path.join(dir, "rabbitmq-server")) && NodeFs.existsSync(Path.join(dir, "rabbitmq-env"))
-  )
-  return found === undefined
-    ? Effect.fail(new BrokerNodeError({ reason: "NotInstalled", message: installHint }))
-    : Effect.succeed(found)
-})
+    try {
+      const lib = Path.join(prefix, "lib")
+      const versions = NodeFs.readdirSync(lib).filter((name) => name.startsWith("rabbitmq_server-"))
+      versions.sort((a, b) => b.localeCompare(a, "en", { numeric: true }))
+      for (const name of versions) candidates.push(Path.join(lib, name, "sbin"))
+    } catch {
+      // no library folder
+    }
+    const found = candidates.find((dir) =>
+      NodeFs.existsSync(Path.join(dir, "rabbitmq-server")) && NodeFs.existsSync(Path.join(dir, "rabbitmq-env"))
+    )
+    return found === undefined
+      ? Effect.fail(new BrokerNodeError({ reason: "NotInstalled", message: installHint }))
+      : Effect.succeed(found)
+  })
 
 const freePort: Effect.Effect<number, BrokerNodeError> = Effect.callback((resume) => {
   const server = Net.createServer()
@@ -616,7 +619,7 @@ const tail = (file: string): string => {
 export const start: (options?: Options) => Effect.Effect<BrokerNode, BrokerNodeError, Scope.Scope> = Effect.fn(
   "BrokerNode.start"
 )(function*(options: Options = {}) {
-  const realScripts = yield* findScriptsDir
+  const realScripts = yield* findScriptsDir(options.rabbitmqPrefix)
   const { certs, info } = yield* Effect.acquireRelease(
     prepare(options, realScripts),
     (prepared) => Effect.promise(() => Fs.rm(prepared.info.dir, { recursive: true, force: true }))

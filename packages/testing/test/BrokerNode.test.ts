@@ -211,6 +211,25 @@ describe("BrokerNode lifecycle", () => {
   )
 })
 
+describe("BrokerNode installation", () => {
+  it.effect("finds the real start script beside Debian's wrapper", () =>
+    Effect.gen(function*() {
+      const dir = yield* BrokerNode.findScriptsDir()
+      assert.match(dir, /^\/usr\/lib\/rabbitmq\/lib\/rabbitmq_server-[\d.]+\/sbin$/)
+      assert.isTrue(NodeFs.existsSync(Path.join(dir, "rabbitmqctl")))
+    }))
+
+  it.effect("says how to install rabbitmq-server when it is missing", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Effect.scoped(BrokerNode.start({ rabbitmqPrefix: "/nonexistent/rabbitmq" })))
+      assert.strictEqual(error.reason, "NotInstalled")
+      assert.strictEqual(
+        error.message,
+        "rabbitmq-server is not installed: run `apt-get update && apt-get install -y rabbitmq-server`"
+      )
+    }))
+})
+
 describe("SharedBroker", () => {
   it.live("gives test files the run's shared node", () =>
     Effect.gen(function*() {
