@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Cli from "./Cli.ts"
 
 NodeRuntime.runMain(Cli.main(process.argv.slice(2)), { disableErrorReporting: true })

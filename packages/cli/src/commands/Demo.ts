@@ -10,7 +10,8 @@
  *
  * The broker is `--url`, else `AMQP_URL`, else the local 127.0.0.1:5672, else (when that refuses
  * the connection) a private node started for the run. The queue has a unique name, is declared
- * non-durable and is deleted at the end, also on failure or interruption.
+ * non-durable and is deleted at the end, also on failure or interruption; it is also auto-delete, so
+ * that the broker removes it once its consumers are gone should this process die without cleaning up.
  *
  * @since 0.1.0
  */
@@ -184,7 +185,9 @@ export const run = Effect.fn("effect-amqp demo")(function*(options: Options) {
 /** Declares `queue` on a channel of its own and deletes it when the scope closes. */
 const declareQueue = (connection: AmqpConnection.AmqpConnection, queue: string) =>
   Effect.acquireRelease(
-    Effect.scoped(Effect.flatMap(AmqpChannel.make(connection), (channel) => channel.queueDeclare(queue))),
+    Effect.scoped(
+      Effect.flatMap(AmqpChannel.make(connection), (channel) => channel.queueDeclare(queue, { autoDelete: true }))
+    ),
     () =>
       Effect.scoped(Effect.flatMap(AmqpChannel.make(connection), (channel) => channel.queueDelete(queue))).pipe(
         Effect.tapError((error) => Console.error(`effect-amqp: could not delete queue ${queue}: ${error.message}`)),

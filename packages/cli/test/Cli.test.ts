@@ -1,0 +1,185 @@
+import { Typed } from "@effect-amqp/protocol"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as Message from "../src/Message.ts"
+import { cli, deleteAtEnd, queueExists, reportValue, sharedChannel, sharedUrl, uniqueQueue } from "./support.ts"
+
+describe("effect-amqp publish and consume", () => {
+  it.live("consume --print gives back exactly the 500 messages publish --confirm wrote", () =>
+    Effect.gen(function*() {
+      const queue = uniqueQueue("roundtrip")
+      yield* deleteAtEnd(queue)
+
+      const published = yield* cli([
+        "publish",
+        "--url",
+        sharedUrl,
+        "--queue",
+        queue,
+        "--count",
+        "500",
+        "--size",
+        "100",
+        "--confirm",
+        "--declare"
+      ])
+      assert.strictEqual(published.code, 0, published.stderr)
+      assert.match(published.stdout, /^published and confirmed 500 messages, 50000 bytes .* msg\/s\)\n$/)
+
+      const consumed = yield* cli(["consume", "--url", sharedUrl, "--queue", queue, "--count", "500", "--print"])
+      assert.strictEqual(consumed.code, 0, consumed.stderr)
+      assert.match(consumed.stderr, /consumed 500 messages, 50000 bytes/)
+      const lines = consumed.stdout.trimEnd().split("\n")
+      assert.strictEqual(lines.length, 500)
+      const seen = new Set<number>()
+      for (const line of lines) {
+        const json = JSON.parse(line)
+        const id = Number(json.properties.messageId)
+        seen.add(id)
+        assert.strictEqual(json.exchange, "")
+        assert.strictEqual(json.routingKey, queue)
+        assert.strictEqual(json.redelivered, false)
+        assert.strictEqual(json.size, 100)
+        assert.strictEqual(json.bodyEncoding, "utf8")
+        assert.strictEqual(json.body, Buffer.from(Message.body(id, 100)).toString("utf8"))
+        assert.deepStrictEqual(json.properties, {
+          contentType: "text/plain",
+          deliveryMode: 1,
+          messageId: String(id),
+          appId: "effect-amqp"
+        })
+        assert.deepStrictEqual(json.headers, {
+          "x-index": { type: "I", value: id },
+          "x-source": { type: "S", value: "effect-amqp" }
+        })
+      }
+      assert.deepStrictEqual([...seen].sort((a, b) => a - b), [...Message.ids(500)])
+
+      const channel = yield* sharedChannel
+      const left = yield* channel.queueDeclare(queue, { passive: true })
+      assert.strictEqual(left.messageCount, 0)
+    }))
+
+  it.live("consume --print shows each header's field type as sent, and a binary body as base64", () =>
+    Effect.gen(function*() {
+      const queue = uniqueQueue("typed")
+      yield* deleteAtEnd(queue)
+      const channel = yield* sharedChannel
+      yield* channel.queueDeclare(queue)
+      yield* channel.confirmSelect
+      yield* channel.publish("", queue, new Uint8Array([0xff, 0xfe, 0x00, 0x41]), {
+        properties: {
+          headers: {
+            long: new Typed("l", 5n),
+            byte: new Typed("b", -3),
+            short: new Typed("s", -300),
+            float: new Typed("f", 1.5),
+            double: 2.25,
+            stamp: new Date(1_700_000_000_000),
+            bytes: new Uint8Array([0, 255]),
+            nested: { flag: true, list: [1, "two"] },
+            none: null
+          }
+        }
+      })
+
+      const consumed = yield* cli(["consume", "--url", sharedUrl, "--queue", queue, "--count", "1", "--print"])
+      assert.strictEqual(consumed.code, 0, consumed.stderr)
+      const json = JSON.parse(consumed.stdout)
+      assert.strictEqual(json.bodyEncoding, "base64")
+      assert.strictEqual(json.body, "//4AQQ==")
+      assert.deepStrictEqual(json.headers, {
+        long: { type: "l", value: "5" },
+        byte: { type: "b", value: -3 },
+        short: { type: "s", value: -300 },
+        float: { type: "f", value: 1.5 },
+        double: { type: "d", value: 2.25 },
+        stamp: { type: "T", value: "2023-11-14T22:13:20.000Z" },
+        bytes: { type: "x", value: "AP8=" },
+        nested: {
+          type: "F",
+          value: {
+            flag: { type: "t", value: true },
+            list: { type: "A", value: [{ type: "I", value: 1 }, { type: "S", value: "two" }] }
+          }
+        },
+        none: { type: "V", value: null }
+      })
+    }))
+})
+
+describe("effect-amqp demo", () => {
+  it.live("moves 2000 messages through a work queue, loses none and deletes its queue", () =>
+    Effect.gen(function*() {
+      const result = yield* cli(["demo", "--count", "2000", "--consumers", "3"], { AMQP_URL: sharedUrl })
+      const queue = /through queue (\S+)/.exec(result.stdout)?.[1]
+      if (queue !== undefined) yield* deleteAtEnd(queue)
+      assert.strictEqual(result.code, 0, result.stdout + result.stderr)
+      assert.isDefined(queue)
+      assert.match(result.stdout, /on amqp:\/\/guest:\*\*\*@127\.0\.0\.1:5672 \(env\)/)
+      assert.strictEqual(reportValue(result.stdout, "published"), 2000)
+      assert.strictEqual(reportValue(result.stdout, "confirmed"), 2000)
+      assert.strictEqual(reportValue(result.stdout, "lost"), 0)
+      assert.isAtLeast(reportValue(result.stdout, "consumed") ?? 0, 2000)
+      assert.strictEqual(reportValue(result.stdout, "corrupt"), 0)
+      assert.isFalse(yield* queueExists(queue!))
+    }))
+})
+
+describe("effect-amqp usage and failures", () => {
+  it.live("a bad flag exits 2 with one line naming it", () =>
+    Effect.gen(function*() {
+      const [unknown, malformed, unknownCommand, badUrl] = yield* Effect.all([
+        cli(["publish", "--queue", "q", "--bogus"]),
+        cli(["consume", "--queue", "q", "--count", "many"]),
+        cli(["frobnicate"]),
+        cli(["publish", "--queue", "q", "--url", "http://guest:hunter2@127.0.0.1:1"])
+      ], { concurrency: "unbounded" })
+      assert.strictEqual(unknown.code, 2)
+      assert.strictEqual(unknown.stdout, "")
+      assert.match(unknown.stderr, /^effect-amqp publish: Unrecognized flag: --bogus/)
+
+      assert.strictEqual(malformed.code, 2)
+      assert.match(malformed.stderr, /Invalid value for flag --count: "many"/)
+
+      assert.strictEqual(unknownCommand.code, 2)
+      assert.match(unknownCommand.stderr, /Unknown subcommand "frobnicate"/)
+
+      assert.strictEqual(badUrl.code, 2)
+      assert.match(badUrl.stderr, /must start with amqp:\/\/ or amqps:\/\//)
+      assert.notInclude(badUrl.stderr, "hunter2")
+    }))
+
+  it.live("--help works for every command and exits 0", () =>
+    Effect.forEach(
+      [["--help"], ["publish", "--help"], ["consume", "--help"], ["demo", "--help"]],
+      (args) =>
+        Effect.map(cli(args), (result) => {
+          assert.strictEqual(result.code, 0, args.join(" "))
+          assert.include(result.stdout, "USAGE")
+          assert.include(result.stdout, `effect-amqp ${args.length > 1 ? args[0] : "<subcommand>"}`)
+        }),
+      { concurrency: "unbounded", discard: true }
+    ))
+
+  it.live("an unreachable broker exits 1 with the connect error and no password", () =>
+    Effect.forEach(
+      [["publish", "--queue", "q"], ["consume", "--queue", "q"], ["demo"]],
+      (args) =>
+        Effect.map(cli([...args, "--url", "amqp://guest:hunter2@127.0.0.1:1"]), (result) => {
+          assert.strictEqual(result.code, 1, args[0])
+          assert.match(result.stderr, /^effect-amqp: cannot connect to 127\.0\.0\.1:1: ECONNREFUSED/)
+          assert.notInclude(result.stderr, "hunter2")
+        }),
+      { concurrency: "unbounded", discard: true }
+    ))
+
+  it.live("publish without --declare fails on a missing queue instead of dropping messages", () =>
+    Effect.gen(function*() {
+      const queue = uniqueQueue("missing")
+      yield* deleteAtEnd(queue)
+      const result = yield* cli(["publish", "--url", sharedUrl, "--queue", queue, "--count", "1"])
+      assert.strictEqual(result.code, 1)
+      assert.match(result.stderr, /404 NOT_FOUND/)
+    }))
+})
