@@ -1,0 +1,89 @@
+/**
+ * effect-amqp behind the bench interface. Each operation is one Effect program run with
+ * `Effect.runPromise`, so the hot loops are written the way a user of the library writes them:
+ * a generator loop of `publish`, `Effect.forEach` with a concurrency for a confirm window, and
+ * `consume` as a `Stream` acked in `runForEach`. The connection and its default channel live in a
+ * `Scope` that `close` closes.
+ */
+import { AmqpChannel, AmqpConnection } from "@effect-amqp/client"
+import { Effect, Exit, Scope, Stream } from "effect"
+import { type BenchClient, check, type Session } from "../adapter.ts"
+
+const connect = async (target: { readonly url: string; readonly tlsCa?: string }): Promise<Session> => {
+  const scope = await Effect.runPromise(Scope.make())
+  const run = <A, E>(effect: Effect.Effect<A, E, Scope.Scope>): Promise<A> =>
+    Effect.runPromise(Scope.provide(effect, scope))
+  const connection = await run(
+    AmqpConnection.fromUrl(target.url, target.tlsCa !== undefined ? { tls: { ca: target.tlsCa } } : {})
+  )
+  const channel = await run(AmqpChannel.make(connection))
+
+  return {
+    messageCount: (queue) => run(Effect.map(channel.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount)),
+
+    publish: (queue, body, count) =>
+      run(Effect.gen(function*() {
+        for (let i = 0; i < count; i++) yield* channel.publish("", queue, body)
+      })),
+
+    publishConfirmed: (queue, body, count, window) =>
+      run(Effect.scoped(Effect.gen(function*() {
+        const confirming = yield* AmqpChannel.make(connection, { maxOutstandingConfirms: window })
+        yield* confirming.confirmSelect
+        let acked = 0
+        const publishOne = Effect.map(confirming.publish("", queue, body), () => {
+          acked++
+        })
+        if (window === 1) {
+          for (let i = 0; i < count; i++) yield* publishOne
+        } else {
+          yield* Effect.forEach(Array.from({ length: count }), () => publishOne, { concurrency: window, discard: true })
+        }
+        check(acked === count, `effect-amqp confirmed ${acked} of ${count}`)
+      }))),
+
+    consume: (queue, count, options) =>
+      run(Effect.gen(function*() {
+        yield* channel.qos(options.prefetch)
+        let received = 0
+        yield* channel.consume(queue).pipe(
+          Stream.take(count),
+          Stream.runForEach((delivery) => {
+            received++
+            check(delivery.body.length === options.bodySize, `body of ${delivery.body.length} bytes`)
+            if (options.ackEvery === 1) return delivery.ack()
+            if (received % options.ackEvery === 0 || received === count) return delivery.ack({ multiple: true })
+            return Effect.void
+          })
+        )
+        check(received === count, `effect-amqp consumed ${received} of ${count}`)
+      })),
+
+    pingPong: (queue, body, count) =>
+      run(Effect.gen(function*() {
+        const times: Array<number> = []
+        let sentAt = process.hrtime.bigint()
+        yield* channel.publish("", queue, body)
+        yield* channel.consume(queue).pipe(
+          Stream.take(count),
+          Stream.runForEach((delivery) =>
+            Effect.gen(function*() {
+              times.push(Number(process.hrtime.bigint() - sentAt))
+              check(delivery.body.length === body.length, `body of ${delivery.body.length} bytes`)
+              yield* delivery.ack()
+              if (times.length < count) {
+                sentAt = process.hrtime.bigint()
+                yield* channel.publish("", queue, body)
+              }
+            })
+          )
+        )
+        check(times.length === count, `effect-amqp got ${times.length} of ${count} round trips`)
+        return times
+      })),
+
+    close: () => Effect.runPromise(Scope.close(scope, Exit.void))
+  }
+}
+
+export const client: BenchClient = { name: "effect-amqp", connect }

@@ -1,0 +1,271 @@
+/**
+ * `pnpm bench`: effect-amqp against amqplib, @cloudamqp/amqp-client and rabbitmq-client (and the
+ * raw reference), on the same broker in the same run, clients alternating, each client-scenario in
+ * a fresh `bench/worker.ts` process. Scenarios run against RabbitMQ, again against the null broker
+ * (a child process) to measure the clients alone, and over TLS against a private RabbitMQ node.
+ *
+ *   pnpm bench [--reps 3] [--quick] [--scenario name[,name]] [--client name[,name]]
+ *              [--url amqp://guest:guest@127.0.0.1:5672] [--no-null] [--no-tls] [--out bench/results]
+ *
+ * Every queue is fresh, uniquely named, declared with x-expires as a safety net and deleted after
+ * its run; a count that does not add up stops the run with a non-zero exit.
+ */
+import { BrokerNode } from "@effect-amqp/testing"
+import { Effect, Exit, Scope } from "effect"
+import * as ChildProcess from "node:child_process"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { parseArgs } from "node:util"
+import { makeBody } from "./adapter.ts"
+import { RawConnection } from "./clients/raw.ts"
+import { consoleTable, type Sample, summarise, writeResults } from "./report.ts"
+import {
+  awaitCount,
+  type BrokerKind,
+  expectedAfter,
+  messagesOf,
+  type Scenario,
+  scenarioByName,
+  scenarios
+} from "./scenarios.ts"
+import { clientModules, type WorkerResult } from "./worker.ts"
+
+const here = import.meta.dirname
+const WORKER_TIMEOUT_MS = 240_000
+
+interface Broker {
+  readonly kind: BrokerKind
+  /** What the clients connect to. */
+  readonly url: string
+  readonly tlsCaPath?: string
+  /** Plain-TCP admin connection for queue management and prefill. */
+  readonly admin: RawConnection
+}
+
+const { values } = parseArgs({
+  options: {
+    reps: { type: "string" },
+    quick: { type: "boolean", default: false },
+    scenario: { type: "string", multiple: true },
+    client: { type: "string", multiple: true },
+    url: { type: "string", default: "amqp://guest:guest@127.0.0.1:5672" },
+    "no-null": { type: "boolean", default: false },
+    "no-tls": { type: "boolean", default: false },
+    out: { type: "string", default: Path.join(here, "results") }
+  }
+})
+
+const quick = values.quick
+const reps = Number(values.reps ?? (quick ? 1 : 3))
+const split = (list: ReadonlyArray<string> | undefined) => list?.flatMap((s) => s.split(",")).filter((s) => s !== "")
+const selected: ReadonlyArray<Scenario> = split(values.scenario)?.map(scenarioByName) ?? scenarios
+const clients = split(values.client) ?? Object.keys(clientModules)
+for (const c of clients) if (clientModules[c] === undefined) throw new Error(`unknown client ${c}`)
+const wants = (kind: BrokerKind) => selected.some((s) => s.brokers.includes(kind))
+
+// -------------------------------------------------------------------------------------------------
+// resources we start, and their cleanup
+// -------------------------------------------------------------------------------------------------
+
+const cleanups: Array<() => Promise<void>> = []
+let cleaning: Promise<void> | undefined
+const cleanup = (): Promise<void> => {
+  cleaning ??= (async () => {
+    for (const step of cleanups.splice(0).toReversed()) {
+      await step().catch((error: unknown) => process.stderr.write(`cleanup: ${String(error)}\n`))
+    }
+  })()
+  return cleaning
+}
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    process.stderr.write(`\n${signal}: cleaning up\n`)
+    void cleanup().then(() => process.exit(130))
+  })
+}
+
+const openAdmin = async (url: string): Promise<RawConnection> => {
+  const admin = await RawConnection.open({ url })
+  cleanups.push(() => admin.close())
+  return admin
+}
+
+const startNullBroker = async (): Promise<number> => {
+  const child = ChildProcess.spawn(process.execPath, [Path.join(here, "nullBroker.ts")], {
+    stdio: ["pipe", "pipe", "inherit"]
+  })
+  cleanups.push(async () => {
+    child.stdin.end()
+    if (child.exitCode === null && child.pid !== undefined) process.kill(child.pid)
+  })
+  return new Promise((resolve, reject) => {
+    let out = ""
+    child.stdout.on("data", (chunk: Buffer) => {
+      out += chunk.toString()
+      const line = out.split("\n")[0]
+      if (out.includes("\n") && line !== undefined) resolve((JSON.parse(line) as { port: number }).port)
+    })
+    child.once("exit", (code) => reject(new Error(`null broker exited with ${code}`)))
+  })
+}
+
+const startTlsNode = async () => {
+  const scope = await Effect.runPromise(Scope.make())
+  cleanups.push(() => Effect.runPromise(Scope.close(scope, Exit.void)))
+  return Effect.runPromise(Scope.provide(BrokerNode.start({ tls: { verifyPeer: false } }), scope))
+}
+
+// -------------------------------------------------------------------------------------------------
+// one run
+// -------------------------------------------------------------------------------------------------
+
+let queueSeq = 0
+const queueName = (scenario: Scenario, client: string) =>
+  `effect-amqp-bench-${process.pid}-${++queueSeq}-${scenario.name}-${client.replace(/[^a-z0-9-]/gi, "")}`
+
+const runWorker = (args: ReadonlyArray<string>): Promise<WorkerResult> =>
+  new Promise((resolve, reject) => {
+    const child = ChildProcess.spawn(process.execPath, [Path.join(here, "worker.ts"), ...args], {
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let stdout = ""
+    let stderr = ""
+    child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+    const timer = setTimeout(() => {
+      if (child.pid !== undefined) process.kill(child.pid, "SIGKILL")
+    }, WORKER_TIMEOUT_MS)
+    child.once("exit", (code, signal) => {
+      clearTimeout(timer)
+      const line = stdout.trim().split("\n").pop() ?? ""
+      try {
+        const parsed = JSON.parse(line) as WorkerResult | { ok: false; error: string }
+        if (parsed.ok) return resolve(parsed)
+        return reject(new Error(`worker failed: ${parsed.error}\n${stderr}`))
+      } catch {
+        return reject(new Error(`worker exited with ${code ?? signal} and no result\n${stdout}\n${stderr}`))
+      }
+    })
+  })
+
+const runOne = async (broker: Broker, scenario: Scenario, client: string): Promise<WorkerResult> => {
+  const messages = messagesOf(scenario, quick)
+  const queue = queueName(scenario, client)
+  await broker.admin.declareQueue(queue, { "x-expires": 30 * 60 * 1000 })
+  try {
+    if (scenario.kind === "consume") {
+      await broker.admin.publish(queue, makeBody(scenario.bodySize), messages)
+      await awaitCount(broker.admin, queue, messages)
+    }
+    const result = await runWorker([
+      "--client",
+      client,
+      "--scenario",
+      scenario.name,
+      "--url",
+      broker.url,
+      "--queue",
+      queue,
+      "--messages",
+      String(messages),
+      ...(broker.tlsCaPath !== undefined ? ["--tls-ca", broker.tlsCaPath] : [])
+    ])
+    await awaitCount(broker.admin, queue, expectedAfter(scenario, messages), 10_000).catch((error: unknown) => {
+      throw new Error(`${client} ${scenario.name} on ${broker.kind}: ${String(error)}`)
+    })
+    return result
+  } finally {
+    await broker.admin.deleteQueue(queue)
+  }
+}
+
+// -------------------------------------------------------------------------------------------------
+// main
+// -------------------------------------------------------------------------------------------------
+
+const main = async () => {
+  const began = performance.now()
+  const brokers: Array<Broker> = []
+  const notes: Array<string> = [
+    "Publish rate: N messages / time until a passive queue.declare counts all N in the queue.",
+    "Publishes whose API returns a promise (cloudamqp, rabbitmq-client) keep 1,000 in flight; amqplib waits for `drain`;"
+    + " effect-amqp awaits each `publish` (it returns at once unless the socket is congested).",
+    "Round trip: publish to a queue the same client consumes, next publish on delivery; rate = 1 / mean round trip.",
+    "The null broker ignores acks and prefetch; it acks publishes (multiple=true) once per read chunk.",
+    "Every client runs with TCP_NODELAY and frame_max 131072 (effect-amqp's and amqplib's defaults;"
+    + " set explicitly for the others).",
+    `Load average at start: ${Os.loadavg().map((n) => n.toFixed(1)).join(", ")} on ${Os.cpus().length} CPUs`
+    + " (the machine is shared: rates are noisy, CPU time per message less so)."
+  ]
+  if (wants("rabbitmq")) {
+    brokers.push({ kind: "rabbitmq", url: values.url, admin: await openAdmin(values.url) })
+  }
+  if (wants("null") && !values["no-null"]) {
+    const port = await startNullBroker()
+    const url = `amqp://guest:guest@127.0.0.1:${port}`
+    brokers.push({ kind: "null", url, admin: await openAdmin(url) })
+  }
+  if (wants("tls") && !values["no-tls"]) {
+    process.stderr.write("starting a private RabbitMQ node with a TLS listener...\n")
+    const node = await startTlsNode()
+    brokers.push({
+      kind: "tls",
+      url: `amqps://guest:guest@127.0.0.1:${node.amqpsPort}`,
+      tlsCaPath: node.tls.caPath,
+      admin: await openAdmin(node.url)
+    })
+    notes.push("TLS runs use a private RabbitMQ node (BrokerNode from @effect-amqp/testing), not the shared one.")
+  }
+
+  const samples: Array<Sample> = []
+  let turn = 0
+  for (let rep = 0; rep < reps; rep++) {
+    for (const scenario of selected) {
+      for (const broker of brokers) {
+        if (!scenario.brokers.includes(broker.kind)) continue
+        const offset = turn++ % clients.length
+        const order = [...clients.slice(offset), ...clients.slice(0, offset)]
+        for (const client of order) {
+          const result = await runOne(broker, scenario, client)
+          samples.push({ broker: broker.kind, scenario, rep, result })
+          const latency = result.p50Us !== undefined
+            ? ` p50 ${result.p50Us.toFixed(0)} µs p99 ${result.p99Us?.toFixed(0)} µs`
+            : ""
+          process.stderr.write(
+            `[${rep + 1}/${reps}] ${broker.kind.padEnd(8)} ${scenario.name.padEnd(16)} ${client.padEnd(22)} `
+              + `${Math.round(result.rate).toLocaleString("en-US").padStart(9)} msg/s${latency}  `
+              + `cpu ${result.cpuPerMessageUs.toFixed(2)} µs/msg  rss ${(result.peakRss / 1048576).toFixed(0)} MiB  `
+              + `(${result.seconds.toFixed(2)} s)\n`
+          )
+        }
+      }
+    }
+  }
+
+  const rows = summarise(samples, clients)
+  writeResults(
+    values.out,
+    {
+      generatedAt: new Date().toISOString(),
+      node: process.version,
+      reps,
+      quick,
+      url: new URL(values.url).host,
+      cpus: Os.cpus().length,
+      loadAverage: Os.loadavg(),
+      durationSeconds: (performance.now() - began) / 1000,
+      notes
+    },
+    rows,
+    clients
+  )
+  process.stdout.write(`\n${consoleTable(rows, clients)}\n\nwritten to ${values.out}/latest.{json,md}\n`)
+}
+
+main().then(
+  () => cleanup().then(() => process.exit(0)),
+  (error: unknown) => {
+    process.stderr.write(`\nbench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`)
+    void cleanup().then(() => process.exit(1))
+  }
+)

@@ -1,0 +1,184 @@
+/**
+ * The scenarios, written once against `Session`. Each runs on a fresh queue that the orchestrator
+ * declared (and, for consume scenarios, filled with the raw writer); the worker runs the measured
+ * part and the orchestrator checks what is left in the queue afterwards.
+ */
+import { check, type Session } from "./adapter.ts"
+
+export type BrokerKind = "rabbitmq" | "null" | "tls"
+
+export interface Scenario {
+  readonly name: string
+  readonly title: string
+  readonly kind: "publish" | "confirm" | "consume" | "pingPong"
+  readonly bodySize: number
+  readonly messages: number
+  readonly quickMessages: number
+  /** Confirm window; 1 is one at a time. */
+  readonly window?: number
+  readonly prefetch?: number
+  readonly ackEvery?: number
+  readonly brokers: ReadonlyArray<BrokerKind>
+}
+
+const KiB = 1024
+const MiB = 1024 * KiB
+
+export const scenarios: ReadonlyArray<Scenario> = [
+  {
+    name: "publish-16B",
+    title: "publish 16 B",
+    kind: "publish",
+    bodySize: 16,
+    messages: 100_000,
+    quickMessages: 5_000,
+    brokers: ["rabbitmq", "null"]
+  },
+  {
+    name: "publish-1KiB",
+    title: "publish 1 KiB",
+    kind: "publish",
+    bodySize: KiB,
+    messages: 50_000,
+    quickMessages: 2_500,
+    brokers: ["rabbitmq", "null", "tls"]
+  },
+  {
+    name: "publish-64KiB",
+    title: "publish 64 KiB",
+    kind: "publish",
+    bodySize: 64 * KiB,
+    messages: 5_000,
+    quickMessages: 250,
+    brokers: ["rabbitmq", "null"]
+  },
+  {
+    name: "confirm-serial",
+    title: "confirm, one at a time",
+    kind: "confirm",
+    bodySize: 16,
+    messages: 2_000,
+    quickMessages: 100,
+    window: 1,
+    brokers: ["rabbitmq", "null"]
+  },
+  {
+    name: "confirm-window",
+    title: "confirm, window 1,000",
+    kind: "confirm",
+    bodySize: 16,
+    messages: 50_000,
+    quickMessages: 2_500,
+    window: 1000,
+    brokers: ["rabbitmq", "null"]
+  },
+  {
+    name: "consume-ack-each",
+    title: "consume, ack each",
+    kind: "consume",
+    bodySize: 16,
+    messages: 50_000,
+    quickMessages: 2_500,
+    prefetch: 1000,
+    ackEvery: 1,
+    brokers: ["rabbitmq", "null"]
+  },
+  {
+    name: "consume-ack-250",
+    title: "consume, ack multiple/250",
+    kind: "consume",
+    bodySize: 16,
+    messages: 50_000,
+    quickMessages: 2_500,
+    prefetch: 1000,
+    ackEvery: 250,
+    brokers: ["rabbitmq", "null", "tls"]
+  },
+  {
+    name: "roundtrip-16B",
+    title: "round trip 16 B",
+    kind: "pingPong",
+    bodySize: 16,
+    messages: 2_000,
+    quickMessages: 100,
+    brokers: ["rabbitmq"]
+  },
+  {
+    name: "message-16MiB",
+    title: "16 MiB publish+consume",
+    kind: "pingPong",
+    bodySize: 16 * MiB,
+    messages: 3,
+    quickMessages: 1,
+    brokers: ["rabbitmq"]
+  }
+]
+
+export const scenarioByName = (name: string): Scenario => {
+  const scenario = scenarios.find((s) => s.name === name)
+  if (scenario === undefined) throw new Error(`unknown scenario ${name}; known: ${scenarios.map((s) => s.name)}`)
+  return scenario
+}
+
+export const messagesOf = (scenario: Scenario, quick: boolean): number =>
+  quick ? scenario.quickMessages : scenario.messages
+
+/** What the queue holds after a correct run. */
+export const expectedAfter = (scenario: Scenario, messages: number): number =>
+  scenario.kind === "publish" || scenario.kind === "confirm" ? messages : 0
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Polls a passive declare until the broker holds exactly `count` messages. */
+export const awaitCount = async (
+  session: Pick<Session, "messageCount">,
+  queue: string,
+  count: number,
+  timeoutMs = 120_000
+): Promise<void> => {
+  const deadline = Date.now() + timeoutMs
+  while (true) {
+    const now = await session.messageCount(queue)
+    check(now <= count, `queue ${queue} holds ${now} messages, more than ${count}`)
+    if (now === count) return
+    check(Date.now() < deadline, `queue ${queue} holds ${now} of ${count} messages after ${timeoutMs} ms`)
+    await sleep(2)
+  }
+}
+
+export interface Measured {
+  /** Latencies in nanoseconds, for round-trip scenarios. */
+  readonly latencies?: ReadonlyArray<number>
+}
+
+/** The measured part of a scenario; throws when a count does not add up. */
+export const runScenario = async (
+  session: Session,
+  scenario: Scenario,
+  queue: string,
+  body: Uint8Array,
+  messages: number
+): Promise<Measured> => {
+  switch (scenario.kind) {
+    case "publish":
+      await session.publish(queue, body, messages)
+      await awaitCount(session, queue, messages)
+      return {}
+    case "confirm":
+      await session.publishConfirmed(queue, body, messages, scenario.window ?? 1)
+      return {}
+    case "consume":
+      await session.consume(queue, messages, {
+        prefetch: scenario.prefetch ?? 1000,
+        ackEvery: scenario.ackEvery ?? 1,
+        bodySize: body.length
+      })
+      return {}
+    case "pingPong": {
+      // One more round trip than measured: the first includes starting the consumer.
+      const times = await session.pingPong(queue, body, messages + 1)
+      check(times.length === messages + 1, `${times.length} round trips of ${messages + 1}`)
+      return { latencies: times.slice(1) }
+    }
+  }
+}

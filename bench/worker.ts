@@ -1,0 +1,126 @@
+/**
+ * One client, one scenario, one fresh process: connects (not measured), runs the measured part
+ * while sampling RSS every 10 ms, closes, and prints one JSON line. The orchestrator owns the
+ * queue: it declared it (and prefilled it) before, and checks and deletes it after.
+ *
+ *   node bench/worker.ts --client effect-amqp --scenario publish-16B --url amqp://... --queue q
+ *     [--messages N] [--tls-ca file]
+ */
+import * as Fs from "node:fs"
+import * as Path from "node:path"
+import { parseArgs } from "node:util"
+import { type BenchClient, check, makeBody, type Target } from "./adapter.ts"
+import { runScenario, scenarioByName } from "./scenarios.ts"
+
+export interface WorkerResult {
+  readonly ok: true
+  readonly client: string
+  readonly scenario: string
+  readonly messages: number
+  readonly seconds: number
+  /** Messages per second. */
+  readonly rate: number
+  readonly cpuPerMessageUs: number
+  /** Highest RSS seen by the 10 ms sampler during the measured part, in bytes. */
+  readonly peakRss: number
+  /** RSS just before the measured part. */
+  readonly startRss: number
+  readonly p50Us?: number
+  readonly p99Us?: number
+}
+
+export const clientModules: Record<string, string> = {
+  "effect-amqp": "./clients/effect-amqp.ts",
+  amqplib: "./clients/amqplib.ts",
+  "@cloudamqp/amqp-client": "./clients/cloudamqp.ts",
+  "rabbitmq-client": "./clients/rabbitmq-client.ts",
+  raw: "./clients/raw.ts"
+}
+
+const percentile = (sorted: ReadonlyArray<number>, p: number): number =>
+  sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!
+
+const main = async () => {
+  const { values } = parseArgs({
+    options: {
+      client: { type: "string" },
+      scenario: { type: "string" },
+      url: { type: "string" },
+      queue: { type: "string" },
+      messages: { type: "string" },
+      "tls-ca": { type: "string" }
+    }
+  })
+  const clientName = values.client ?? ""
+  const modulePath = clientModules[clientName]
+  if (modulePath === undefined) throw new Error(`unknown client ${clientName}`)
+  if (values.url === undefined || values.queue === undefined || values.scenario === undefined) {
+    throw new Error("--url, --queue and --scenario are required")
+  }
+  const scenario = scenarioByName(values.scenario)
+  const messages = Number(values.messages ?? scenario.messages)
+  const target: Target = {
+    url: values.url,
+    ...(values["tls-ca"] !== undefined ? { tlsCa: Fs.readFileSync(values["tls-ca"], "utf8") } : {})
+  }
+  const { client } = (await import(modulePath)) as { readonly client: BenchClient }
+  const body = makeBody(scenario.bodySize)
+  const session = await client.connect(target)
+
+  const startRss = process.memoryUsage.rss()
+  let peakRss = startRss
+  const sampler = setInterval(() => {
+    const rss = process.memoryUsage.rss()
+    if (rss > peakRss) peakRss = rss
+  }, 10)
+  const cpuBefore = process.cpuUsage()
+  const began = performance.now()
+  const measured = await runScenario(session, scenario, values.queue, body, messages)
+  const seconds = (performance.now() - began) / 1000
+  const cpu = process.cpuUsage(cpuBefore)
+  clearInterval(sampler)
+  peakRss = Math.max(peakRss, process.memoryUsage.rss())
+  await session.close()
+
+  const latencies = measured.latencies
+  let rate = messages / seconds
+  let p50Us: number | undefined
+  let p99Us: number | undefined
+  let operations = messages
+  if (latencies !== undefined) {
+    check(latencies.length === messages, `${latencies.length} latencies for ${messages} round trips`)
+    const sorted = latencies.toSorted((a, b) => a - b)
+    p50Us = percentile(sorted, 50) / 1000
+    p99Us = percentile(sorted, 99) / 1000
+    rate = 1e9 / (latencies.reduce((a, b) => a + b, 0) / latencies.length)
+    operations = messages + 1
+  }
+  const result: WorkerResult = {
+    ok: true,
+    client: client.name,
+    scenario: scenario.name,
+    messages,
+    seconds,
+    rate,
+    cpuPerMessageUs: (cpu.user + cpu.system) / operations,
+    peakRss,
+    startRss,
+    ...(p50Us !== undefined ? { p50Us } : {}),
+    ...(p99Us !== undefined ? { p99Us } : {})
+  }
+  process.stdout.write(`${JSON.stringify(result)}\n`)
+}
+
+if (process.argv[1] !== undefined && Path.resolve(process.argv[1]) === import.meta.filename) {
+  main().then(
+    () => process.exit(0),
+    (error: unknown) => {
+      process.stdout.write(
+        `${
+          JSON.stringify({ ok: false, error: error instanceof Error ? (error.stack ?? error.message) : String(error) })
+        }\n`
+      )
+      process.exit(1)
+    }
+  )
+}
