@@ -7,8 +7,7 @@
  *
  * @since 0.1.0
  */
-import { AmqpConnection, type AmqpConnectionError, ConnectionConfig } from "@effect-amqp/client"
-import type { AmqpConfigError } from "@effect-amqp/client"
+import { AmqpConfigError, AmqpConnection, type AmqpConnectionError, ConnectionConfig } from "@effect-amqp/client"
 import { Config, Console, Effect, Option, type Scope } from "effect"
 import { CommandFailed } from "./Report.ts"
 
@@ -55,7 +54,23 @@ export const target = (flag: Option.Option<string>): Effect.Effect<Target> =>
  * @since 0.1.0
  * @category formatting
  */
-export const describe = (t: Target): string => `${ConnectionConfig.redactUrl(t.url)} (${t.source})`
+export const describe = (t: Target): string => `${displayUrl(t.url)} (${t.source})`
+
+/**
+ * The URL with everything between the user name and the last `@` replaced by `***`. Stricter than
+ * the client's `redactUrl`, which stops at the first `@` or `/` and so shows the rest of a password
+ * that contains one: `amqp://u:p@ss@host`, which `new URL` accepts, would show as `amqp://u:***@ss@host`.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const displayUrl = (url: string): string => url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*:).*@/is, "$1***@")
+
+/** Swaps the client's redaction of `url` in an error message for `displayUrl`'s. */
+const scrub = (url: string) => (error: AmqpConnectionError | AmqpConfigError) =>
+  error._tag === "AmqpConfigError"
+    ? new AmqpConfigError({ message: error.message.replaceAll(ConnectionConfig.redactUrl(url), displayUrl(url)) })
+    : error
 
 /**
  * @since 0.1.0
@@ -93,7 +108,10 @@ export const connect = (
 ): Effect.Effect<Connected, AmqpConnectionError | AmqpConfigError | CommandFailed, Scope.Scope> => {
   const overrides = { connectionName: options.connectionName, typedHeaders: options.typedHeaders ?? false }
   const open = (to: Target) =>
-    Effect.map(AmqpConnection.fromUrl(to.url, overrides), (connection): Connected => ({ target: to, connection }))
+    AmqpConnection.fromUrl(to.url, overrides).pipe(
+      Effect.mapError(scrub(to.url)),
+      Effect.map((connection): Connected => ({ target: to, connection }))
+    )
   if (options.privateFallback !== true || t.source !== "default") return open(t)
   return open(t).pipe(
     Effect.catchIf(refused, (error) =>

@@ -2,12 +2,12 @@
  * The `effect-amqp` command line: its subcommands (`publish`, `consume`, `demo`), how help and
  * usage errors are shown, and how a run ends.
  *
- * Parsing is effect's `effect/cli`. Help goes to stdout. A usage error (unknown flag, bad value,
- * missing flag, unknown subcommand) prints one line per problem to stderr and exits 2. A failure at
- * run time (broker unreachable, channel closed, publish nacked, messages lost) prints the typed
- * error's message on one line to stderr and exits 1; so does a malformed `--url` (exit 2, it is a
- * usage error). Messages never contain a password: the client's errors leave it out, and URLs are
- * shown through `redactUrl`.
+ * Parsing is effect's `effect/cli`; help goes to stdout. Exit codes: 0 success; 2 usage error (unknown
+ * flag, bad value, missing flag, unknown subcommand, malformed `--url`), one line per problem on
+ * stderr; 1 failure at run time (broker unreachable, channel closed, publish nacked, messages lost),
+ * the typed error's message on one line on stderr; 1 for a defect too, as `internal error: ...`.
+ * Messages never contain a password: the client's errors leave it out, and URLs are shown through
+ * `redactUrl`.
  *
  * @since 0.1.0
  */
@@ -98,6 +98,11 @@ export const main = (args: ReadonlyArray<string>): Effect.Effect<void, Exit> =>
       const code = error._tag === "AmqpConfigError" ? ExitCode.usage : ExitCode.failure
       return Console.error(`effect-amqp: ${messageOf(error)}`).pipe(Effect.andThen(Effect.fail(new Exit({ code }))))
     }),
+    Effect.catchDefect((defect) =>
+      Console.error(`effect-amqp: internal error: ${messageOf(defect)}`).pipe(
+        Effect.andThen(Effect.fail(new Exit({ code: ExitCode.failure })))
+      )
+    ),
     Effect.provide(Layer.mergeAll(
       presenter,
       CliConfig.layer({ builtIns: [GlobalFlag.Help, GlobalFlag.Version] }),

@@ -21,6 +21,14 @@ describe("Broker", () => {
       assert.deepStrictEqual(yield* Broker.target(Option.none()).pipe(withEnv({ AMQP_URL: " " })), local)
     }))
 
+  it("hides the whole password, even one with @ or / in it", () => {
+    assert.strictEqual(Broker.displayUrl("amqp://guest:guest@127.0.0.1:5672"), "amqp://guest:***@127.0.0.1:5672")
+    assert.strictEqual(Broker.displayUrl("amqp://u:p@ss@h:1/v?heartbeat=5"), "amqp://u:***@h:1/v?heartbeat=5")
+    assert.strictEqual(Broker.displayUrl("amqps://u:p/s@s@h"), "amqps://u:***@h")
+    assert.strictEqual(Broker.displayUrl("amqp://h:5672/v"), "amqp://h:5672/v")
+    assert.strictEqual(Broker.displayUrl("amqp://user@h"), "amqp://user@h")
+  })
+
   it.live("does not replace a URL the user gave when it refuses the connection", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(

@@ -129,11 +129,12 @@ describe("effect-amqp demo", () => {
 describe("effect-amqp usage and failures", () => {
   it.live("a bad flag exits 2 with one line naming it", () =>
     Effect.gen(function*() {
-      const [unknown, malformed, unknownCommand, badUrl] = yield* Effect.all([
+      const [unknown, malformed, unknownCommand, badUrl, badQuery] = yield* Effect.all([
         cli(["publish", "--queue", "q", "--bogus"]),
         cli(["consume", "--queue", "q", "--count", "many"]),
         cli(["frobnicate"]),
-        cli(["publish", "--queue", "q", "--url", "http://guest:hunter2@127.0.0.1:1"])
+        cli(["publish", "--queue", "q", "--url", "http://guest:hunter2@127.0.0.1:1"]),
+        cli(["consume", "--queue", "q", "--url", "amqp://guest:hun@ter2@127.0.0.1:1/?nope=1"])
       ], { concurrency: "unbounded" })
       assert.strictEqual(unknown.code, 2)
       assert.strictEqual(unknown.stdout, "")
@@ -148,6 +149,12 @@ describe("effect-amqp usage and failures", () => {
       assert.strictEqual(badUrl.code, 2)
       assert.match(badUrl.stderr, /must start with amqp:\/\/ or amqps:\/\//)
       assert.notInclude(badUrl.stderr, "hunter2")
+
+      assert.strictEqual(badQuery.code, 2)
+      assert.strictEqual(
+        badQuery.stderr,
+        "effect-amqp: unknown query parameter nope in amqp://guest:***@127.0.0.1:1/?nope=1\n"
+      )
     }))
 
   it.live("--help works for every command and exits 0", () =>
