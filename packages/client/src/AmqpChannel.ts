@@ -165,6 +165,17 @@ export interface AmqpChannel {
     body: Uint8Array,
     options?: PublishOptions
   ) => Effect.Effect<void, AmqpPublishError | ChannelError>
+  /**
+   * Publishes and returns as soon as the message is written, with an effect that waits for its
+   * confirm: one fiber can keep a whole confirm window in flight. Outside confirm mode the inner
+   * effect succeeds at once.
+   */
+  readonly publishAsync: (
+    exchange: string,
+    routingKey: string,
+    body: Uint8Array,
+    options?: PublishOptions
+  ) => Effect.Effect<Effect.Effect<void, AmqpPublishError>, AmqpPublishError | ChannelError>
   /** Consumes a queue as a stream; ending the stream or its scope sends `basic.cancel`. */
   readonly consume: (
     queue: string,
@@ -337,6 +348,8 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
     })),
     publish: (exchange, routingKey, body, o = {}) =>
       core.publish(exchange, routingKey, body, o.properties ?? {}, o.mandatory ?? false),
+    publishAsync: (exchange, routingKey, body, o = {}) =>
+      core.publishAsync(exchange, routingKey, body, o.properties ?? {}, o.mandatory ?? false),
     consume,
     get: (queue, o = {}) =>
       Effect.map(rpc(Methods.basicGet({ queue, noAck: o.noAck ?? false })), (reply) => {

@@ -630,6 +630,11 @@ class LogicalChannel {
         this.confirm = true
       }),
       publish: (exchange, routingKey, body, o = {}) => this.publish(exchange, routingKey, body, o),
+      publishAsync: (exchange, routingKey, body, o = {}) =>
+        Effect.flatMap(
+          this.current,
+          (core) => core.publishAsync(exchange, routingKey, body, o.properties ?? {}, o.mandatory ?? false)
+        ),
       consume: (queue, o = {}) => this.consume(queue, o),
       get: (queue, o) => this.op((c) => c.get(queue, o)),
       ack: (deliveryTag, multiple) =>

@@ -260,12 +260,22 @@ export const fromUrl = (
   })
 
 /**
- * The URL with its password replaced by `***`, for messages.
+ * The URL with its password replaced by `***`, for messages. It errs on the side of hiding: all
+ * from the first `:` after the scheme to the last `@` goes.
  *
  * @since 0.1.0
  * @category utils
  */
-export const redactUrl = (url: string): string => url.replace(/^([a-z]+:\/\/[^:@/]*:)[^@/]*@/i, "$1***@")
+export const redactUrl = (url: string): string => {
+  const scheme = url.indexOf("://")
+  if (scheme < 0) return url.includes("@") ? "***" : url
+  const start = scheme + 3
+  const at = url.lastIndexOf("@")
+  if (at < start) return url
+  const colon = url.indexOf(":", start)
+  if (colon < 0 || colon > at) return url
+  return `${url.slice(0, colon + 1)}***${url.slice(at)}`
+}
 
 /**
  * Options from the environment: `AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672`).

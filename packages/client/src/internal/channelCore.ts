@@ -258,28 +258,45 @@ export class ChannelCore implements ChannelSink {
     properties: BasicProperties,
     mandatory: boolean
   ): Effect.Effect<void, AmqpPublishError | AmqpClosedError | ChannelFailure> {
+    return Effect.flatten(this.publishAsync(exchange, routingKey, body, properties, mandatory))
+  }
+
+  /**
+   * Publishes once admitted (blocked, window and socket permitting) and returns at once with an
+   * effect that waits for the confirm, so one fiber can keep a whole window in flight.
+   */
+  publishAsync(
+    exchange: string,
+    routingKey: string,
+    body: Uint8Array,
+    properties: BasicProperties,
+    mandatory: boolean
+  ): Effect.Effect<Effect.Effect<void, AmqpPublishError>, AmqpPublishError | AmqpClosedError | ChannelFailure> {
     return Effect.suspend(() => {
       if (this.state === "closed") return Effect.fail(this.closedError())
       const connection = this.connection
       const ready = connection.blockedReason === undefined && !connection.transport.congested()
       if (!this.confirmMode) {
-        if (ready) return this.writeMessage(exchange, routingKey, body, properties, mandatory)
+        if (ready) return Effect.as(this.writeMessage(exchange, routingKey, body, properties, mandatory), Effect.void)
         return this.unblocked.pipe(
           Effect.andThen(connection.transport.drained),
-          Effect.andThen(Effect.suspend(() => this.writeMessage(exchange, routingKey, body, properties, mandatory)))
+          Effect.andThen(Effect.suspend(() => this.writeMessage(exchange, routingKey, body, properties, mandatory))),
+          Effect.as(Effect.void)
         )
       }
-      const confirmed = Effect.suspend((): Effect.Effect<void, AmqpPublishError | AmqpClosedError> => {
-        if (this.state === "closed") {
-          this.releaseSlot()
-          return Effect.fail(this.closedError())
+      const confirmed = Effect.suspend(
+        (): Effect.Effect<Effect.Effect<void, AmqpPublishError>, AmqpPublishError | AmqpClosedError> => {
+          if (this.state === "closed") {
+            this.releaseSlot()
+            return Effect.fail(this.closedError())
+          }
+          const deferred = Deferred.makeUnsafe<void, AmqpPublishError>()
+          const frames = this.encode(exchange, routingKey, body, properties, mandatory)
+          this.confirms.add({ deferred, exchange, routingKey, mandatory, returned: undefined })
+          this.writeFrames(frames)
+          return Effect.succeed(Deferred.await(deferred))
         }
-        const deferred = Deferred.makeUnsafe<void, AmqpPublishError>()
-        const frames = this.encode(exchange, routingKey, body, properties, mandatory)
-        this.confirms.add({ deferred, exchange, routingKey, mandatory, returned: undefined })
-        this.writeFrames(frames)
-        return Deferred.await(deferred)
-      })
+      )
       if (ready && this.slots < this.options.maxOutstandingConfirms && this.slotWaiters.length === 0) {
         this.slots++
         return confirmed

@@ -1,0 +1,53 @@
+import { ConnectionConfig } from "@effect-amqp/client"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Redacted } from "effect"
+
+describe("ConnectionConfig", () => {
+  it("hides the password of a URL, even one with an unencoded @", () => {
+    assert.strictEqual(ConnectionConfig.redactUrl("amqp://u:p@ss@host/?foo=1"), "amqp://u:***@host/?foo=1")
+    assert.strictEqual(ConnectionConfig.redactUrl("amqp://guest:secret@h:1/v"), "amqp://guest:***@h:1/v")
+    assert.strictEqual(ConnectionConfig.redactUrl("amqp://h/"), "amqp://h/")
+    assert.strictEqual(ConnectionConfig.redactUrl("amqps://user@h"), "amqps://user@h")
+  })
+
+  it.effect("never shows the password in the error of a bad URL", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(ConnectionConfig.fromUrl("amqp://u:p@ss-word@host/?foo=1"))
+      assert.strictEqual(error._tag, "AmqpConfigError")
+      assert.notInclude(error.message, "ss-word")
+    }))
+
+  it.effect("decodes vhost, credentials and query parameters", () =>
+    Effect.gen(function*() {
+      const options = yield* ConnectionConfig.fromUrl(
+        "amqps://us%40er:p%2Fw@rabbit.local:5999/my%2fvhost?heartbeat=7&frame_max=16384&channel_max=9" +
+          "&connection_timeout=1500&auth_mechanism=amqplain"
+      )
+      assert.deepStrictEqual(
+        [options.username, Redacted.value(options.password), options.host, options.port, options.vhost],
+        ["us@er", "p/w", "rabbit.local", 5999, "my/vhost"]
+      )
+      assert.deepStrictEqual(
+        [options.heartbeat, options.frameMax, options.channelMax, options.connectionTimeout, options.authMechanism],
+        [7, 16384, 9, 1500, "AMQPLAIN"]
+      )
+      assert.isDefined(options.tls)
+      assert.strictEqual((yield* ConnectionConfig.fromUrl("amqp://h")).vhost, "/")
+      assert.strictEqual((yield* ConnectionConfig.fromUrl("amqp://h/%2f")).vhost, "/")
+      assert.strictEqual((yield* ConnectionConfig.fromUrl("amqps://h")).port, 5671)
+    }))
+
+  it.effect("refuses a frame_max below 8192, unknown parameters and two-segment vhosts", () =>
+    Effect.gen(function*() {
+      const small = yield* Effect.flip(ConnectionConfig.fromUrl("amqp://h/?frame_max=4096"))
+      assert.include(small.message, "frame_max must be 0 (no limit) or at least 8192")
+      const unknown = yield* Effect.flip(ConnectionConfig.fromUrl("amqp://h/?nope=1"))
+      assert.include(unknown.message, "unknown query parameter nope")
+      const segments = yield* Effect.flip(ConnectionConfig.fromUrl("amqp://h/a/b"))
+      assert.include(segments.message, "one path segment")
+      const scheme = yield* Effect.flip(ConnectionConfig.fromUrl("http://h/"))
+      assert.include(scheme.message, "amqp:// or amqps://")
+      const port = yield* Effect.flip(ConnectionConfig.make({ port: 70000 }))
+      assert.include(port.message, "port")
+    }))
+})
