@@ -75,15 +75,6 @@ export class BufferReader {
     this.need(length)
     const start = this.pos
     this.pos += length
-    if (length < 32) {
-      let out = ""
-      for (let i = start; i < start + length; i++) {
-        const code = this.buf[i]!
-        if (code > 127) return this.buf.toString("utf8", start, start + length)
-        out += String.fromCharCode(code)
-      }
-      return out
-    }
     return this.buf.toString("utf8", start, start + length)
   }
 
