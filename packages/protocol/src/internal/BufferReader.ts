@@ -6,6 +6,16 @@ import { frameError, syntaxError } from "../ProtocolError.ts"
 
 const TWO_32 = 4294967296
 
+/**
+ * Table keys repeat from message to message (`x-death`, `x-retries`, ...). Remembering the string
+ * for a key's bytes saves decoding it and the engine's interning it as a property name again. The
+ * cache maps a hash of the bytes to one entry per slot; a colliding key replaces it.
+ */
+const KEY_CACHE_SLOTS = 1024
+const KEY_CACHE_MAX_LENGTH = 40
+const cachedKeyBytes: Array<Uint8Array | undefined> = new Array(KEY_CACHE_SLOTS)
+const cachedKeys: Array<string> = new Array(KEY_CACHE_SLOTS)
+
 export class BufferReader {
   readonly buf: Buffer
   pos: number
@@ -59,6 +69,30 @@ export class BufferReader {
   shortstr(): string {
     const length = this.octet()
     return this.utf8(length)
+  }
+
+  /** A shortstr used as a table key. */
+  key(): string {
+    const length = this.octet()
+    this.need(length)
+    const buf = this.buf
+    const start = this.pos
+    const end = start + length
+    this.pos = end
+    if (length > KEY_CACHE_MAX_LENGTH) return buf.toString("utf8", start, end)
+    let hash = length
+    for (let i = start; i < end; i++) hash = Math.imul(hash ^ buf[i]!, 0x01000193)
+    const slot = (hash ^ (hash >>> 15)) & (KEY_CACHE_SLOTS - 1)
+    const cached = cachedKeyBytes[slot]
+    if (cached !== undefined && cached.length === length) {
+      let i = 0
+      while (i < length && cached[i] === buf[start + i]) i++
+      if (i === length) return cachedKeys[slot]!
+    }
+    const key = buf.toString("utf8", start, end)
+    cachedKeyBytes[slot] = Uint8Array.prototype.slice.call(buf, start, end)
+    cachedKeys[slot] = key
+    return key
   }
 
   longstr(): string {
