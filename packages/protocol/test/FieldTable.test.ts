@@ -70,6 +70,14 @@ describe("decoding", () => {
     assert.strictEqual(decoded.finf, Infinity)
   })
 
+  it("decodes thousands of distinct keys right, the first time and again", () => {
+    const entries: Entries = Array.from({ length: 1500 }, (_, i) => [`k\u00e9${i.toString(36)}`, ["I", i]] as const)
+    const bytes = tableBytes(entries)
+    for (let round = 0; round < 2; round++) assert.deepStrictEqual(decodeTable(bytes), tableDecoded(entries))
+    const long = "k".repeat(200)
+    assert.deepStrictEqual(decodeTable(tableBytes([[long, ["V", null]]])), { [long]: null })
+  })
+
   it("lets the last of two equal keys win", () => {
     assert.deepStrictEqual(decodeTable(tableBytes([["k", ["I", 1]], ["k", ["I", 2]]])), { k: 2 })
   })
