@@ -1,0 +1,318 @@
+/**
+ * Codec micro-benchmark: whole `basic.publish` messages (method, content header with typical
+ * properties, body frames) encoded and decoded per second by `@effect-amqp/protocol`, beside
+ * amqplib's own frame and method codec in the same process. No sockets, no broker.
+ *
+ * What each side does per message:
+ * - encode: ours, `MessageEncoder.message`; amqplib, `defs.encodeMethod` + `defs.encodeProperties`
+ *   + `frame.makeBodyFrame` per body frame, joined into one buffer below 2048 bytes as its
+ *   connection does before writing.
+ * - decode: the same bytes (one buffer holding the whole message) to method, properties and body.
+ *   Ours, `FrameDecoder.push` + `CommandAssembler.push`; amqplib, `frame.parseFrame` +
+ *   `frame.decodeFrame` per frame and the body frames collected (joined when more than one) as its
+ *   channel does.
+ * - encode+decode: each side's encoder output fed, buffer by buffer, to its own decoder.
+ *
+ * Each side decodes the same message again and again, as a stream of same-shaped messages would
+ * arrive; ours then finds the header table's keys in its key cache.
+ *
+ * The two implementations alternate, 7 rounds of about 300 ms each per case; medians are printed.
+ * Run with `pnpm bench:codec`. This is not a test: it asserts only that both sides decode the
+ * message they were given.
+ */
+import { CommandAssembler, FrameDecoder, MessageEncoder, Methods } from "@effect-amqp/protocol"
+import { createRequire } from "node:module"
+import * as Path from "node:path"
+import { parseArgs } from "node:util"
+
+// `--sizes 16,1024 --ops decode --rounds 15 --ms 100` narrows a run while profiling.
+const { values: args } = parseArgs({
+  options: {
+    sizes: { type: "string", default: "16,1024,131072" },
+    ops: { type: "string", default: "encode,decode,encode+decode" },
+    rounds: { type: "string", default: "7" },
+    ms: { type: "string", default: "300" }
+  }
+})
+
+const FRAME_MAX = 131072
+const ROUNDS = Number(args.rounds)
+const ROUND_MS = Number(args.ms)
+const SIZES = args.sizes.split(",").map(Number)
+const OPS = args.ops.split(",") as ReadonlyArray<Op>
+
+// -------------------------------------------------------------------------------------------------
+// amqplib's internal codec, loaded by file path
+// -------------------------------------------------------------------------------------------------
+
+interface AmqplibDefs {
+  readonly BasicPublish: number
+  readonly BasicProperties: number
+  encodeMethod(id: number, channel: number, fields: object): Buffer
+  encodeProperties(id: number, channel: number, size: number, fields: object): Buffer
+}
+
+interface ParsedFrame {
+  readonly type: number
+  readonly channel: number
+  readonly rest: Buffer
+}
+
+interface DecodedFrame {
+  readonly id?: number
+  readonly channel: number
+  readonly fields?: Record<string, unknown>
+  readonly size?: number
+  readonly content?: Buffer
+}
+
+interface AmqplibFrame {
+  parseFrame(bin: Buffer, max: number): ParsedFrame | false
+  decodeFrame(frame: ParsedFrame): DecodedFrame
+  makeBodyFrame(channel: number, payload: Buffer): Buffer
+}
+
+// The package exports only its public API, so its codec modules are required by file path.
+const require = createRequire(import.meta.url)
+const amqplibLib = Path.join(Path.dirname(require.resolve("amqplib")), "lib")
+const defs = require(Path.join(amqplibLib, "defs.js")) as AmqplibDefs
+const amqpFrame = require(Path.join(amqplibLib, "frame.js")) as AmqplibFrame
+
+// -------------------------------------------------------------------------------------------------
+// the message
+// -------------------------------------------------------------------------------------------------
+
+const properties = {
+  contentType: "application/json",
+  deliveryMode: 2,
+  messageId: "msg-000123-7f3a",
+  timestamp: 1700000000,
+  headers: { "x-retries": 3, "x-source": "orders-service", "x-urgent": true, "x-ratio": 0.75 }
+}
+
+const publishFields = {
+  ticket: 0,
+  exchange: "orders",
+  routingKey: "orders.created",
+  mandatory: false,
+  immediate: false
+}
+const publish = Methods.basicPublish({ exchange: "orders", routingKey: "orders.created" })
+
+const makeBody = (size: number): Buffer => {
+  const body = Buffer.allocUnsafe(size)
+  for (let i = 0; i < size; i++) body[i] = (i * 31) & 0xff
+  return body
+}
+
+// -------------------------------------------------------------------------------------------------
+// the two implementations, as the same three operations
+// -------------------------------------------------------------------------------------------------
+
+interface Codec {
+  /** Encodes the message; returns the buffers to write, in order. */
+  readonly encode: () => ReadonlyArray<Uint8Array>
+  /** Decodes buffers that hold whole messages; returns the body bytes it assembled. */
+  readonly decode: (buffers: ReadonlyArray<Uint8Array>) => number
+}
+
+const ours = (body: Buffer): Codec => {
+  const encoder = new MessageEncoder({ frameMax: FRAME_MAX })
+  const decoder = new FrameDecoder({ frameMax: FRAME_MAX })
+  const assembler = new CommandAssembler(1)
+  return {
+    encode: () => {
+      const out = encoder.message(1, publish, properties, body)
+      return Array.isArray(out) ? out : [out as Buffer]
+    },
+    decode: (buffers) => {
+      let bytes = 0
+      for (const buffer of buffers) {
+        for (const frame of decoder.push(buffer)) {
+          const command = assembler.push(frame)
+          if (command?.body !== undefined && command.properties?.headers !== undefined) bytes += command.body.length
+        }
+      }
+      return bytes
+    }
+  }
+}
+
+/** Below this many bytes amqplib's connection copies a message into one buffer before writing. */
+const AMQPLIB_SINGLE_CHUNK = 2048
+
+const amqplib = (body: Buffer): Codec => {
+  const maxBody = FRAME_MAX - 8
+  let rest: Buffer = Buffer.alloc(0)
+  let expecting: "method" | "header" | "body" = "method"
+  let remaining = 0
+  let chunks: Array<Buffer> = []
+  let props: Record<string, unknown> | undefined
+  // The channel's state machine for content: method, then header, then body frames.
+  const accept = (frame: DecodedFrame): number => {
+    if (expecting === "method") {
+      if (frame.id !== defs.BasicPublish || frame.fields === undefined) throw new Error("expected basic.publish")
+      expecting = "header"
+      return 0
+    }
+    if (expecting === "header") {
+      props = frame.fields
+      remaining = frame.size ?? 0
+      expecting = "body"
+      if (remaining > 0) return 0
+      expecting = "method"
+      return 0
+    }
+    const content = frame.content
+    if (content === undefined) throw new Error("expected a body frame")
+    remaining -= content.length
+    chunks.push(content)
+    if (remaining > 0) return 0
+    const whole = chunks.length === 1 ? content : Buffer.concat(chunks)
+    chunks = []
+    expecting = "method"
+    return props?.["headers"] !== undefined ? whole.length : 0
+  }
+  return {
+    encode: () => {
+      const method = defs.encodeMethod(defs.BasicPublish, 1, publishFields)
+      const header = defs.encodeProperties(defs.BasicProperties, 1, body.length, properties)
+      const head = method.length + header.length
+      const total = head + (body.length > 0 ? body.length + 8 : 0)
+      if (total < AMQPLIB_SINGLE_CHUNK) {
+        const all = Buffer.allocUnsafe(total)
+        method.copy(all, 0)
+        header.copy(all, method.length)
+        if (body.length > 0) amqpFrame.makeBodyFrame(1, body).copy(all, head)
+        return [all]
+      }
+      const out: Array<Buffer> = head < AMQPLIB_SINGLE_CHUNK
+        ? [Buffer.concat([method, header], head)]
+        : [method, header]
+      for (let offset = 0; offset < body.length; offset += maxBody) {
+        out.push(amqpFrame.makeBodyFrame(1, body.subarray(offset, Math.min(offset + maxBody, body.length))))
+      }
+      return out
+    },
+    // As its connection reads: what is left of the last chunk is joined with the next.
+    decode: (buffers) => {
+      let bytes = 0
+      for (const buffer of buffers) {
+        rest = rest.length === 0 ? buffer as Buffer : Buffer.concat([rest, buffer])
+        let parsed = amqpFrame.parseFrame(rest, FRAME_MAX)
+        while (parsed !== false) {
+          rest = parsed.rest
+          bytes += accept(amqpFrame.decodeFrame(parsed))
+          parsed = amqpFrame.parseFrame(rest, FRAME_MAX)
+        }
+      }
+      return bytes
+    }
+  }
+}
+
+// -------------------------------------------------------------------------------------------------
+// measuring
+// -------------------------------------------------------------------------------------------------
+
+let blackhole = 0
+
+/** Operations per second of `op`, run for about `ms` milliseconds. */
+const rate = (op: () => number, ms: number): number => {
+  let count = 0
+  let sink = 0
+  let batch = 1
+  const start = performance.now()
+  let now = start
+  while (now - start < ms) {
+    for (let i = 0; i < batch; i++) sink += op()
+    count += batch
+    now = performance.now()
+    if (now - start < ms / 20) batch *= 2
+  }
+  blackhole += sink
+  return count / ((now - start) / 1000)
+}
+
+const median = (values: ReadonlyArray<number>): number => {
+  const sorted = values.toSorted((a, b) => a - b)
+  return sorted[Math.floor(sorted.length / 2)]!
+}
+
+type Op = "encode" | "decode" | "encode+decode"
+
+const operations = (codec: Codec, wire: ReadonlyArray<Uint8Array>): Record<Op, () => number> => ({
+  encode: () => codec.encode().length,
+  decode: () => codec.decode(wire),
+  "encode+decode": () => codec.decode(codec.encode())
+})
+
+interface Row {
+  readonly size: number
+  readonly op: Op
+  readonly ours: number
+  readonly amqplib: number
+}
+
+const benchSize = (size: number): Array<Row> => {
+  const body = makeBody(size)
+  const codecs = { ours: ours(body), amqplib: amqplib(body) }
+  // One buffer holding the whole message, the same bytes for both decoders.
+  const wire = [Buffer.concat(codecs.ours.encode())]
+  for (const [name, codec] of Object.entries(codecs)) {
+    if (codec.decode(wire) !== size) throw new Error(`${name} did not decode the ${size}-byte message`)
+    if (codec.decode(codec.encode()) !== size) throw new Error(`${name} did not round-trip the ${size}-byte message`)
+  }
+  const ops = { ours: operations(codecs.ours, wire), amqplib: operations(codecs.amqplib, wire) }
+  const rows: Array<Row> = []
+  for (const op of OPS) {
+    rate(ops.ours[op], ROUND_MS)
+    rate(ops.amqplib[op], ROUND_MS)
+    const samples = { ours: [] as Array<number>, amqplib: [] as Array<number> }
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = round % 2 === 0 ? (["ours", "amqplib"] as const) : (["amqplib", "ours"] as const)
+      for (const name of order) samples[name].push(rate(ops[name][op], ROUND_MS))
+    }
+    rows.push({ size, op, ours: median(samples.ours), amqplib: median(samples.amqplib) })
+  }
+  return rows
+}
+
+// -------------------------------------------------------------------------------------------------
+// report
+// -------------------------------------------------------------------------------------------------
+
+const sizeLabel = (size: number): string => (size >= 1024 ? `${size / 1024} KiB` : `${size} B`)
+
+const perSecond = (n: number): string =>
+  n >= 1e6 ? `${(n / 1e6).toFixed(2)} M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} k` : n.toFixed(0)
+
+const print = (rows: ReadonlyArray<Row>): void => {
+  const header = ["body", "operation", "ours msg/s", "amqplib msg/s", "ours / amqplib"]
+  const lines = rows.map((r) => [
+    sizeLabel(r.size),
+    r.op,
+    perSecond(r.ours),
+    perSecond(r.amqplib),
+    `${(r.ours / r.amqplib).toFixed(2)}x`
+  ])
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)))
+  const format = (cells: ReadonlyArray<string>) =>
+    cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ")
+  console.log(format(header))
+  console.log(widths.map((w) => "-".repeat(w)).join("  "))
+  for (const line of lines) console.log(format(line))
+}
+
+console.log(
+  `codec benchmark: node ${process.version}, frame_max ${FRAME_MAX}, ${ROUNDS} rounds of ${ROUND_MS} ms, medians\n`
+)
+const rows = SIZES.flatMap(benchSize)
+print(rows)
+const below = rows.filter((r) => r.ours / r.amqplib < 1.5)
+console.log(
+  below.length === 0
+    ? "\nours is at least 1.5x amqplib in every case"
+    : `\nbelow 1.5x: ${below.map((r) => `${sizeLabel(r.size)} ${r.op}`).join(", ")}`
+)
+if (blackhole === -1) console.log(blackhole)
