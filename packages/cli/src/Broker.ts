@@ -67,10 +67,24 @@ export const describe = (t: Target): string => `${displayUrl(t.url)} (${t.source
 export const displayUrl = (url: string): string => url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*:).*@/is, "$1***@")
 
 /** Swaps the client's redaction of `url` in an error message for `displayUrl`'s. */
+const scrubConfig = (url: string) => (error: AmqpConfigError) =>
+  new AmqpConfigError({ message: error.message.replaceAll(ConnectionConfig.redactUrl(url), displayUrl(url)) })
+
 const scrub = (url: string) => (error: AmqpConnectionError | AmqpConfigError) =>
-  error._tag === "AmqpConfigError"
-    ? new AmqpConfigError({ message: error.message.replaceAll(ConnectionConfig.redactUrl(url), displayUrl(url)) })
-    : error
+  error._tag === "AmqpConfigError" ? scrubConfig(url)(error) : error
+
+/**
+ * The connection options of `t`'s URL with `overrides`, for clients that connect by themselves (such
+ * as `AmqpClient`). A bad URL fails as `connect` would, with the password hidden.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const connectionOptions = (
+  t: Target,
+  overrides: ConnectionConfig.ConnectionOptionsInput = {}
+): Effect.Effect<ConnectionConfig.ConnectionOptions, AmqpConfigError> =>
+  ConnectionConfig.fromUrl(t.url, overrides).pipe(Effect.mapError(scrubConfig(t.url)))
 
 /**
  * @since 0.1.0

@@ -2,9 +2,9 @@ import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Option } from "effect"
 import * as Broker from "../src/Broker.ts"
 
-describe("Broker", () => {
-  const withEnv = (env: Record<string, string>) => Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
+const withEnv = (env: Record<string, string>) => Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
 
+describe("Broker", () => {
   it.effect("takes --url over AMQP_URL, and AMQP_URL over the local default", () =>
     Effect.gen(function*() {
       const env = { AMQP_URL: "amqp://u:p@127.0.0.1:5673" }

@@ -53,7 +53,7 @@ describe("effect-amqp publish and consume", () => {
           "x-source": { type: "S", value: "effect-amqp" }
         })
       }
-      assert.deepStrictEqual([...seen].sort((a, b) => a - b), [...Message.ids(500)])
+      assert.deepStrictEqual([...seen].toSorted((a, b) => a - b), [...Message.ids(500)])
 
       const channel = yield* sharedChannel
       const left = yield* channel.queueDeclare(queue, { passive: true })
@@ -109,20 +109,40 @@ describe("effect-amqp publish and consume", () => {
 })
 
 describe("effect-amqp demo", () => {
-  it.live("moves 2000 messages through a work queue, loses none and deletes its queue", () =>
+  it.live("cuts every connection halfway through 2000 messages, recovers, loses none and deletes its queue", () =>
     Effect.gen(function*() {
-      const result = yield* cli(["demo", "--count", "2000", "--consumers", "3"], { AMQP_URL: sharedUrl })
-      const queue = /through queue (\S+)/.exec(result.stdout)?.[1]
-      if (queue !== undefined) yield* deleteAtEnd(queue)
-      assert.strictEqual(result.code, 0, result.stdout + result.stderr)
-      assert.isDefined(queue)
-      assert.match(result.stdout, /on amqp:\/\/guest:\*\*\*@127\.0\.0\.1:5672 \(env\)/)
-      assert.strictEqual(reportValue(result.stdout, "published"), 2000)
-      assert.strictEqual(reportValue(result.stdout, "confirmed"), 2000)
-      assert.strictEqual(reportValue(result.stdout, "lost"), 0)
-      assert.isAtLeast(reportValue(result.stdout, "consumed") ?? 0, 2000)
-      assert.strictEqual(reportValue(result.stdout, "corrupt"), 0)
-      assert.isFalse(yield* queueExists(queue!))
+      const [cut, uncut] = yield* Effect.all([
+        cli(["demo", "--count", "2000", "--consumers", "3"], { AMQP_URL: sharedUrl }),
+        cli(["demo", "--count", "500", "--no-cut"], { AMQP_URL: sharedUrl })
+      ], { concurrency: "unbounded" })
+      const queues = [cut, uncut].map((result) => /through queue (\S+)/.exec(result.stdout)?.[1])
+      for (const queue of queues) if (queue !== undefined) yield* deleteAtEnd(queue)
+
+      assert.strictEqual(cut.code, 0, cut.stdout + cut.stderr)
+      assert.match(cut.stdout, /on amqp:\/\/guest:\*\*\*@127\.0\.0\.1:5672 \(env\)/)
+      assert.match(cut.stdout, /^demo: clients connect through a fault proxy on 127\.0\.0\.1:\d+$/m)
+      assert.match(cut.stdout, /^demo: cut \d+ connections \(reset\) after 1000 publishes$/m)
+      assert.strictEqual(reportValue(cut.stdout, "published"), 2000)
+      assert.strictEqual(reportValue(cut.stdout, "confirmed"), 2000)
+      assert.strictEqual(reportValue(cut.stdout, "lost"), 0)
+      assert.strictEqual(reportValue(cut.stdout, "cuts"), 1)
+      assert.isAtLeast(reportValue(cut.stdout, "reconnects") ?? 0, 1)
+      assert.isAtLeast(reportValue(cut.stdout, "consumed") ?? 0, 2000)
+      assert.isDefined(reportValue(cut.stdout, "retried"))
+      assert.isDefined(reportValue(cut.stdout, "stale acks"))
+      assert.strictEqual(reportValue(cut.stdout, "corrupt"), 0)
+
+      assert.strictEqual(uncut.code, 0, uncut.stdout + uncut.stderr)
+      assert.notInclude(uncut.stdout, "fault proxy")
+      assert.strictEqual(reportValue(uncut.stdout, "lost"), 0)
+      assert.strictEqual(reportValue(uncut.stdout, "cuts"), 0)
+      assert.strictEqual(reportValue(uncut.stdout, "reconnects"), 0)
+      assert.strictEqual(reportValue(uncut.stdout, "consumed"), 500)
+
+      for (const queue of queues) {
+        assert.isDefined(queue)
+        assert.isFalse(yield* queueExists(queue!))
+      }
     }))
 })
 

@@ -1,22 +1,40 @@
 /**
- * `effect-amqp demo`: a work queue with publisher confirms and manual acks, checked end to end.
+ * `effect-amqp demo`: a work queue with publisher confirms and manual acks that loses its
+ * connections halfway through and still delivers every confirmed message.
  *
  * One publisher fiber sends `--count` messages with a window of `--window` unconfirmed publishes;
- * `--consumers` consumer fibers, each on its own channel of a second connection, take them with
- * prefetch `--prefetch` and ack each after recording its id (the body carries it, see `Message`).
+ * `--consumers` consumer fibers, each on its own channel, take them with prefetch `--prefetch` and
+ * ack each after recording its id (the body carries it, see `Message`). Publisher and consumers use
+ * two recovering `AmqpClient`s, which reach the broker through a loopback `FaultProxy` started for
+ * the run. Once half the messages have been published the demo resets every proxied connection,
+ * once. The clients reconnect (backoff from 50 ms, capped at 1 s, at most 30 attempts) and restore
+ * their channels, qos, confirm mode and consumers; a publish whose confirm was lost with the link is
+ * published again with the same message id; an ack of a delivery from before the cut is dropped as
+ * stale, and the broker delivers that message again. `--no-cut` runs without the proxy and the cut.
+ *
  * When every confirmed id has been consumed (or `--timeout` passed) the consumers stop and the
- * report says how many messages were published, confirmed, nacked, consumed, lost (confirmed but
- * never consumed), redelivered and duplicated. The command exits 0 only when none was lost.
+ * report says how many messages were published, confirmed, nacked, published again (`retried`),
+ * consumed, lost (confirmed but never consumed), redelivered, duplicated and corrupt, how many acks
+ * were stale, and how many cuts and reconnects (`Recovered` events of both clients) there were. The
+ * command exits 0 only when none was lost.
  *
  * The broker is `--url`, else `AMQP_URL`, else the local 127.0.0.1:5672, else (when that refuses
- * the connection) a private node started for the run. The queue has a unique name, is declared
- * non-durable and is deleted at the end, also on failure or interruption; it is also auto-delete, so
- * that the broker removes it once its consumers are gone should this process die without cleaning up.
+ * the connection) a private node started for the run. The queue has a unique name and is declared
+ * on a third connection that goes straight to the broker: non-durable, neither exclusive nor
+ * auto-delete, since an auto-delete queue would vanish with its consumers' connection at the cut.
+ * It is deleted at the end, also on failure or interruption (not when the process is killed).
  *
  * @since 0.1.0
  */
-import { AmqpChannel, type AmqpConnection, AmqpPublishError } from "@effect-amqp/client"
-import { Console, Deferred, Effect, Option, Stream } from "effect"
+import {
+  AmqpChannel,
+  AmqpClient,
+  type AmqpConnection,
+  type AmqpConnectionError,
+  AmqpPublishError,
+  type ConnectionConfig
+} from "@effect-amqp/client"
+import { Console, Deferred, Effect, Option, PubSub, Schedule, Stream } from "effect"
 import { Command, Flag } from "effect/cli"
 import * as Broker from "../Broker.ts"
 import * as Message from "../Message.ts"
@@ -35,6 +53,7 @@ export interface Options {
   readonly window: number
   readonly prefetch: number
   readonly timeout: number
+  readonly cut: boolean
   readonly progress: boolean
 }
 
@@ -45,17 +64,41 @@ export interface Options {
  * @category models
  */
 export interface Tally {
+  /** Messages published, each counted once however often it was sent. */
   published: number
   confirmed: number
   nacked: number
+  /** Publishes sent again because their confirm was lost with the link. */
+  retried: number
   /** Deliveries acknowledged, duplicates included. */
   consumed: number
   redelivered: number
   duplicates: number
+  /** Acks not sent because the delivery's channel was gone; the broker delivers those again. */
+  staleAcks: number
   /** Deliveries whose body did not match the message its id names. */
   corrupt: number
   lost: number
+  /** Times the demo cut every proxied connection. */
+  cuts: number
+  /** Reconnects of the two clients (their `Recovered` events). */
+  reconnects: number
 }
+
+const labels: ReadonlyArray<readonly [keyof Tally, string]> = [
+  ["published", "published"],
+  ["confirmed", "confirmed"],
+  ["nacked", "nacked"],
+  ["retried", "retried"],
+  ["consumed", "consumed"],
+  ["lost", "lost"],
+  ["redelivered", "redelivered"],
+  ["duplicates", "duplicates"],
+  ["staleAcks", "stale acks"],
+  ["corrupt", "corrupt"],
+  ["cuts", "cuts"],
+  ["reconnects", "reconnects"]
+]
 
 /**
  * The report printed at the end, one `name value` pair per line.
@@ -64,12 +107,45 @@ export interface Tally {
  * @category formatting
  */
 export const formatTally = (tally: Tally): string =>
-  (["published", "confirmed", "nacked", "consumed", "lost", "redelivered", "duplicates", "corrupt"] as const)
-    .map((key) => `${key.padEnd(12)}${tally[key]}`)
-    .join("\n")
+  labels.map(([key, label]) => `${label.padEnd(12)}${tally[key]}`).join("\n")
+
+/**
+ * How the demo's clients reconnect: 50 ms, doubling, capped at 1 s, at most 30 attempts, and not at
+ * all after a failure a retry cannot fix (bad credentials, a forbidden vhost).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const reconnect: Schedule.Schedule<unknown, AmqpConnectionError> = Schedule.min([
+  Schedule.exponential("50 millis"),
+  Schedule.spaced("1 second")
+]).pipe(
+  Schedule.setInputType<AmqpConnectionError>(),
+  Schedule.while(({ attempt, input }) => attempt <= 30 && !input.isPermanent)
+)
 
 const uniqueQueueName = (): string =>
   `effect-amqp-demo-${Date.now().toString(36)}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
+
+const emptyTally = (): Tally => ({
+  published: 0,
+  confirmed: 0,
+  nacked: 0,
+  retried: 0,
+  consumed: 0,
+  redelivered: 0,
+  duplicates: 0,
+  staleAcks: 0,
+  corrupt: 0,
+  lost: 0,
+  cuts: 0,
+  reconnects: 0
+})
+
+const isLinkLoss = (error: { readonly _tag: string }): boolean =>
+  error._tag === "AmqpConnectionError" || error._tag === "AmqpClosedError"
+
+const isNack = (error: unknown): boolean => error instanceof AmqpPublishError && error.reason._tag === "Nacked"
 
 /**
  * Runs the demo as described in the module header.
@@ -79,27 +155,29 @@ const uniqueQueueName = (): string =>
  */
 export const run = Effect.fn("effect-amqp demo")(function*(options: Options) {
   const requested = yield* Broker.target(options.url)
-  const { connection: publisherConnection, target } = yield* Broker.connect(requested, {
-    connectionName: "effect-amqp demo publisher",
+  const { connection: admin, target } = yield* Broker.connect(requested, {
+    connectionName: "effect-amqp demo admin",
     privateFallback: true
-  })
-  const { connection: consumerConnection } = yield* Broker.connect(target, {
-    connectionName: "effect-amqp demo consumers"
   })
   const queue = uniqueQueueName()
   yield* Console.log(`demo: ${options.count} messages through queue ${queue} on ${Broker.describe(target)}`)
-  yield* declareQueue(publisherConnection, queue)
+  yield* declareQueue(admin, queue)
 
-  const tally: Tally = {
-    published: 0,
-    confirmed: 0,
-    nacked: 0,
-    consumed: 0,
-    redelivered: 0,
-    duplicates: 0,
-    corrupt: 0,
-    lost: 0
+  const broker = yield* Broker.connectionOptions(target)
+  const proxy = options.cut ? yield* startProxy(broker) : undefined
+  if (proxy !== undefined) {
+    yield* Console.log(`demo: clients connect through a fault proxy on ${proxy.host}:${proxy.port}`)
   }
+  const via = proxy === undefined ? broker : throughProxy(broker, proxy)
+  const connectClient = (role: string) =>
+    Effect.tap(
+      AmqpClient.make({ ...via, connectionName: `effect-amqp demo ${role}` }, { reconnect }),
+      (client) => narrate(role, client)
+    )
+  const publisherClient = yield* connectClient("publisher")
+  const consumerClient = yield* connectClient("consumers")
+
+  const tally = emptyTally()
   const consumed = new Set<number>()
   const awaiting = new Set<number>()
   let publisherDone = false
@@ -115,46 +193,68 @@ export const run = Effect.fn("effect-amqp demo")(function*(options: Options) {
       `consumed ${tally.consumed}, ${Report.rate(tally.consumed, Report.secondsSince(start))}`
   )
 
+  const cutLinks = Effect.gen(function*() {
+    if (proxy === undefined) return
+    const open = (yield* proxy.stats).connections.filter((connection) => !connection.closed).length
+    yield* proxy.dropAll("reset")
+    tally.cuts++
+    yield* Console.log(`demo: cut ${open} connections (reset) after ${tally.published} publishes`)
+  })
+
+  const record = (delivery: AmqpChannel.Delivery) =>
+    Effect.suspend(() => {
+      tally.consumed++
+      const id = Message.idOf(delivery.body)
+      if (id === undefined || !Message.isIntact(id, delivery.body)) tally.corrupt++
+      if (delivery.redelivered) tally.redelivered++
+      if (id !== undefined) {
+        if (consumed.has(id)) tally.duplicates++
+        consumed.add(id)
+        awaiting.delete(id)
+      }
+      return checkDrained
+    })
+
   const consumer = Effect.gen(function*() {
-    const channel = yield* AmqpChannel.make(consumerConnection)
+    const channel = yield* consumerClient.channel()
     yield* channel.qos(options.prefetch)
-    yield* channel.consume(queue).pipe(Stream.runForEach((delivery) =>
-      Effect.gen(function*() {
-        const id = Message.idOf(delivery.body)
-        if (id === undefined || !Message.isIntact(id, delivery.body)) tally.corrupt++
-        if (delivery.redelivered) tally.redelivered++
-        if (id !== undefined) {
-          if (consumed.has(id)) tally.duplicates++
-          consumed.add(id)
-          awaiting.delete(id)
-        }
-        yield* delivery.ack()
-        tally.consumed++
-        yield* checkDrained
-      })
-    ))
+    yield* channel.consume(queue).pipe(
+      Stream.runForEach((delivery) =>
+        delivery.ack().pipe(
+          Effect.matchEffect({
+            // Stale: the channel it came on is gone, and the broker will deliver the message again.
+            onFailure: () => Effect.sync(() => tally.staleAcks++),
+            onSuccess: () => record(delivery)
+          })
+        )
+      ),
+      // The client's consumer stream fails, instead of waiting for the next link, when the link is
+      // lost while its basic.consume is on the way; consuming again on the same channel waits for it.
+      Effect.retry({ times: 5, while: isLinkLoss })
+    )
   }).pipe(Effect.scoped)
 
   const publisher = Effect.gen(function*() {
-    const channel = yield* AmqpChannel.make(publisherConnection, { maxOutstandingConfirms: options.window })
+    const channel = yield* publisherClient.channel({ maxOutstandingConfirms: options.window })
     yield* channel.confirmSelect
+    // Runs once for every publish the channel sends again after its confirm was lost with the link.
+    const retry = Schedule.recurs(10).pipe(Schedule.tap(() => Effect.sync(() => tally.retried++)))
+    let cutDone = !options.cut
     const publishOne = (id: number) =>
-      Effect.suspend(() => {
+      Effect.gen(function*() {
         tally.published++
-        return channel.publish("", queue, Message.body(id, options.size), {
+        if (!cutDone && tally.published >= options.count / 2) {
+          cutDone = true
+          yield* cutLinks
+        }
+        yield* channel.publish("", queue, Message.body(id, options.size), {
           properties: Message.properties(id),
-          mandatory: true
+          mandatory: true,
+          retry
         })
-      }).pipe(
-        Effect.map(() => {
-          tally.confirmed++
-          if (!consumed.has(id)) awaiting.add(id)
-        }),
-        Effect.catchIf(
-          (error) => error instanceof AmqpPublishError && error.reason._tag === "Nacked",
-          () => Effect.sync(() => tally.nacked++)
-        )
-      )
+        tally.confirmed++
+        if (!consumed.has(id)) awaiting.add(id)
+      }).pipe(Effect.catchIf(isNack, () => Effect.sync(() => tally.nacked++)))
     yield* Effect.forEach(Message.ids(options.count), publishOne, { concurrency: options.window, discard: true })
     publisherDone = true
     yield* checkDrained
@@ -165,13 +265,15 @@ export const run = Effect.fn("effect-amqp demo")(function*(options: Options) {
     discard: true
   })
   const stopped = new Report.CommandFailed({ message: "the consumers stopped before the queue was drained" })
-  const work = publisher.pipe(
+  const work = awaitConsumers(admin, queue, options.consumers).pipe(
+    Effect.andThen(publisher),
     Effect.andThen(Deferred.await(drained).pipe(Effect.timeoutOption(`${options.timeout} seconds`))),
     Effect.asVoid
   )
   yield* Effect.raceFirst(work, consumers.pipe(Effect.andThen(Effect.fail(stopped))))
 
   tally.lost = awaiting.size
+  tally.reconnects = (yield* publisherClient.stats).reconnects + (yield* consumerClient.stats).reconnects
   const seconds = Report.secondsSince(start)
   yield* Console.log(formatTally(tally))
   yield* Console.log(`time        ${seconds.toFixed(2)} s (${Report.rate(tally.consumed, seconds)})`)
@@ -185,14 +287,77 @@ export const run = Effect.fn("effect-amqp demo")(function*(options: Options) {
 /** Declares `queue` on a channel of its own and deletes it when the scope closes. */
 const declareQueue = (connection: AmqpConnection.AmqpConnection, queue: string) =>
   Effect.acquireRelease(
-    Effect.scoped(
-      Effect.flatMap(AmqpChannel.make(connection), (channel) => channel.queueDeclare(queue, { autoDelete: true }))
-    ),
+    Effect.scoped(Effect.flatMap(AmqpChannel.make(connection), (channel) => channel.queueDeclare(queue))),
     () =>
       Effect.scoped(Effect.flatMap(AmqpChannel.make(connection), (channel) => channel.queueDelete(queue))).pipe(
         Effect.tapError((error) => Console.error(`effect-amqp: could not delete queue ${queue}: ${error.message}`)),
         Effect.ignore
       )
+  )
+
+/** Waits (up to 10 s) until `count` consumers are registered on `queue`, so that the cut meets a running work queue. */
+const awaitConsumers = (connection: AmqpConnection.AmqpConnection, queue: string, count: number) =>
+  Effect.scoped(Effect.gen(function*() {
+    const channel = yield* AmqpChannel.make(connection)
+    const deadline = performance.now() + 10_000
+    while ((yield* channel.queueDeclare(queue, { passive: true })).consumerCount < count) {
+      if (performance.now() > deadline) {
+        return yield* new Report.CommandFailed({ message: `the ${count} consumers did not start within 10 s` })
+      }
+      yield* Effect.sleep("10 millis")
+    }
+  }))
+
+/** A loopback proxy to the broker for the scope; `@effect-amqp/testing` is loaded only for it. */
+const startProxy = (broker: ConnectionConfig.ConnectionOptions) =>
+  Effect.gen(function*() {
+    const testing = yield* Effect.tryPromise({
+      try: () => import("@effect-amqp/testing"),
+      catch: (cause) =>
+        new Report.CommandFailed({
+          message: `@effect-amqp/testing, which has the fault proxy, cannot be loaded (try --no-cut): ${String(cause)}`
+        })
+    })
+    return yield* testing.FaultProxy.make({ target: { host: broker.host, port: broker.port } }).pipe(
+      Effect.mapError((error) =>
+        new Report.CommandFailed({ message: `the fault proxy did not start: ${error.message}` })
+      )
+    )
+  })
+
+/**
+ * The broker's options with the proxy's address. Over TLS the name checked in the certificate stays
+ * the broker's (a broker addressed by IP cannot be checked behind the proxy; use `--no-cut`).
+ */
+const throughProxy = (
+  broker: ConnectionConfig.ConnectionOptions,
+  proxy: { readonly host: string; readonly port: number }
+): ConnectionConfig.ConnectionOptions => ({
+  ...broker,
+  host: proxy.host,
+  port: proxy.port,
+  tls: broker.tls === undefined ? undefined : { servername: broker.host, ...broker.tls }
+})
+
+/** Prints a client's losses and recoveries as they happen, for the scope. */
+const narrate = (role: string, client: AmqpClient.AmqpClient) =>
+  Effect.flatMap(
+    client.subscribe,
+    (subscription) =>
+      Effect.forkScoped(Effect.forever(Effect.flatMap(PubSub.take(subscription), (event) => {
+        switch (event._tag) {
+          case "Disconnected":
+            return Console.log(`demo: ${role} lost the connection: ${event.cause.message}`)
+          case "Recovered":
+            return Console.log(`demo: ${role} reconnected and recovered in ${event.durationMillis} ms`)
+          case "RecoveryStepFailed":
+            return Console.log(`demo: ${role} could not recover ${event.step}: ${String(event.error)}`)
+          case "GaveUp":
+            return Console.log(`demo: ${role} gave up reconnecting: ${event.cause.message}`)
+          default:
+            return Effect.void
+        }
+      })))
   )
 
 /**
@@ -219,10 +384,18 @@ export const command = Command.make("demo", {
     Flag.withDefault(60),
     Flag.filter((n) => n >= 1, (n) => `--timeout must be at least 1 second, got ${n}`)
   ),
+  cut: Flag.Boolean("cut").pipe(
+    Flag.withDescription(
+      "Connect through a loopback fault proxy and reset every connection once, halfway through publishing " +
+        "(default). --no-cut connects straight to the broker and cuts nothing."
+    ),
+    Flag.withDefault(true)
+  ),
   progress: Flags.progress
 }, run).pipe(
   Command.withDescription(
-    "Run a work queue with publisher confirms and manual acks, and report published, confirmed, consumed, lost " +
-      "(must be 0), redelivered and duplicates. Exits 0 only when no confirmed message was lost."
+    "Run a work queue with publisher confirms and manual acks, cut its connections halfway, and report " +
+      "published, confirmed, retried, consumed, lost (must be 0), redelivered, duplicates, stale acks and " +
+      "reconnects. Exits 0 only when no confirmed message was lost."
   )
 )
