@@ -16,8 +16,7 @@
  * Each side decodes the same message again and again, as a stream of same-shaped messages would
  * arrive; ours then finds the header table's keys in its key cache.
  *
- * The two implementations alternate, 7 rounds of about 300 ms each per case, each round after a full
- * garbage collection; medians are printed.
+ * The two implementations alternate, 7 rounds of about 300 ms each per case; medians are printed.
  * Run with `pnpm bench:codec`. This is not a test: it asserts only that both sides decode the
  * message they were given.
  */
@@ -25,8 +24,6 @@ import { CommandAssembler, FrameDecoder, MessageEncoder, Methods } from "@effect
 import { createRequire } from "node:module"
 import * as Path from "node:path"
 import { parseArgs } from "node:util"
-import * as V8 from "node:v8"
-import * as Vm from "node:vm"
 
 // `--sizes 16,1024 --ops decode --rounds 15 --ms 100` narrows a run while profiling.
 const { values: args } = parseArgs({
@@ -220,13 +217,8 @@ const amqplib = (body: Buffer): Codec => {
 
 let blackhole = 0
 
-// A full collection before each round, so that neither side pays for garbage the other left.
-V8.setFlagsFromString("--expose-gc")
-const collectGarbage = Vm.runInNewContext("gc") as () => void
-
 /** Operations per second of `op`, run for about `ms` milliseconds. */
 const rate = (op: () => number, ms: number): number => {
-  collectGarbage()
   let count = 0
   let sink = 0
   let batch = 1
