@@ -1,0 +1,225 @@
+/**
+ * What a recovered client keeps and what it must not do: a server-named exclusive queue comes back
+ * under a new name with its fanout binding and consumer; acknowledgements of deliveries from the
+ * dead channel are reported stale and never reach the new one; a publish parked behind a full
+ * confirm window is not failed as "closed" by a transient drop; a close the application asked for
+ * never reconnects; rotated credentials end in `GaveUp` after one attempt.
+ *
+ * A private node for the file (users are added and connections closed on it), used by one test at
+ * a time. The block runs without test services: the clock is the real one.
+ */
+import { AmqpClient } from "@effect-amqp/client"
+import { BrokerNode } from "@effect-amqp/testing"
+import { assert, layer } from "@effect/vitest"
+import { Effect, Exit, Fiber, Queue, Scope } from "effect"
+import { randomUUID } from "node:crypto"
+import * as Support from "./support.ts"
+
+/** The AMQP connection the broker lists under `connectionName`. */
+const brokerConnection = (node: BrokerNode.BrokerNode, connectionName: string) =>
+  Effect.map(node.listConnections, (all) => all.filter((c) => c.clientProvidedName === connectionName))
+
+layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("AmqpClient after a reconnect", (it) => {
+  it.effect("re-declares a server-named exclusive queue under a new name and the fanout still reaches it", () =>
+    Support.probed(({ node, proxy }) =>
+      Effect.gen(function*() {
+        const client = yield* AmqpClient.make(yield* Support.options(proxy.port, "server-named"))
+        const log = yield* Support.eventLog(client)
+        const channel = yield* client.channel()
+        const exchange = `recovery-fanout-${randomUUID()}`
+        yield* channel.exchangeDeclare(exchange, "fanout")
+        const first = (yield* channel.queueDeclare("", { exclusive: true })).queue
+        yield* channel.queueBind(first, exchange, "")
+        const inbox = yield* Support.consumeInto(channel, first)
+        yield* Support.roundTrip(channel, inbox, first, exchange, "", "before")
+
+        yield* proxy.reset()
+        const disconnected = yield* log.next("Disconnected")
+        const renamed = yield* log.next("QueueRenamed", disconnected.index)
+        yield* log.next("Recovered", renamed.index)
+        assert.strictEqual(renamed.event.from, first)
+        assert.notStrictEqual(renamed.event.to, first)
+        assert.match(renamed.event.to, /^amq\.gen-/)
+
+        yield* Support.roundTrip(channel, inbox, renamed.event.to, exchange, "", "after")
+        const queues = yield* node.listQueues()
+        const names = queues.map((q) => q.name)
+        assert.notInclude(names, first)
+        const second = queues.find((q) => q.name === renamed.event.to)
+        assert.isDefined(second)
+        assert.isTrue(second!.exclusive)
+        assert.strictEqual(second!.consumers, 1)
+        assert.deepStrictEqual(log.all("RecoveryStepFailed"), [])
+        yield* channel.exchangeDelete(exchange)
+      })
+    ))
+
+  it.effect("reports acks of deliveries from before the reconnect as stale and does not send them", () =>
+    Support.probed(({ node, proxy }) =>
+      Effect.gen(function*() {
+        const options = yield* Support.options(proxy.port, "stale-acks")
+        const client = yield* AmqpClient.make(options)
+        const log = yield* Support.eventLog(client)
+        const channel = yield* client.channel()
+        const queue = `recovery-stale-${randomUUID()}`
+        yield* channel.queueDeclare(queue)
+        yield* channel.qos(10)
+        const inbox = yield* Support.consumeInto(channel, queue)
+        const bodies = ["m1", "m2", "m3"]
+        for (const body of bodies) yield* channel.publish("", queue, Buffer.from(body))
+        const old = [
+          yield* Support.takeDelivery(inbox, "m1"),
+          yield* Support.takeDelivery(inbox, "m2"),
+          yield* Support.takeDelivery(inbox, "m3")
+        ]
+        assert.deepStrictEqual(old.map((d) => Support.text(d.body)), bodies)
+
+        yield* proxy.reset()
+        const disconnected = yield* log.next("Disconnected")
+        yield* log.next("Recovered", disconnected.index)
+        // The broker requeued the three unacknowledged messages; the recovered consumer gets them again.
+        const again = [
+          yield* Support.takeDelivery(inbox, "m1 again"),
+          yield* Support.takeDelivery(inbox, "m2 again"),
+          yield* Support.takeDelivery(inbox, "m3 again")
+        ]
+        assert.deepStrictEqual(again.map((d) => Support.text(d.body)).toSorted(), bodies)
+        assert.isTrue(again.every((d) => d.redelivered))
+        const channelsBefore = (yield* brokerConnection(node, options.connectionName!)).map((c) => c.channels)
+        assert.deepStrictEqual(channelsBefore, [1])
+
+        // Tags 1..3 also name the redeliveries on the new channel: sent, they would act on the wrong messages.
+        const staleAck = yield* Effect.flip(old[0]!.ack())
+        const staleNack = yield* Effect.flip(old[1]!.nack({ requeue: true }))
+        const staleReject = yield* Effect.flip(old[2]!.reject({ requeue: false }))
+        assert.deepStrictEqual(
+          [staleAck, staleNack, staleReject].map((e) =>
+            e._tag === "AmqpStaleDelivery" ? [e._tag, e.operation, e.deliveryTag] : [e._tag]
+          ),
+          [
+            ["AmqpStaleDelivery", "ack", old[0]!.deliveryTag],
+            ["AmqpStaleDelivery", "nack", old[1]!.deliveryTag],
+            ["AmqpStaleDelivery", "reject", old[2]!.deliveryTag]
+          ]
+        )
+
+        // The new channel is intact: its own acks work and nothing was acked, requeued or dropped twice.
+        for (const delivery of again) yield* delivery.ack()
+        yield* channel.queueDeclare(queue, { passive: true })
+        assert.isTrue(yield* channel.isOpen)
+        yield* Support.roundTrip(channel, inbox, queue, "", queue, "after")
+        assert.strictEqual(yield* Queue.size(inbox), 0)
+        const after = (yield* node.listQueues()).find((q) => q.name === queue)
+        assert.strictEqual(after?.messages, 0)
+        const channelsAfter = (yield* brokerConnection(node, options.connectionName!)).map((c) => c.channels)
+        assert.deepStrictEqual(channelsAfter, channelsBefore)
+        assert.strictEqual(log.all("Disconnected").length, 1)
+        yield* channel.queueDelete(queue)
+      })
+    ))
+
+  it.effect("keeps a publish that waits for a confirm-window slot when the link drops", () =>
+    Support.probed(({ proxy }) =>
+      Effect.gen(function*() {
+        const client = yield* AmqpClient.make(yield* Support.options(proxy.port, "confirm-window"))
+        const log = yield* Support.eventLog(client)
+        const channel = yield* client.channel({ maxOutstandingConfirms: 1 })
+        yield* channel.confirmSelect
+        const queue = `recovery-window-${randomUUID()}`
+        yield* channel.queueDeclare(queue)
+
+        // The confirm of the first publish is held back, so the second waits for the only slot.
+        yield* proxy.pause("serverToClient")
+        const sent = yield* Effect.forkScoped(channel.publish("", queue, Buffer.from("sent")))
+        const sentBytes = (yield* proxy.stats).forwarded.clientToServer
+        yield* proxy.awaitUntil((s) => s.forwarded.clientToServer > sentBytes, { label: "the first publish" })
+        const parked = yield* Effect.forkScoped(channel.publish("", queue, Buffer.from("parked")))
+        yield* Effect.sleep(200)
+        assert.isUndefined(parked.pollUnsafe())
+
+        yield* proxy.reset()
+        yield* proxy.resume("serverToClient")
+        const disconnected = yield* log.next("Disconnected")
+        yield* log.next("Recovered", disconnected.index)
+
+        const sentExit = yield* Fiber.await(sent)
+        assert.isTrue(Exit.isFailure(sentExit))
+        const sentError = Exit.findErrorOption(sentExit)
+        assert.strictEqual(
+          sentError._tag === "Some" && sentError.value._tag === "AmqpPublishError" ? sentError.value.reason._tag : "",
+          "Unconfirmed"
+        )
+        // The parked message never left the process: the handle is still open, so it must not fail as closed.
+        const parkedExit = yield* Fiber.await(parked)
+        const parkedError = Exit.findErrorOption(parkedExit)
+        const outcome = Exit.isSuccess(parkedExit)
+          ? "confirmed"
+          : parkedError._tag === "Some"
+          ? parkedError.value._tag === "AmqpPublishError"
+            ? parkedError.value.reason._tag
+            : `${parkedError.value._tag}: ${parkedError.value.message}`
+          : "defect"
+        assert.include(["confirmed", "Unconfirmed"], outcome)
+        assert.isTrue(yield* channel.isOpen)
+      })
+    ))
+
+  it.effect("never reconnects after the application closed the client", () =>
+    Support.probed(({ node, proxy }) =>
+      Effect.gen(function*() {
+        const scope = yield* Scope.make()
+        const options = yield* Support.options(proxy.port, "application-close")
+        const client = yield* Scope.provide(AmqpClient.make(options), scope)
+        // The log lives in the test's scope, so it sees what happens after the client's scope closed.
+        const log = yield* Support.eventLog(client)
+        const channel = yield* Scope.provide(client.channel(), scope)
+        const queue = `recovery-app-close-${randomUUID()}`
+        yield* channel.queueDeclare(queue, { autoDelete: true })
+        const inbox = yield* Scope.provide(Support.consumeInto(channel, queue), scope)
+        yield* Support.roundTrip(channel, inbox, queue, "", queue, "before")
+        assert.lengthOf(yield* brokerConnection(node, options.connectionName!), 1)
+
+        const closedAt = log.events.length
+        yield* Scope.close(scope, Exit.void)
+        yield* Effect.sleep(1_000)
+        assert.deepStrictEqual(log.events.slice(closedAt).map((e) => e._tag), [])
+        assert.strictEqual((yield* proxy.stats).accepted, 1)
+        assert.lengthOf(yield* brokerConnection(node, options.connectionName!), 0)
+        const connection = yield* Effect.flip(client.connection)
+        assert.strictEqual(connection._tag, "AmqpClosedError")
+        const publish = yield* Effect.flip(channel.publish("", queue, Buffer.from("late")))
+        assert.strictEqual(publish._tag, "AmqpClosedError")
+        assert.isFalse((yield* client.stats).connected)
+      })
+    ))
+
+  it.effect("gives up after one attempt when the password was changed while connected", () =>
+    Support.probed(({ node, proxy }) =>
+      Effect.gen(function*() {
+        const user = `rotated-${randomUUID().slice(0, 8)}`
+        yield* node.addUser(user, "first-password")
+        yield* node.setPermissions(user)
+        const options = yield* Support.options(proxy.port, "rotated", { username: user, password: "first-password" })
+        const client = yield* AmqpClient.make(options)
+        const log = yield* Support.eventLog(client)
+        yield* node.rabbitmqctl(["change_password", user, "second-password"])
+        assert.strictEqual(yield* node.closeConnection(options.connectionName!, "password rotated"), 1)
+
+        const disconnected = yield* log.next("Disconnected")
+        assert.strictEqual(disconnected.event.cause.replyCode, 320)
+        const gaveUp = yield* log.next("GaveUp", disconnected.index)
+        assert.strictEqual(gaveUp.event.cause.reason._tag, "ServerClosed")
+        assert.strictEqual(gaveUp.event.cause.replyCode, 403)
+        assert.isTrue(gaveUp.event.cause.isPermanent)
+        yield* Effect.sleep(1_000)
+        assert.strictEqual(log.all("Connecting", disconnected.index).length, 1)
+        assert.strictEqual((yield* proxy.stats).accepted, 2)
+        assert.strictEqual(log.all("Recovered").length, 0)
+        assert.isFalse((yield* client.stats).connected)
+        // Asked later, the client says why it stopped: the refused login, not the close before it.
+        const closed = yield* Effect.flip(client.connection)
+        assert.strictEqual(closed._tag, "AmqpClosedError")
+        assert.strictEqual(closed.cause?._tag === "AmqpConnectionError" ? closed.cause.replyCode : undefined, 403)
+      })
+    ))
+})
