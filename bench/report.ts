@@ -168,6 +168,8 @@ const table = (
 
 export interface RunInfo {
   readonly generatedAt: string
+  /** `git describe --always --dirty` of the work tree the clients were loaded from. */
+  readonly commit: string
   readonly node: string
   readonly reps: number
   readonly quick: boolean
@@ -182,7 +184,7 @@ export const markdown = (info: RunInfo, rows: ReadonlyArray<Row>, clients: Reado
   const out: Array<string> = [
     "# effect-amqp benchmark",
     "",
-    `${info.generatedAt}, Node ${info.node}, ${info.cpus} CPUs, ${info.reps} repetition(s)${
+    `${info.generatedAt}, commit ${info.commit}, Node ${info.node}, ${info.cpus} CPUs, ${info.reps} repetition(s)${
       info.quick ? " (quick)" : ""
     }, ${Math.round(info.durationSeconds)} s. Medians; each client-scenario ran in a fresh process.`,
     "`ours/best` compares effect-amqp with the best of amqplib, @cloudamqp/amqp-client and rabbitmq-client;",

@@ -4,11 +4,14 @@
  * a fresh `bench/worker.ts` process. Scenarios run against RabbitMQ, again against the null broker
  * (a child process) to measure the clients alone, and over TLS against a private RabbitMQ node.
  *
- *   pnpm bench [--reps 3] [--quick] [--scenario name[,name]] [--client name[,name]]
+ *   pnpm bench [--reps 3] [--quick] [--scenario name[,name]] [--client name[,name]] [--broker rabbitmq,null,tls]
  *              [--url amqp://guest:guest@127.0.0.1:5672] [--no-null] [--no-tls] [--out bench/results]
+ *              [--messages N] [--cpu-prof]
  *
  * Every queue is fresh, uniquely named, declared with x-expires as a safety net and deleted after
- * its run; a count that does not add up stops the run with a non-zero exit.
+ * its run; a count that does not add up stops the run with a non-zero exit. `--cpu-prof` runs
+ * every worker under `node --cpu-prof` (with `--messages N` to make the measured part dominate) (profiles in <out>/profiles; summarise them with
+ * bench/profileSummary.ts); the profiler slows the clients, so such a run's numbers are not results.
  */
 import { BrokerNode } from "@effect-amqp/testing"
 import { Effect, Exit, Scope } from "effect"
@@ -48,9 +51,12 @@ const { values } = parseArgs({
     quick: { type: "boolean", default: false },
     scenario: { type: "string", multiple: true },
     client: { type: "string", multiple: true },
+    broker: { type: "string", multiple: true },
     url: { type: "string", default: "amqp://guest:guest@127.0.0.1:5672" },
     "no-null": { type: "boolean", default: false },
     "no-tls": { type: "boolean", default: false },
+    "cpu-prof": { type: "boolean", default: false },
+    messages: { type: "string" },
     out: { type: "string", default: Path.join(here, "results") }
   }
 })
@@ -61,7 +67,8 @@ const split = (list: ReadonlyArray<string> | undefined) => list?.flatMap((s) => 
 const selected: ReadonlyArray<Scenario> = split(values.scenario)?.map(scenarioByName) ?? scenarios
 const clients = split(values.client) ?? Object.keys(clientModules)
 for (const c of clients) if (clientModules[c] === undefined) throw new Error(`unknown client ${c}`)
-const wants = (kind: BrokerKind) => selected.some((s) => s.brokers.includes(kind))
+const brokerKinds = split(values.broker) ?? ["rabbitmq", "null", "tls"]
+const wants = (kind: BrokerKind) => brokerKinds.includes(kind) && selected.some((s) => s.brokers.includes(kind))
 
 // -------------------------------------------------------------------------------------------------
 // resources we start, and their cleanup
@@ -123,9 +130,9 @@ let queueSeq = 0
 const queueName = (scenario: Scenario, client: string) =>
   `effect-amqp-bench-${process.pid}-${++queueSeq}-${scenario.name}-${client.replace(/[^a-z0-9-]/gi, "")}`
 
-const runWorker = (args: ReadonlyArray<string>): Promise<WorkerResult> =>
+const runWorker = (nodeArgs: ReadonlyArray<string>, args: ReadonlyArray<string>): Promise<WorkerResult> =>
   new Promise((resolve, reject) => {
-    const child = ChildProcess.spawn(process.execPath, [Path.join(here, "worker.ts"), ...args], {
+    const child = ChildProcess.spawn(process.execPath, [...nodeArgs, Path.join(here, "worker.ts"), ...args], {
       stdio: ["ignore", "pipe", "pipe"]
     })
     let stdout = ""
@@ -148,8 +155,8 @@ const runWorker = (args: ReadonlyArray<string>): Promise<WorkerResult> =>
     })
   })
 
-const runOne = async (broker: Broker, scenario: Scenario, client: string): Promise<WorkerResult> => {
-  const messages = messagesOf(scenario, quick)
+const runOne = async (broker: Broker, scenario: Scenario, client: string, rep: number): Promise<WorkerResult> => {
+  const messages = values.messages !== undefined ? Number(values.messages) : messagesOf(scenario, quick)
   const queue = queueName(scenario, client)
   await broker.admin.declareQueue(queue, { "x-expires": 30 * 60 * 1000 })
   try {
@@ -157,7 +164,11 @@ const runOne = async (broker: Broker, scenario: Scenario, client: string): Promi
       await broker.admin.publish(queue, makeBody(scenario.bodySize), messages)
       await awaitCount(broker.admin, queue, messages)
     }
-    const result = await runWorker([
+    const profile = `${broker.kind}-${scenario.name}-${client.replace(/[^a-z0-9-]/gi, "")}-${rep + 1}.cpuprofile`
+    const nodeArgs = values["cpu-prof"]
+      ? ["--cpu-prof", "--cpu-prof-dir", Path.join(values.out, "profiles"), "--cpu-prof-name", profile]
+      : []
+    const result = await runWorker(nodeArgs, [
       "--client",
       client,
       "--scenario",
@@ -182,6 +193,14 @@ const runOne = async (broker: Broker, scenario: Scenario, client: string): Promi
 // -------------------------------------------------------------------------------------------------
 // main
 // -------------------------------------------------------------------------------------------------
+
+const commit = (): string => {
+  try {
+    return ChildProcess.execFileSync("git", ["describe", "--always", "--dirty"], { cwd: here, encoding: "utf8" }).trim()
+  } catch {
+    return "unknown"
+  }
+}
 
 const main = async () => {
   const began = performance.now()
@@ -226,7 +245,7 @@ const main = async () => {
         const offset = turn++ % clients.length
         const order = [...clients.slice(offset), ...clients.slice(0, offset)]
         for (const client of order) {
-          const result = await runOne(broker, scenario, client)
+          const result = await runOne(broker, scenario, client, rep)
           samples.push({ broker: broker.kind, scenario, rep, result })
           const latency = result.p50Us !== undefined
             ? ` p50 ${result.p50Us.toFixed(0)} µs p99 ${result.p99Us?.toFixed(0)} µs`
@@ -247,6 +266,7 @@ const main = async () => {
     values.out,
     {
       generatedAt: new Date().toISOString(),
+      commit: commit(),
       node: process.version,
       reps,
       quick,

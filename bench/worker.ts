@@ -37,6 +37,20 @@ export const clientModules: Record<string, string> = {
   raw: "./clients/raw.ts"
 }
 
+/** Under `--cpu-prof`, where the profile will be written, so the measured window can sit beside it. */
+const profilePath = (): string | undefined => {
+  const args = process.execArgv
+  if (!args.includes("--cpu-prof")) return undefined
+  const after = (flag: string) => {
+    const at = args.indexOf(flag)
+    return at >= 0 ? args[at + 1] : undefined
+  }
+  const name = after("--cpu-prof-name")
+  return name === undefined ? undefined : Path.join(after("--cpu-prof-dir") ?? ".", name)
+}
+
+const monotonicUs = (): number => Number(process.hrtime.bigint() / 1000n)
+
 const percentile = (sorted: ReadonlyArray<number>, p: number): number =>
   sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!
 
@@ -74,10 +88,16 @@ const main = async () => {
     if (rss > peakRss) peakRss = rss
   }, 10)
   const cpuBefore = process.cpuUsage()
+  const startUs = monotonicUs()
   const began = performance.now()
   const measured = await runScenario(session, scenario, values.queue, body, messages)
   const seconds = (performance.now() - began) / 1000
   const cpu = process.cpuUsage(cpuBefore)
+  const profile = profilePath()
+  if (profile !== undefined) {
+    Fs.mkdirSync(Path.dirname(profile), { recursive: true })
+    Fs.writeFileSync(`${profile}.window.json`, JSON.stringify({ startUs, endUs: monotonicUs() }))
+  }
   clearInterval(sampler)
   peakRss = Math.max(peakRss, process.memoryUsage.rss())
   await session.close()
