@@ -1,0 +1,173 @@
+/**
+ * Channel behaviour that needs a broker of its own: a memory alarm (which blocks every publisher
+ * of the node, so it must not touch the run's shared node) and a server-side channel_max. One
+ * private node serves this file; it starts before the first test and stops after the last.
+ */
+import {
+  AmqpChannel,
+  AmqpChannelLimit,
+  type AmqpConnection,
+  AmqpPublishError,
+  BlockedTimeout
+} from "@effect-amqp/client"
+import { BrokerNode } from "@effect-amqp/testing"
+import { assert, beforeAll, describe, it } from "@effect/vitest"
+import { Effect, Fiber, Option, Queue, Stream } from "effect"
+import { text, utf8, withLeakProbe } from "../support/channelKit.ts"
+
+let node: BrokerNode.BrokerNode
+
+beforeAll(
+  () =>
+    Effect.map(BrokerNode.start({ channelMax: 5 }), (started) => {
+      node = started
+    }),
+  90_000
+)
+
+/** Collects the connection's events from now on. */
+const recordEvents = (connection: AmqpConnection.AmqpConnection) =>
+  Effect.gen(function*() {
+    const events = yield* Queue.unbounded<AmqpConnection.ConnectionEvent>()
+    yield* connection.events.pipe(
+      Stream.runForEach((event) => Queue.offer(events, event)),
+      Effect.forkScoped({ startImmediately: true })
+    )
+    yield* Effect.yieldNow
+    return events
+  })
+
+/** The number of ready messages in `queue` as the node lists them. */
+const messagesIn = (queue: string) =>
+  Effect.map(node.listQueues(), (queues) => queues.filter((q) => q.name === queue).map((q) => q.messages))
+
+describe("memory alarm", () => {
+  it.live(
+    "blocks publishers while the alarm is on and lets them finish when it clears",
+    () =>
+      withLeakProbe(node, (connect) =>
+        Effect.gen(function*() {
+          const connection = yield* connect()
+          const events = yield* recordEvents(connection)
+          const confirming = yield* AmqpChannel.make(connection)
+          yield* confirming.confirmSelect
+          const plain = yield* AmqpChannel.make(connection)
+          const queue = "blocked-publishes"
+          yield* confirming.queueDeclare(queue)
+          assert.strictEqual(yield* connection.blocked, undefined)
+
+          // RabbitMQ 3.10 blocks a connection when it publishes under an alarm: that first publish
+          // leaves before the client knows, and the broker leaves it unread. The client holds back
+          // every publish after connection.blocked.
+          yield* node.setMemoryAlarm
+          yield* Effect.addFinalizer(() => Effect.ignore(node.clearMemoryAlarm))
+          const done = { trigger: false, confirmed: false, plain: false }
+          const trigger = yield* confirming.publish("", queue, utf8("trigger")).pipe(
+            Effect.andThen(Effect.sync(() => void (done.trigger = true))),
+            Effect.forkScoped({ startImmediately: true })
+          )
+          const blocked = yield* Queue.take(events).pipe(Effect.timeout("15 seconds"))
+          assert.deepStrictEqual(blocked, { _tag: "Blocked", reason: "low on memory" })
+          assert.strictEqual(yield* connection.blocked, "low on memory")
+
+          const confirmed = yield* confirming.publish("", queue, utf8("confirmed")).pipe(
+            Effect.andThen(Effect.sync(() => void (done.confirmed = true))),
+            Effect.forkScoped({ startImmediately: true })
+          )
+          const unconfirmed = yield* plain.publish("", queue, utf8("plain")).pipe(
+            Effect.andThen(Effect.sync(() => void (done.plain = true))),
+            Effect.forkScoped({ startImmediately: true })
+          )
+          yield* Effect.sleep(1000)
+          assert.deepStrictEqual(done, { trigger: false, confirmed: false, plain: false })
+          assert.deepStrictEqual(yield* messagesIn(queue), [0])
+
+          yield* node.clearMemoryAlarm
+          const unblocked = yield* Queue.take(events).pipe(Effect.timeout("15 seconds"))
+          assert.deepStrictEqual(unblocked, { _tag: "Unblocked" })
+          assert.strictEqual(yield* connection.blocked, undefined)
+          yield* Effect.forEach(
+            [trigger, confirmed, unconfirmed],
+            (fiber) => Fiber.join(fiber).pipe(Effect.timeout("10 seconds"))
+          )
+          assert.deepStrictEqual(done, { trigger: true, confirmed: true, plain: true })
+          const bodies: Array<string> = []
+          for (let i = 0; i < 3; i++) {
+            bodies.push(text(Option.getOrThrow(yield* confirming.get(queue, { noAck: true })).body))
+          }
+          assert.deepStrictEqual(bodies.toSorted(), ["confirmed", "plain", "trigger"])
+          assert.strictEqual(yield* confirming.queueDelete(queue), 0)
+        })),
+    60_000
+  )
+
+  it.live(
+    "fails a publish that stays blocked past blockedTimeout with BlockedTimeout",
+    () =>
+      withLeakProbe(node, (connect) =>
+        Effect.gen(function*() {
+          const connection = yield* connect()
+          const events = yield* recordEvents(connection)
+          const channel = yield* AmqpChannel.make(connection, { blockedTimeout: 300 })
+          yield* channel.confirmSelect
+          const queue = "blocked-timeout"
+          yield* channel.queueDeclare(queue)
+
+          // A publish without confirms gets the connection blocked (see above) and returns at once.
+          yield* node.setMemoryAlarm
+          yield* Effect.addFinalizer(() => Effect.ignore(node.clearMemoryAlarm))
+          const plain = yield* AmqpChannel.make(connection)
+          yield* plain.publish("", queue, utf8("trigger"))
+          assert.deepStrictEqual(
+            yield* Queue.take(events).pipe(Effect.timeout("15 seconds")),
+            { _tag: "Blocked", reason: "low on memory" }
+          )
+          const started = Date.now()
+          const error = yield* Effect.flip(channel.publish("", queue, utf8("too late")))
+          const waited = Date.now() - started
+          assert.instanceOf(error, AmqpPublishError)
+          assert.deepStrictEqual(
+            (error as AmqpPublishError).reason,
+            new BlockedTimeout({ reason: "low on memory", afterMillis: 300 })
+          )
+          assert.isAtLeast(waited, 290)
+          assert.isBelow(waited, 2000)
+
+          yield* node.clearMemoryAlarm
+          assert.deepStrictEqual(yield* Queue.take(events).pipe(Effect.timeout("15 seconds")), { _tag: "Unblocked" })
+          // The timed-out publish was never sent; the trigger and the next one are in the queue.
+          yield* channel.publish("", queue, utf8("after"))
+          const bodies: Array<string> = []
+          for (let i = 0; i < 2; i++) {
+            bodies.push(text(Option.getOrThrow(yield* channel.get(queue, { noAck: true })).body))
+          }
+          assert.deepStrictEqual(bodies, ["trigger", "after"])
+          assert.strictEqual(yield* channel.queueDelete(queue), 0)
+        })),
+    60_000
+  )
+})
+
+describe("server channel_max", () => {
+  it.live(
+    "stops at the channel_max the server proposes",
+    () =>
+      withLeakProbe(node, (connect) =>
+        Effect.gen(function*() {
+          const connection = yield* connect()
+          assert.strictEqual(connection.tuned.channelMax, 5)
+          const channels = yield* Effect.forEach([1, 2, 3, 4, 5], () => AmqpChannel.make(connection))
+          assert.deepStrictEqual(channels.map((c) => c.id), [1, 2, 3, 4, 5])
+          const limit = yield* Effect.flip(AmqpChannel.make(connection))
+          assert.instanceOf(limit, AmqpChannelLimit)
+          assert.strictEqual((limit as AmqpChannelLimit).channelMax, 5)
+          const listed = yield* node.listConnections
+          assert.deepStrictEqual(
+            listed.filter((c) => c.clientProvidedName === connection.name).map((c) => c.channels),
+            [5]
+          )
+          assert.isTrue(yield* connection.isOpen)
+        })),
+    60_000
+  )
+})
