@@ -6,16 +6,19 @@
  *
  *   pnpm bench [--reps 3] [--quick] [--scenario name[,name]] [--client name[,name]] [--broker rabbitmq,null,tls]
  *              [--url amqp://guest:guest@127.0.0.1:5672] [--no-null] [--no-tls] [--out bench/results]
- *              [--messages N] [--cpu-prof]
+ *              [--messages N] [--cpu-prof] [--ref HEAD]
  *
  * Every queue is fresh, uniquely named, declared with x-expires as a safety net and deleted after
  * its run; a count that does not add up stops the run with a non-zero exit. `--cpu-prof` runs
  * every worker under `node --cpu-prof` (with `--messages N` to make the measured part dominate) (profiles in <out>/profiles; summarise them with
  * bench/profileSummary.ts); the profiler slows the clients, so such a run's numbers are not results.
+ * `--ref REV` benchmarks effect-amqp as committed at REV (a `git archive` snapshot of
+ * packages/protocol and packages/client) rather than the work tree, which others may be editing.
  */
 import { BrokerNode } from "@effect-amqp/testing"
 import { Effect, Exit, Scope } from "effect"
 import * as ChildProcess from "node:child_process"
+import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { parseArgs } from "node:util"
@@ -31,7 +34,7 @@ import {
   scenarioByName,
   scenarios
 } from "./scenarios.ts"
-import { clientModules, type WorkerResult } from "./worker.ts"
+import { clientModules, SNAPSHOT_ENV, type WorkerResult } from "./worker.ts"
 
 const here = import.meta.dirname
 const WORKER_TIMEOUT_MS = 240_000
@@ -57,6 +60,7 @@ const { values } = parseArgs({
     "no-tls": { type: "boolean", default: false },
     "cpu-prof": { type: "boolean", default: false },
     messages: { type: "string" },
+    ref: { type: "string" },
     out: { type: "string", default: Path.join(here, "results") }
   }
 })
@@ -122,6 +126,28 @@ const startTlsNode = async () => {
   return Effect.runPromise(Scope.provide(BrokerNode.start({ tls: { verifyPeer: false } }), scope))
 }
 
+/**
+ * `packages/protocol` and `packages/client` as committed at `ref`, in a temporary folder whose
+ * node_modules lends them the work tree's installed dependencies. Returns the packages folder.
+ */
+const snapshotPackages = (ref: string): string => {
+  const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-amqp-bench-"))
+  cleanups.push(async () => Fs.rmSync(dir, { recursive: true, force: true }))
+  const tar = Path.join(dir, "packages.tar")
+  const repo = Path.resolve(here, "..")
+  ChildProcess.execFileSync("git", ["archive", "-o", tar, ref, "packages/protocol", "packages/client"], { cwd: repo })
+  ChildProcess.execFileSync("tar", ["-xf", tar, "-C", dir])
+  const modules = Path.join(dir, "node_modules")
+  Fs.mkdirSync(Path.join(modules, "@effect"), { recursive: true })
+  for (const name of ["effect", "@effect/platform-node"]) {
+    Fs.symlinkSync(Fs.realpathSync(Path.join(repo, "node_modules", name)), Path.join(modules, name))
+  }
+  return Path.join(dir, "packages")
+}
+
+const resolveRef = (ref: string): string =>
+  ChildProcess.execFileSync("git", ["rev-parse", "--short", ref], { cwd: here, encoding: "utf8" }).trim()
+
 // -------------------------------------------------------------------------------------------------
 // one run
 // -------------------------------------------------------------------------------------------------
@@ -130,10 +156,13 @@ let queueSeq = 0
 const queueName = (scenario: Scenario, client: string) =>
   `effect-amqp-bench-${process.pid}-${++queueSeq}-${scenario.name}-${client.replace(/[^a-z0-9-]/gi, "")}`
 
+let snapshot: string | undefined
+
 const runWorker = (nodeArgs: ReadonlyArray<string>, args: ReadonlyArray<string>): Promise<WorkerResult> =>
   new Promise((resolve, reject) => {
     const child = ChildProcess.spawn(process.execPath, [...nodeArgs, Path.join(here, "worker.ts"), ...args], {
-      stdio: ["ignore", "pipe", "pipe"]
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, [SNAPSHOT_ENV]: snapshot ?? "" }
     })
     let stdout = ""
     let stderr = ""
@@ -204,6 +233,7 @@ const commit = (): string => {
 
 const main = async () => {
   const began = performance.now()
+  if (values.ref !== undefined) snapshot = snapshotPackages(values.ref)
   const brokers: Array<Broker> = []
   const notes: Array<string> = [
     "Publish rate: N messages / time until a passive queue.declare counts all N in the queue.",
@@ -266,7 +296,7 @@ const main = async () => {
     values.out,
     {
       generatedAt: new Date().toISOString(),
-      commit: commit(),
+      commit: values.ref !== undefined ? `${resolveRef(values.ref)} (--ref ${values.ref})` : commit(),
       node: process.version,
       reps,
       quick,

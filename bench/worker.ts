@@ -7,7 +7,9 @@
  *     [--messages N] [--tls-ca file]
  */
 import * as Fs from "node:fs"
+import * as Module from "node:module"
 import * as Path from "node:path"
+import * as Url from "node:url"
 import { parseArgs } from "node:util"
 import { type BenchClient, check, makeBody, type Target } from "./adapter.ts"
 import { runScenario, scenarioByName } from "./scenarios.ts"
@@ -35,6 +37,22 @@ export const clientModules: Record<string, string> = {
   "@cloudamqp/amqp-client": "./clients/cloudamqp.ts",
   "rabbitmq-client": "./clients/rabbitmq-client.ts",
   raw: "./clients/raw.ts"
+}
+
+/**
+ * With `EFFECT_AMQP_BENCH_PACKAGES` set (the orchestrator's `--ref`), `@effect-amqp/*` resolve to
+ * that snapshot of the workspace packages instead of the work tree.
+ */
+export const SNAPSHOT_ENV = "EFFECT_AMQP_BENCH_PACKAGES"
+
+const useSnapshot = (dir: string): void => {
+  Module.registerHooks({
+    resolve: (specifier, context, next) => {
+      const match = /^@effect-amqp\/(protocol|client)$/.exec(specifier)
+      if (match === null) return next(specifier, context)
+      return { url: Url.pathToFileURL(Path.join(dir, match[1]!, "src", "index.ts")).href, shortCircuit: true }
+    }
+  })
 }
 
 /** Under `--cpu-prof`, where the profile will be written, so the measured window can sit beside it. */
@@ -77,6 +95,8 @@ const main = async () => {
     url: values.url,
     ...(values["tls-ca"] !== undefined ? { tlsCa: Fs.readFileSync(values["tls-ca"], "utf8") } : {})
   }
+  const snapshot = process.env[SNAPSHOT_ENV]
+  if (snapshot !== undefined && snapshot !== "") useSnapshot(snapshot)
   const { client } = (await import(modulePath)) as { readonly client: BenchClient }
   const body = makeBody(scenario.bodySize)
   const session = await client.connect(target)
