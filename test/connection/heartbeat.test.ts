@@ -26,6 +26,14 @@ describe("heartbeat", () => {
           })
           assert.strictEqual(connection.tuned.heartbeat, 2)
 
+          // Blackhole right after a heartbeat from the broker, so the silence starts with the blackhole.
+          const recording = yield* tap.connection(0)
+          const since = Date.now()
+          yield* recording.until(
+            (r) => r.steps.find((s) => s.from === "server" && s.what === "heartbeat" && s.at >= since),
+            "a heartbeat from the broker",
+            3_000
+          )
           const blackholedAt = Date.now()
           yield* proxy.setBlackhole(true)
           const error = yield* connection.closed
@@ -39,7 +47,6 @@ describe("heartbeat", () => {
           assert.isAtMost(failedAt - blackholedAt, 6_000)
 
           // What the client sent into the dead link: heartbeats only, then its socket went at once.
-          const recording = yield* tap.connection(0)
           const ended = yield* recording.until(
             (r) => r.find("client", "FIN") ?? r.find("client", "RST"),
             "the client to end its socket",

@@ -19,9 +19,9 @@ const sha256 = (bytes: Uint8Array) => Crypto.createHash("sha256").update(bytes).
 
 const handshake = ["protocol-header", "connection.start-ok", "connection.tune-ok", "connection.open"]
 
-/** What the client sent and how it ended, once its socket has closed. */
+/** What the client sent up to its FIN (or RST), once it has sent it. */
 const clientSteps = (recording: Recording) =>
-  recording.until((r) => r.find("client", "closed"), "the client's socket to close").pipe(
+  recording.until((r) => r.find("client", "FIN") ?? r.find("client", "RST"), "the client to end its side").pipe(
     Effect.as(recording.of("client").filter((what) => what !== "heartbeat" && what !== "closed"))
   )
 
@@ -72,9 +72,10 @@ describe("ordered shutdown", () => {
           const { proxy, tap, url } = yield* throughProxy
           yield* proxy.setLatency(300, "serverToClient")
           const fiber = yield* Effect.forkChild(
-            Effect.scoped(
-              Effect.andThen(AmqpConnection.fromUrl(url, { connectionName: names.next("handshake") }), Effect.never)
-            )
+            Effect.scoped(Effect.andThen(
+              AmqpConnection.fromUrl(url, { connectionName: names.next("handshake"), closeTimeout: 2_000 }),
+              Effect.never
+            ))
           )
           const recording = yield* tap.connection(0)
           yield* recording.until((r) => r.find("client", "connection.open"), "connection.open")

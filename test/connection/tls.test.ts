@@ -18,8 +18,8 @@ import { leakChecked, Names } from "../support/Probe.ts"
 
 const names = new Names("connection-tls")
 
-/** The broker's view of one connection, by its client-provided name. */
-const brokerView = (broker: BrokerNode.Control, name: string) =>
+/** How the broker sees the connections of this file, by client-provided name. */
+const brokerViews = (broker: BrokerNode.Control) =>
   Effect.gen(function*() {
     const out = yield* broker.rabbitmqctl([
       "-q",
@@ -32,15 +32,20 @@ const brokerView = (broker: BrokerNode.Control, name: string) =>
       "--formatter",
       "json"
     ])
-    const rows = JSON.parse(out) as Array<Record<string, unknown>>
-    const row = rows.find((r) => JSON.stringify(r["client_properties"]).includes(JSON.stringify(name)))
-    assert.isDefined(row, `the broker lists no connection named ${name}: ${out}`)
-    return {
-      user: row!["user"],
-      authMechanism: row!["auth_mechanism"],
-      ssl: row!["ssl"],
-      sslProtocol: row!["ssl_protocol"]
+    const views = new Map<string, { user: unknown; authMechanism: unknown; ssl: unknown; sslProtocol: unknown }>()
+    for (const row of JSON.parse(out) as Array<Record<string, unknown>>) {
+      const name = /"connection_name","longstr","([^"]*)"|"connection_name":"([^"]*)"/.exec(
+        JSON.stringify(row["client_properties"])
+      )
+      const view = {
+        user: row["user"],
+        authMechanism: row["auth_mechanism"],
+        ssl: row["ssl"],
+        sslProtocol: row["ssl_protocol"]
+      }
+      if (name !== null) views.set(name[1] ?? name[2]!, view)
     }
+    return views
   })
 
 /** Expects the attempt to fail with a TlsFailure. */
@@ -54,19 +59,31 @@ const tlsFailure = <A, E>(attempt: Effect.Effect<A, E, Scope.Scope>) =>
   })
 
 describe("connections that open", () => {
-  it.live("opens a plain connection and negotiates the lower of each limit", () =>
+  it.live("opens plain connections with PLAIN and AMQPLAIN and negotiates the lower of each limit", () =>
     Effect.gen(function*() {
       const broker = yield* SharedBroker.acquire
-      const name = names.next("plain")
+      const [plain, amqplain] = [names.next("plain"), names.next("amqplain")]
       const closed = yield* leakChecked(
         Effect.gen(function*() {
-          const connection = yield* AmqpConnection.fromUrl(broker.url, { connectionName: name })
+          const connection = yield* AmqpConnection.fromUrl(broker.url, { connectionName: plain })
           // Client defaults 2047 / 131072 / 60 s; RabbitMQ's defaults are the same numbers.
           assert.deepStrictEqual(connection.tuned, { channelMax: 2047, frameMax: 131072, heartbeat: 60 })
           assert.strictEqual(connection.serverProperties["product"], "RabbitMQ")
           assert.isTrue(yield* connection.isOpen)
-          const view = yield* brokerView(broker, name)
-          assert.deepStrictEqual(view, { user: "guest", authMechanism: "PLAIN", ssl: false, sslProtocol: "" })
+          yield* AmqpConnection.fromUrl(broker.url, { connectionName: amqplain, authMechanism: "AMQPLAIN" })
+          const views = yield* brokerViews(broker)
+          assert.deepStrictEqual(views.get(plain), {
+            user: "guest",
+            authMechanism: "PLAIN",
+            ssl: false,
+            sslProtocol: ""
+          })
+          assert.deepStrictEqual(views.get(amqplain), {
+            user: "guest",
+            authMechanism: "AMQPLAIN",
+            ssl: false,
+            sslProtocol: ""
+          })
           return connection.closed
         }),
         names.own(broker)
@@ -74,19 +91,34 @@ describe("connections that open", () => {
       assert.deepStrictEqual((yield* closed).reason, new ClosedByApplication())
     }))
 
-  it.live("opens a TLS connection verified against the node's CA with servername localhost", () =>
+  it.live("opens TLS connections verified against the node's CA, by servername, URL host or IP address", () =>
     Effect.gen(function*() {
       const broker = yield* SharedBroker.acquire
-      const name = names.next("tls")
+      const ca = broker.tlsFiles.ca
+      const byIp = `amqps://guest:guest@127.0.0.1:${broker.amqpsPort}`
+      const attempts = [
+        { name: names.next("servername"), url: byIp, tls: { ca, servername: "localhost" } },
+        // "amqps://guest:guest@localhost:port": the host name is the servername.
+        { name: names.next("url-host"), url: broker.tlsUrl, tls: { ca } },
+        // No SNI for an IP address; the certificate names 127.0.0.1 too.
+        { name: names.next("ip"), url: byIp, tls: { ca } },
+        { name: names.next("unverified"), url: byIp, tls: { rejectUnauthorized: false } }
+      ]
       yield* leakChecked(
         Effect.gen(function*() {
-          const connection = yield* AmqpConnection.fromUrl(`amqps://guest:guest@127.0.0.1:${broker.amqpsPort}`, {
-            connectionName: name,
-            tls: { ca: broker.tlsFiles.ca, servername: "localhost" }
-          })
-          assert.isTrue(yield* connection.isOpen)
-          const view = yield* brokerView(broker, name)
-          assert.deepStrictEqual(view, { user: "guest", authMechanism: "PLAIN", ssl: true, sslProtocol: "tlsv1.3" })
+          for (const { name, tls, url } of attempts) {
+            const connection = yield* AmqpConnection.fromUrl(url, { connectionName: name, tls })
+            assert.isTrue(yield* connection.isOpen, name)
+          }
+          const views = yield* brokerViews(broker)
+          for (const { name } of attempts) {
+            assert.deepStrictEqual(views.get(name), {
+              user: "guest",
+              authMechanism: "PLAIN",
+              ssl: true,
+              sslProtocol: "tlsv1.3"
+            }, name)
+          }
         }),
         names.own(broker)
       )
@@ -108,8 +140,7 @@ describe("connections that open", () => {
               key: broker.tlsFiles.key
             }
           })
-          const view = yield* brokerView(broker, name)
-          assert.deepStrictEqual(view, {
+          assert.deepStrictEqual((yield* brokerViews(broker)).get(name), {
             user: broker.tls.clientCommonName,
             authMechanism: "EXTERNAL",
             ssl: true,
