@@ -13,7 +13,13 @@
 import { type BasicProperties, type Command, type FieldTable, Methods } from "@effect-amqp/protocol"
 import { Cause, Context, Effect, Layer, Option, Queue, type Scope, Stream } from "effect"
 import { AmqpConnection } from "./AmqpConnection.ts"
-import { AmqpChannelLimit, AmqpClosedError, AmqpConsumerCancelled, type AmqpPublishError } from "./AmqpError.ts"
+import {
+  AmqpChannelLimit,
+  AmqpClosedError,
+  type AmqpConnectionError,
+  AmqpConsumerCancelled,
+  type AmqpPublishError
+} from "./AmqpError.ts"
 import { ChannelCore, type ChannelFailure } from "./internal/channelCore.ts"
 import {
   type AckError,
@@ -243,12 +249,13 @@ export const openCore = (
       Effect.suspend((): Effect.Effect<ChannelCore, AmqpClosedError | AmqpChannelLimit> => {
         if (conn.isClosed()) return Effect.fail(new AmqpClosedError({ what: "connection", cause: conn.failure }))
         let core: ChannelCore | undefined
-        const id = conn.allocateChannel({
-          onCommand: (command) => core!.onCommand(command),
-          onConnectionClosed: (error) => core!.onConnectionClosed(error)
-        })
+        const sink = {
+          onCommand: (command: Command) => core!.onCommand(command),
+          onConnectionClosed: (error: AmqpConnectionError) => core!.onConnectionClosed(error)
+        }
+        const id = conn.allocateChannel(sink)
         if (id === undefined) return Effect.fail(new AmqpChannelLimit({ channelMax: conn.tuned.channelMax }))
-        core = new ChannelCore(id, conn, coreOptions)
+        core = new ChannelCore(id, conn, coreOptions, sink)
         return Effect.succeed(core)
       }),
       (core) => core.close

@@ -269,6 +269,7 @@ class Supervisor {
       if (Exit.isFailure(attempt)) {
         const error = Cause.findErrorOption(attempt.cause)
         if (error._tag === "Some") {
+          this.lastCause = error.value
           this.emit({ _tag: "GaveUp", cause: error.value })
           Deferred.doneUnsafe(this.firstLink, Exit.fail(error.value))
           Deferred.doneUnsafe(this.live, Exit.fail(new AmqpClosedError({ what: "connection", cause: error.value })))
@@ -666,7 +667,11 @@ class LogicalChannel {
       this.current,
       (core) => core.publish(exchange, routingKey, body, properties, options.mandatory ?? false)
     )
-    if (retry === undefined) return attempt
+    const unsent = (error: AmqpPublishError | AmqpChannel.ChannelError) =>
+      this.closedForGood === undefined && !this.supervisor.stopped &&
+      ((error._tag === "AmqpPublishError" && error.reason._tag === "Unconfirmed" && !error.reason.sent) ||
+        isConnectionLoss(error))
+    if (retry === undefined) return attempt.pipe(Effect.retry({ times: 3, while: unsent }))
     return attempt.pipe(
       Effect.retry({
         schedule: retry,

@@ -301,6 +301,11 @@ export class Returned extends Data.TaggedClass("Returned")<{
  */
 export class Unconfirmed extends Data.TaggedClass("Unconfirmed")<{
   readonly cause: AmqpChannelError | AmqpConnectionError
+  /**
+   * False when the message never left the client (it waited for the confirm window, the socket or
+   * an unblock): sending it again cannot duplicate it.
+   */
+  readonly sent: boolean
 }> {}
 
 /**
@@ -338,7 +343,7 @@ export class AmqpPublishError extends Data.TaggedError("AmqpPublishError")<{
         return `unroutable: ${reason.replyCode} ${reason.replyText} (exchange "${reason.exchange}", ` +
           `routing key "${reason.routingKey}")`
       case "Unconfirmed":
-        return `unconfirmed: ${reason.cause.message}`
+        return `${reason.sent ? "unconfirmed" : "not sent"}: ${reason.cause.message}`
       case "BlockedTimeout":
         return `the broker blocked publishing for more than ${reason.afterMillis} ms: ${reason.reason}`
     }

@@ -17,7 +17,8 @@ import {
   AmqpPublishError,
   BlockedTimeout,
   ClosedByApplication,
-  Returned
+  Returned,
+  Unconfirmed
 } from "../AmqpError.ts"
 import { ConfirmTracker } from "./confirms.ts"
 import type { ChannelSink, ConnectionCore } from "./connectionCore.ts"
@@ -64,8 +65,12 @@ export class ChannelCore implements ChannelSink {
   /** Unconfirmed-mode `basic.return`s, for whoever listens. */
   onReturn: ((returned: Returned, command: Command) => void) | undefined
 
-  constructor(id: number, connection: ConnectionCore, options: ChannelOptions) {
+  /** The sink this channel registered its id with, so that only it can free that id. */
+  readonly sink: ChannelSink
+
+  constructor(id: number, connection: ConnectionCore, options: ChannelOptions, sink: ChannelSink) {
     this.id = id
+    this.sink = sink
     this.connection = connection
     this.options = options
     this.confirms.onSettled = (count) => {
@@ -120,6 +125,7 @@ export class ChannelCore implements ChannelSink {
       }
       case "channel.close": {
         this.write(Methods.channelCloseOk())
+        this.connection.releaseChannel(this.id, this.sink)
         this.fail(
           new AmqpChannelError({
             channel: this.id,
@@ -130,7 +136,6 @@ export class ChannelCore implements ChannelSink {
             method: methodName(method.classId, method.methodId)
           })
         )
-        this.connection.releaseChannel(this.id)
         return
       }
       case "channel.close-ok":
@@ -288,7 +293,7 @@ export class ChannelCore implements ChannelSink {
         (): Effect.Effect<Effect.Effect<void, AmqpPublishError>, AmqpPublishError | AmqpClosedError> => {
           if (this.state === "closed") {
             this.releaseSlot()
-            return Effect.fail(this.closedError())
+            return Effect.fail(this.unsent())
           }
           const deferred = Deferred.makeUnsafe<void, AmqpPublishError>()
           const frames = this.encode(exchange, routingKey, body, properties, mandatory)
@@ -307,6 +312,13 @@ export class ChannelCore implements ChannelSink {
         Effect.andThen(confirmed)
       )
     })
+  }
+
+  /** The outcome of a publish that never left because the channel ended while it waited. */
+  private unsent(): AmqpPublishError | AmqpClosedError {
+    const cause = this.failure
+    if (cause === undefined) return this.closedError()
+    return new AmqpPublishError({ reason: new Unconfirmed({ cause, sent: false }) })
   }
 
   private encode(
@@ -330,8 +342,8 @@ export class ChannelCore implements ChannelSink {
     body: Uint8Array,
     properties: BasicProperties,
     mandatory: boolean
-  ): Effect.Effect<void, AmqpClosedError> {
-    if (this.state === "closed") return Effect.fail(this.closedError())
+  ): Effect.Effect<void, AmqpPublishError | AmqpClosedError> {
+    if (this.state === "closed") return Effect.fail(this.unsent())
     this.writeFrames(this.encode(exchange, routingKey, body, properties, mandatory))
     return Effect.void
   }
@@ -352,7 +364,7 @@ export class ChannelCore implements ChannelSink {
    */
   readonly close: Effect.Effect<void> = Effect.suspend(() => {
     if (this.state === "closed") {
-      this.connection.releaseChannel(this.id)
+      this.connection.releaseChannel(this.id, this.sink)
       return Effect.void
     }
     const timeout = this.connection.options.closeTimeout
@@ -372,7 +384,7 @@ export class ChannelCore implements ChannelSink {
         yield* Deferred.await(this.closeOk).pipe(Effect.timeoutOption(timeout))
       }
       this.fail(this.connection.error(new ClosedByApplication()))
-      this.connection.releaseChannel(this.id)
+      this.connection.releaseChannel(this.id, this.sink)
     }).pipe(Effect.uninterruptible)
   })
 

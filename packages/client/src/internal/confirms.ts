@@ -60,7 +60,7 @@ export class ConfirmTracker {
 
   /** Ends every waiting publish as unconfirmed. */
   failAll(cause: AmqpChannelError | AmqpConnectionError): void {
-    const error = Exit.fail(new AmqpPublishError({ reason: new Unconfirmed({ cause }) }))
+    const error = Exit.fail(new AmqpPublishError({ reason: new Unconfirmed({ cause, sent: true }) }))
     for (let i = this.head; i < this.entries.length; i++) {
       const entry = this.entries[i]
       if (entry !== undefined) Deferred.doneUnsafe(entry.deferred, error)

@@ -356,7 +356,9 @@ export class ConnectionCore {
     return undefined
   }
 
-  releaseChannel(id: number): void {
+  /** Frees `id` if `sink` still holds it (a later channel may have been given the id since). */
+  releaseChannel(id: number, sink: ChannelSink): void {
+    if (this.sinks.get(id) !== sink) return
     this.sinks.delete(id)
     this.assemblers.delete(id)
   }

@@ -205,9 +205,18 @@ const LOW_WATER = 1024
 export class DeliveryBuffer<E> {
   readonly queue: Queue.Queue<Delivery, E | Cause.Done>
   private paused: ChannelCore | undefined
+  readonly stream: Stream.Stream<Delivery, Exclude<E, Cause.Done>>
 
   constructor(queue: Queue.Queue<Delivery, E | Cause.Done>) {
     this.queue = queue
+    // One delivery per pull, never a whole batch: a delivery that downstream does not take (say,
+    // after `Stream.take`) stays in the buffer, where ending the consumer finds it and requeues it.
+    this.stream = Stream.fromEffectRepeat(
+      Effect.map(Queue.take(queue), (delivery) => {
+        if (this.paused !== undefined && Queue.sizeUnsafe(queue) <= LOW_WATER) this.release()
+        return delivery
+      })
+    ) as Stream.Stream<Delivery, Exclude<E, Cause.Done>>
   }
 
   offer(core: ChannelCore, delivery: Delivery): void {
@@ -224,13 +233,4 @@ export class DeliveryBuffer<E> {
     this.paused = undefined
     core?.connection.resumeReading(this)
   }
-
-  readonly stream: Stream.Stream<Delivery, Exclude<E, Cause.Done>> = Stream.suspend(() =>
-    Stream.fromQueue(this.queue).pipe(
-      Stream.mapArray((deliveries) => {
-        if (this.paused !== undefined && Queue.sizeUnsafe(this.queue) <= LOW_WATER) this.release()
-        return deliveries
-      })
-    )
-  )
 }

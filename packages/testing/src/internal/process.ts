@@ -45,6 +45,9 @@ export const run = (
         resume(Effect.fail(error))
       }
     )
+    // A child that exits before reading its input makes this write fail with EPIPE; the exit code
+    // already says what happened, so the stream error is not a second failure.
+    child.stdin?.on("error", () => {})
     child.stdin?.end(options.stdin ?? "")
     return Effect.sync(() => child.kill("SIGKILL"))
   })
