@@ -3,7 +3,14 @@
  * attempt at once with `HandshakeFailed` naming the step the client waited for; silence fails it
  * with `Timeout` naming that step, within the handshake deadline. Nothing outlives an attempt.
  */
-import { AmqpConnection, type AmqpConnectionError, HandshakeFailed, Timeout } from "@effect-amqp/client"
+import {
+  AmqpConnection,
+  type AmqpConnectionError,
+  HandshakeFailed,
+  ProtocolViolation,
+  Timeout
+} from "@effect-amqp/client"
+import { encodeMethod, Methods } from "@effect-amqp/protocol"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { leakChecked } from "../support/Probe.ts"
@@ -98,5 +105,59 @@ describe("handshake against a peer that goes silent", () => {
       const afterFailure = recording.steps.filter((s) => s.from === "client" && s.at > failedAt).map((s) => s.what)
       assert.notInclude(afterFailure, "heartbeat")
       assert.isDefined(recording.find("client", "closed"), `client after the failure: ${afterFailure.join(", ")}`)
+    })))
+})
+
+describe("handshake against a peer that breaks the protocol", () => {
+  const attempt = (script: ScriptedPeer.Script, sent: ReadonlyArray<string>) =>
+    Effect.gen(function*() {
+      const peer = yield* ScriptedPeer.make(script)
+      const { millis, reason } = yield* failedAttempt(peer.port, 5_000)
+      assert.isBelow(millis, 1_000)
+      const recording = yield* peer.connection(0)
+      yield* recording.until((r) => r.find("client", "closed"), "the client's socket to close")
+      assert.deepStrictEqual(clientFrames(recording), sent)
+      return reason
+    })
+
+  it.live("fails at protocol-header when the server answers with another AMQP version's header", () =>
+    leakChecked(Effect.gen(function*() {
+      const amqp10 = Uint8Array.of(0x41, 0x4d, 0x51, 0x50, 0, 1, 0, 0)
+      const reason = yield* attempt({ replyToHeader: amqp10 }, header)
+      assert.strictEqual(reason._tag, "HandshakeFailed")
+      assert.strictEqual((reason as HandshakeFailed).step, "protocol-header")
+      assert.isFalse((reason as HandshakeFailed).possiblyAuthenticationFailure)
+      assert.include((reason as HandshakeFailed).message, "1-0-0")
+    })))
+
+  it.live("fails with ProtocolViolation 501 when connection.start does not end with 0xCE", () =>
+    leakChecked(Effect.gen(function*() {
+      const start = encodeMethod(0, Methods.connectionStart({ serverProperties: {} }))
+      start[start.length - 1] = 0x00
+      const reason = yield* attempt({ replyToHeader: start }, header)
+      assert.strictEqual(reason._tag, "ProtocolViolation")
+      assert.strictEqual((reason as ProtocolViolation).replyCode, 501)
+    })))
+
+  it.live("fails at start when the server does not offer the configured mechanism", () =>
+    leakChecked(Effect.gen(function*() {
+      const reason = yield* attempt({ mechanisms: "AMQPLAIN EXTERNAL" }, header)
+      assert.deepStrictEqual(
+        reason,
+        new HandshakeFailed({
+          step: "start",
+          message: "the server does not offer PLAIN; it offers AMQPLAIN, EXTERNAL",
+          possiblyAuthenticationFailure: false
+        })
+      )
+    })))
+
+  it.live("refuses a server frame_max below the protocol minimum of 4096", () =>
+    leakChecked(Effect.gen(function*() {
+      const reason = yield* attempt({ frameMax: 2048 }, startOk)
+      assert.deepStrictEqual(
+        reason,
+        new ProtocolViolation({ replyCode: 501, message: "server proposed frame_max 2048, below 4096" })
+      )
     })))
 })

@@ -1,9 +1,11 @@
 /**
  * A fake AMQP 0-9-1 server on 127.0.0.1 that runs the server's half of the handshake and can stop
  * at any step: after the protocol header, after `start-ok`, after sending `tune`, after `tune-ok`
- * or after `open`, by closing with a FIN, by an RST, or by going silent. A peer that completes the
- * handshake answers `connection.close` with `close-ok` and returns the client's FIN. Everything
- * either side sent is in one `Recording` per connection.
+ * or after `open`, by closing with a FIN, by an RST, or by going silent (then it does not even
+ * return the client's FIN, like a hung server). It can also answer the protocol header with raw
+ * bytes, offer other SASL mechanisms or propose another frame_max. A peer that completes the
+ * handshake answers `connection.close` with `close-ok`; any peer but a silent one returns the
+ * client's FIN. Everything either side sent is in one `Recording` per connection.
  *
  * It speaks only channel 0 and frames built with `@effect-amqp/protocol`; it is not a broker.
  */
@@ -22,6 +24,12 @@ export interface Script {
   readonly how?: "fin" | "reset" | "silent"
   /** Seconds, proposed in `connection.tune`. Default 0 (the client's value wins). */
   readonly heartbeat?: number
+  /** frame_max proposed in `connection.tune`. Default 131072. */
+  readonly frameMax?: number
+  /** Offered in `connection.start`. Default "PLAIN". */
+  readonly mechanisms?: string
+  /** Raw bytes to answer the protocol header with instead of `connection.start`; then silence. */
+  readonly replyToHeader?: Uint8Array
 }
 
 export interface ScriptedPeer {
@@ -77,7 +85,11 @@ export const make = (script: Script): Effect.Effect<ScriptedPeer, Error, Scope.S
         switch (tag) {
           case "connection.start-ok":
             if (stopsAt("start-ok")) return
-            method(Methods.connectionTune({ channelMax: 2047, frameMax: 131072, heartbeat: script.heartbeat ?? 0 }))
+            method(Methods.connectionTune({
+              channelMax: 2047,
+              frameMax: script.frameMax ?? 131072,
+              heartbeat: script.heartbeat ?? 0
+            }))
             expecting = "connection.tune-ok"
             stopsAt("tune")
             return
@@ -103,7 +115,15 @@ export const make = (script: Script): Effect.Effect<ScriptedPeer, Error, Scope.S
           rest = rest.subarray(take)
           if (header.length < 8) return
           if (stopsAt("header")) return
-          method(Methods.connectionStart({ serverProperties: { product: "scripted-peer" }, mechanisms: "PLAIN" }))
+          if (script.replyToHeader !== undefined) {
+            send(Buffer.from(script.replyToHeader))
+            expecting = "stopped"
+            return
+          }
+          method(Methods.connectionStart({
+            serverProperties: { product: "scripted-peer" },
+            mechanisms: script.mechanisms ?? "PLAIN"
+          }))
           expecting = "connection.start-ok"
         }
         if (rest.length === 0) return
@@ -114,7 +134,7 @@ export const make = (script: Script): Effect.Effect<ScriptedPeer, Error, Scope.S
       })
       socket.on("end", () => {
         recording.ended("client", "FIN")
-        if (!socket.writableEnded && expecting !== "stopped") socket.end()
+        if (!socket.writableEnded && !(stopped() && script.how === "silent")) socket.end()
       })
       socket.on("error", (error: NodeJS.ErrnoException) => recording.ended("client", endOf(error)))
       socket.on("close", () => recording.closed("client"))
