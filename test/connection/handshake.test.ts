@@ -108,22 +108,23 @@ describe("handshake against a peer that goes silent", () => {
     })))
 })
 
-describe("handshake against a peer that breaks the protocol", () => {
-  const attempt = (script: ScriptedPeer.Script, sent: ReadonlyArray<string>) =>
-    Effect.gen(function*() {
-      const peer = yield* ScriptedPeer.make(script)
-      const { millis, reason } = yield* failedAttempt(peer.port, 5_000)
-      assert.isBelow(millis, 1_000)
-      const recording = yield* peer.connection(0)
-      yield* recording.until((r) => r.find("client", "closed"), "the client's socket to close")
-      assert.deepStrictEqual(clientFrames(recording), sent)
-      return reason
-    })
+/** An attempt against a peer running `script`; the client must have sent exactly `sent`. */
+const brokenPeerAttempt = (script: ScriptedPeer.Script, sent: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const peer = yield* ScriptedPeer.make(script)
+    const { millis, reason } = yield* failedAttempt(peer.port, 5_000)
+    assert.isBelow(millis, 1_000)
+    const recording = yield* peer.connection(0)
+    yield* recording.until((r) => r.find("client", "closed"), "the client's socket to close")
+    assert.deepStrictEqual(clientFrames(recording), sent)
+    return reason
+  })
 
+describe("handshake against a peer that breaks the protocol", () => {
   it.live("fails at protocol-header when the server answers with another AMQP version's header", () =>
     leakChecked(Effect.gen(function*() {
       const amqp10 = Uint8Array.of(0x41, 0x4d, 0x51, 0x50, 0, 1, 0, 0)
-      const reason = yield* attempt({ replyToHeader: amqp10 }, header)
+      const reason = yield* brokenPeerAttempt({ replyToHeader: amqp10 }, header)
       assert.strictEqual(reason._tag, "HandshakeFailed")
       assert.strictEqual((reason as HandshakeFailed).step, "protocol-header")
       assert.isFalse((reason as HandshakeFailed).possiblyAuthenticationFailure)
@@ -134,14 +135,14 @@ describe("handshake against a peer that breaks the protocol", () => {
     leakChecked(Effect.gen(function*() {
       const start = encodeMethod(0, Methods.connectionStart({ serverProperties: {} }))
       start[start.length - 1] = 0x00
-      const reason = yield* attempt({ replyToHeader: start }, header)
+      const reason = yield* brokenPeerAttempt({ replyToHeader: start }, header)
       assert.strictEqual(reason._tag, "ProtocolViolation")
       assert.strictEqual((reason as ProtocolViolation).replyCode, 501)
     })))
 
   it.live("fails at start when the server does not offer the configured mechanism", () =>
     leakChecked(Effect.gen(function*() {
-      const reason = yield* attempt({ mechanisms: "AMQPLAIN EXTERNAL" }, header)
+      const reason = yield* brokenPeerAttempt({ mechanisms: "AMQPLAIN EXTERNAL" }, header)
       assert.deepStrictEqual(
         reason,
         new HandshakeFailed({
@@ -154,7 +155,7 @@ describe("handshake against a peer that breaks the protocol", () => {
 
   it.live("refuses a server frame_max below the protocol minimum of 4096", () =>
     leakChecked(Effect.gen(function*() {
-      const reason = yield* attempt({ frameMax: 2048 }, startOk)
+      const reason = yield* brokenPeerAttempt({ frameMax: 2048 }, startOk)
       assert.deepStrictEqual(
         reason,
         new ProtocolViolation({ replyCode: 501, message: "server proposed frame_max 2048, below 4096" })
