@@ -169,8 +169,11 @@ export class ChannelCore implements ChannelSink {
     const pending = this.pending
     this.pending = undefined
     if (pending !== undefined) Deferred.doneUnsafe(pending.deferred, Exit.fail(cause))
+    // Take the slot waiters out first: woken, each finds the channel closed and frees its slot,
+    // which must not hand the slot to the next waiter (one wake per waiter, no recursion).
+    const waiters = this.slotWaiters.splice(0)
     this.confirms.failAll(cause)
-    for (const waiter of this.slotWaiters.splice(0)) Deferred.doneUnsafe(waiter, Exit.void)
+    for (const waiter of waiters) Deferred.doneUnsafe(waiter, Exit.void)
     for (const consumer of this.consumers.values()) consumer.onChannelClosed(cause)
     this.consumers.clear()
   }
@@ -251,7 +254,7 @@ export class ChannelCore implements ChannelSink {
 
   /** Frees a slot, handing it straight to the first waiter if there is one. */
   private releaseSlot(): void {
-    const next = this.slotWaiters.shift()
+    const next = this.state === "closed" ? undefined : this.slotWaiters.shift()
     if (next !== undefined) Deferred.doneUnsafe(next, Exit.void)
     else if (this.slots > 0) this.slots--
   }
