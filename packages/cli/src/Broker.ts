@@ -57,9 +57,10 @@ export const target = (flag: Option.Option<string>): Effect.Effect<Target> =>
 export const describe = (t: Target): string => `${displayUrl(t.url)} (${t.source})`
 
 /**
- * The URL with everything between the user name and the last `@` replaced by `***`. Stricter than
- * the client's `redactUrl`, which stops at the first `@` or `/` and so shows the rest of a password
- * that contains one: `amqp://u:p@ss@host`, which `new URL` accepts, would show as `amqp://u:***@ss@host`.
+ * The URL with everything between the user name and the last `@` replaced by `***`, so that a
+ * password containing `@` or `/` (`amqp://u:p@ss@host`, which `new URL` accepts) is hidden whole.
+ * The client's `redactUrl` now follows the same rule; the command line keeps its own so that its
+ * messages do not depend on it.
  *
  * @since 0.1.0
  * @category formatting

@@ -1,5 +1,5 @@
 /**
- * The `effect-amqp` command line: its subcommands (`publish`, `consume`, `demo`), how help and
+ * The `effect-amqp` command line: its subcommands (`publish`, `consume`, `demo`, `perf`), how help and
  * usage errors are shown, and how a run ends.
  *
  * Parsing is effect's `effect/cli`; help goes to stdout. Exit codes: 0 success; 2 usage error (unknown
@@ -16,6 +16,7 @@ import { Console, Data, Effect, Layer, Runtime } from "effect"
 import { CliConfig, CliError, CliOutput, Command, GlobalFlag } from "effect/cli"
 import * as Consume from "./commands/Consume.ts"
 import * as Demo from "./commands/Demo.ts"
+import * as Perf from "./commands/Perf.ts"
 import * as Publish from "./commands/Publish.ts"
 
 /**
@@ -48,8 +49,8 @@ export class Exit extends Data.TaggedError("Exit")<{ readonly code: 1 | 2 }> {
 }
 
 const command = Command.make("effect-amqp").pipe(
-  Command.withDescription("An AMQP 0-9-1 client for RabbitMQ: publish, consume, and a work-queue demo."),
-  Command.withSubcommands([Publish.command, Consume.command, Demo.command])
+  Command.withDescription("An AMQP 0-9-1 client for RabbitMQ: publish, consume, a work-queue demo and a load test."),
+  Command.withSubcommands([Publish.command, Consume.command, Demo.command, Perf.command])
 )
 
 const helpHint = (path: ReadonlyArray<string>) => `run "${path.join(" ")} --help" for usage`
@@ -94,6 +95,12 @@ export const main = (args: ReadonlyArray<string>): Effect.Effect<void, Exit> =>
         // ShowHelp has been presented already; any other CliError has not.
         const shown = error._tag === "ShowHelp" ? Effect.void : Console.error(`effect-amqp: ${error.message}`)
         return shown.pipe(Effect.andThen(Effect.fail(new Exit({ code: ExitCode.usage }))))
+      }
+      if (error._tag === "UsageError") {
+        const path = ["effect-amqp", error.command]
+        return Console.error(`${path.join(" ")}: ${error.message}\n${helpHint(path)}`).pipe(
+          Effect.andThen(Effect.fail(new Exit({ code: ExitCode.usage })))
+        )
       }
       const code = error._tag === "AmqpConfigError" ? ExitCode.usage : ExitCode.failure
       return Console.error(`effect-amqp: ${messageOf(error)}`).pipe(Effect.andThen(Effect.fail(new Exit({ code }))))

@@ -1,7 +1,8 @@
 /**
  * What the commands print besides their data: one-line summaries with rates, a progress line on
- * stderr once a second, and `CommandFailed`, the error a command fails with when the broker answered
- * but the outcome is wrong (too few messages, lost messages).
+ * stderr once a second, `CommandFailed`, the error a command fails with when the broker answered
+ * but the outcome is wrong (too few messages, lost messages), and `UsageError` for flags that do not
+ * fit together.
  *
  * @since 0.1.0
  */
@@ -14,6 +15,19 @@ import { Console, Data, Effect, type Scope } from "effect"
  * @category errors
  */
 export class CommandFailed extends Data.TaggedError("CommandFailed")<{
+  readonly message: string
+}> {}
+
+/**
+ * Flags that parse one by one but do not fit together (for example `--duration` with `--count`);
+ * the command line exits 2, as for any other usage error.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class UsageError extends Data.TaggedError("UsageError")<{
+  /** The subcommand whose flags clash, for the message and the help hint. */
+  readonly command: string
   readonly message: string
 }> {}
 

@@ -179,7 +179,7 @@ describe("effect-amqp usage and failures", () => {
 
   it.live("--help works for every command and exits 0", () =>
     Effect.forEach(
-      [["--help"], ["publish", "--help"], ["consume", "--help"], ["demo", "--help"]],
+      [["--help"], ["publish", "--help"], ["consume", "--help"], ["demo", "--help"], ["perf", "--help"]],
       (args) =>
         Effect.map(cli(args), (result) => {
           assert.strictEqual(result.code, 0, args.join(" "))

@@ -27,9 +27,8 @@
  * @since 0.1.0
  */
 import {
-  AmqpChannel,
+  type AmqpChannel,
   AmqpClient,
-  type AmqpConnection,
   type AmqpConnectionError,
   AmqpPublishError,
   type ConnectionConfig
@@ -38,6 +37,7 @@ import { Console, Deferred, Effect, Option, PubSub, Schedule, Stream } from "eff
 import { Command, Flag } from "effect/cli"
 import * as Broker from "../Broker.ts"
 import * as Message from "../Message.ts"
+import * as Queues from "../Queues.ts"
 import * as Report from "../Report.ts"
 import * as Flags from "./Flags.ts"
 
@@ -124,9 +124,6 @@ export const reconnect: Schedule.Schedule<unknown, AmqpConnectionError> = Schedu
   Schedule.while(({ attempt, input }) => attempt <= 30 && !input.isPermanent)
 )
 
-const uniqueQueueName = (): string =>
-  `effect-amqp-demo-${Date.now().toString(36)}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`
-
 const emptyTally = (): Tally => ({
   published: 0,
   confirmed: 0,
@@ -159,9 +156,9 @@ export const run = Effect.fn("effect-amqp demo")(function*(options: Options) {
     connectionName: "effect-amqp demo admin",
     privateFallback: true
   })
-  const queue = uniqueQueueName()
+  const queue = Queues.uniqueName("demo")
   yield* Console.log(`demo: ${options.count} messages through queue ${queue} on ${Broker.describe(target)}`)
-  yield* declareQueue(admin, queue)
+  yield* Queues.temporary(admin, queue)
 
   const broker = yield* Broker.connectionOptions(target)
   const proxy = options.cut ? yield* startProxy(broker) : undefined
@@ -265,7 +262,7 @@ export const run = Effect.fn("effect-amqp demo")(function*(options: Options) {
     discard: true
   })
   const stopped = new Report.CommandFailed({ message: "the consumers stopped before the queue was drained" })
-  const work = awaitConsumers(admin, queue, options.consumers).pipe(
+  const work = Queues.awaitConsumers(admin, queue, options.consumers).pipe(
     Effect.andThen(publisher),
     Effect.andThen(Deferred.await(drained).pipe(Effect.timeoutOption(`${options.timeout} seconds`))),
     Effect.asVoid
@@ -283,30 +280,6 @@ export const run = Effect.fn("effect-amqp demo")(function*(options: Options) {
     })
   }
 }, Effect.scoped)
-
-/** Declares `queue` on a channel of its own and deletes it when the scope closes. */
-const declareQueue = (connection: AmqpConnection.AmqpConnection, queue: string) =>
-  Effect.acquireRelease(
-    Effect.scoped(Effect.flatMap(AmqpChannel.make(connection), (channel) => channel.queueDeclare(queue))),
-    () =>
-      Effect.scoped(Effect.flatMap(AmqpChannel.make(connection), (channel) => channel.queueDelete(queue))).pipe(
-        Effect.tapError((error) => Console.error(`effect-amqp: could not delete queue ${queue}: ${error.message}`)),
-        Effect.ignore
-      )
-  )
-
-/** Waits (up to 10 s) until `count` consumers are registered on `queue`, so that the cut meets a running work queue. */
-const awaitConsumers = (connection: AmqpConnection.AmqpConnection, queue: string, count: number) =>
-  Effect.scoped(Effect.gen(function*() {
-    const channel = yield* AmqpChannel.make(connection)
-    const deadline = performance.now() + 10_000
-    while ((yield* channel.queueDeclare(queue, { passive: true })).consumerCount < count) {
-      if (performance.now() > deadline) {
-        return yield* new Report.CommandFailed({ message: `the ${count} consumers did not start within 10 s` })
-      }
-      yield* Effect.sleep("10 millis")
-    }
-  }))
 
 /** A loopback proxy to the broker for the scope; `@effect-amqp/testing` is loaded only for it. */
 const startProxy = (broker: ConnectionConfig.ConnectionOptions) =>

@@ -1,0 +1,567 @@
+/**
+ * `effect-amqp perf`: a load generator in the spirit of RabbitMQ's PerfTest. `--producers`
+ * publishers and `--consumers` consumers, each on its own connection, move `--size`-byte messages
+ * through one queue for `--duration` seconds (or `--count` messages per producer), and the command
+ * reports rates, publish-to-consume latency, CPU time and memory.
+ *
+ * A producer is one fiber that publishes with `publishAsync`; with `--confirm W` the channel admits
+ * at most W unconfirmed messages, and a second fiber awaits the confirms in order, so one fiber keeps
+ * the whole window in flight. `--rate` paces each producer. Consumers ack each delivery, or with
+ * `--multi-ack K` every K deliveries with `multiple` (a partial group is acked after 50 ms). Every
+ * body starts with the time it was published (milliseconds since the epoch, a big-endian float64)
+ * and a 32-bit id of the run; latency is taken from the bodies of this run only, so messages left
+ * in a named queue by earlier runs are consumed but not measured.
+ *
+ * The queue is `--queue`, declared with `--queue-type` unless it exists, and kept; by default it is
+ * a fresh uniquely named queue that is deleted at the end, also on failure or interruption. Classic
+ * queues are declared non-durable, quorum queues and streams durable, as RabbitMQ requires. Stream
+ * consumers start from one second before the run, so none of the run's messages can slip past them.
+ *
+ * What runs where goes to stderr first, then a progress line once a second: totals, rates and latency p50/p99 over the last
+ * second. At the end the summary goes to stdout, as lines or, with `--json`, as one JSON object.
+ * When producers stop, consumers get until the queue has handed them every published message (each
+ * consumer of a stream reads them all), or until they made no progress for 5 s. The command exits 1 when any error happened (publish
+ * failures, nacks, consumers that stopped or stalled), after printing the summary.
+ *
+ * @since 0.1.0
+ */
+import { AmqpChannel, type AmqpConnection, type AmqpPublishError } from "@effect-amqp/client"
+import { type Cause, Console, Effect, Fiber, Option, Queue, type Scope, Stream } from "effect"
+import { Command, Flag } from "effect/cli"
+import * as Broker from "../Broker.ts"
+import { Histogram } from "../Histogram.ts"
+import * as Message from "../Message.ts"
+import * as Queues from "../Queues.ts"
+import * as Report from "../Report.ts"
+import * as Flags from "./Flags.ts"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type QueueType = "classic" | "quorum" | "stream"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options extends Settings {
+  readonly url: Option.Option<string>
+  readonly duration: Option.Option<number>
+  readonly count: Option.Option<number>
+  readonly queue: Option.Option<string>
+  readonly json: boolean
+}
+
+/**
+ * The shape of the load, as given by the flags and repeated in the summary.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Settings {
+  readonly queueType: QueueType
+  readonly producers: number
+  readonly consumers: number
+  readonly size: number
+  readonly confirm: number
+  readonly prefetch: number
+  readonly multiAck: number
+  readonly rate: number
+}
+
+/**
+ * Latency quantiles in milliseconds; `null` without samples.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Latency {
+  readonly samples: number
+  readonly p50: number | null
+  readonly p95: number | null
+  readonly p99: number | null
+  readonly max: number | null
+}
+
+/**
+ * What `--json` prints.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Summary extends Settings {
+  readonly queue: string
+  /** From the first publish to the end of the drain. */
+  readonly seconds: number
+  readonly published: number
+  readonly confirmed: number
+  readonly nacked: number
+  /** Deliveries acknowledged, earlier runs' messages included. */
+  readonly consumed: number
+  /** Messages per second, each over the time from the first publish to the last such event. */
+  readonly rates: { readonly published: number; readonly confirmed: number; readonly consumed: number }
+  /** From publish to consume, over this run's messages. */
+  readonly latencyMs: Latency
+  /** CPU time of this process during the run (`process.cpuUsage`). */
+  readonly cpuMs: { readonly user: number; readonly system: number; readonly total: number }
+  /** The largest resident set size sampled every 100 ms. */
+  readonly peakRssBytes: number
+  readonly errors: { readonly count: number; readonly first: ReadonlyArray<string> }
+}
+
+/** Bytes before the filler: the publish time (float64) and the run's id (uint32). */
+const headerSize = 12
+
+/** Errors whose message the summary keeps. */
+const errorsKept = 5
+
+/** Consumers that made no progress for this long end the drain. */
+const stallMillis = 5000
+
+const now = (): number => performance.timeOrigin + performance.now()
+
+const round = (n: number, digits = 3): number => Number(n.toFixed(digits))
+
+const messageOf = (error: unknown): string => error instanceof Error ? error.message : String(error)
+
+/** The counters of a run, shared by every fiber (they all run on one thread). */
+class Counters {
+  sent = 0
+  confirmed = 0
+  nacked = 0
+  consumed = 0
+  /** This run's messages acknowledged. */
+  ownConsumed = 0
+  lastSentAt = 0
+  lastConfirmAt = 0
+  lastConsumedAt = 0
+  errors = 0
+  readonly firstErrors: Array<string> = []
+  readonly latency = new Histogram()
+  readonly lastSecond = new Histogram()
+  readonly runId: number
+
+  constructor(runId: number) {
+    this.runId = runId
+  }
+
+  error(error: unknown): void {
+    this.errors++
+    if (this.firstErrors.length < errorsKept) this.firstErrors.push(messageOf(error))
+  }
+
+  isOwn(body: Uint8Array): boolean {
+    return body.length >= headerSize &&
+      Buffer.from(body.buffer, body.byteOffset, headerSize).readUInt32BE(8) === this.runId
+  }
+
+  received(delivery: AmqpChannel.Delivery): void {
+    if (!this.isOwn(delivery.body)) return
+    const body = delivery.body
+    const millis = now() - Buffer.from(body.buffer, body.byteOffset, headerSize).readDoubleBE(0)
+    this.latency.record(millis)
+    this.lastSecond.record(millis)
+  }
+
+  acked(deliveries: ReadonlyArray<AmqpChannel.Delivery>): void {
+    this.consumed += deliveries.length
+    for (const delivery of deliveries) if (this.isOwn(delivery.body)) this.ownConsumed++
+    this.lastConsumedAt = performance.now()
+  }
+}
+
+/** A fresh body: a copy of `template` with the current time in front. */
+const stamped = (template: Buffer): Buffer => {
+  const body = Buffer.from(template)
+  body.writeDoubleBE(now(), 0)
+  return body
+}
+
+const bodyTemplate = (size: number, runId: number): Buffer => {
+  const template = Buffer.alloc(size, 0x2e)
+  template.writeUInt32BE(runId, 8)
+  return template
+}
+
+const queueArguments = (type: QueueType) => ({
+  durable: type !== "classic",
+  arguments: type === "classic" ? {} : { "x-queue-type": type }
+})
+
+/**
+ * The queue of the run: `--queue` as it is (declared when missing), else a fresh one deleted with the
+ * scope.
+ */
+const setupQueue = (connection: AmqpConnection.AmqpConnection, options: Options) => {
+  const declareOptions = queueArguments(options.queueType)
+  return Option.match(options.queue, {
+    onSome: (name) =>
+      Queues.withChannel(connection, (channel) => channel.queueDeclare(name, { passive: true })).pipe(
+        Effect.catchIf(
+          (error) => error._tag === "AmqpChannelError" && error.replyCode === 404,
+          () => Queues.withChannel(connection, (channel) => channel.queueDeclare(name, declareOptions))
+        ),
+        Effect.as(name)
+      ),
+    onNone: () => {
+      const name = Queues.uniqueName("perf")
+      return Effect.as(Queues.temporary(connection, name, declareOptions), name)
+    }
+  })
+}
+
+/** When a producer stops: after `count` messages, or at `stopAt` (performance.now milliseconds). */
+interface Plan {
+  readonly count: number | undefined
+  readonly stopAt: number
+}
+
+const finished = (plan: Plan, sent: number): boolean =>
+  plan.count !== undefined ? sent >= plan.count : performance.now() >= plan.stopAt
+
+/**
+ * Publishes until the plan says stop, keeping the confirm window full from this one fiber; a second
+ * fiber awaits the confirms in the order they were published.
+ */
+const publishLoop = (
+  channel: AmqpChannel.AmqpChannel,
+  queue: string,
+  options: Options,
+  plan: Plan,
+  counters: Counters
+) =>
+  Effect.gen(function*() {
+    const template = bodyTemplate(options.size, counters.runId)
+    const pending = yield* Queue.unbounded<Effect.Effect<void, AmqpPublishError>, Cause.Done>()
+    const confirms = yield* Effect.forkChild(
+      Stream.fromQueue(pending).pipe(Stream.runForEach((confirmation) =>
+        Effect.match(confirmation, {
+          onFailure: (error) => {
+            if (error.reason._tag === "Nacked") counters.nacked++
+            counters.error(error)
+          },
+          onSuccess: () => {
+            counters.confirmed++
+            counters.lastConfirmAt = performance.now()
+          }
+        })
+      ))
+    )
+    const started = performance.now()
+    let sent = 0
+    while (!finished(plan, sent)) {
+      if (options.rate > 0) {
+        const wait = started + (sent * 1000) / options.rate - performance.now()
+        if (wait > 0) yield* Effect.sleep(wait)
+        if (finished(plan, sent)) break
+      }
+      const confirmation = yield* channel.publishAsync("", queue, stamped(template))
+      sent++
+      counters.sent++
+      counters.lastSentAt = performance.now()
+      if (options.confirm > 0) Queue.offerUnsafe(pending, confirmation)
+    }
+    Queue.endUnsafe(pending)
+    yield* Fiber.join(confirms)
+  })
+
+/** Consumes until interrupted, acking each delivery or every `--multi-ack` with `multiple`. */
+const consumeLoop = (channel: AmqpChannel.AmqpChannel, queue: string, options: Options, counters: Counters) => {
+  const consumeOptions = options.queueType === "stream"
+    ? { arguments: { "x-stream-offset": new Date(Date.now() - 1000) } }
+    : {}
+  const deliveries = channel.consume(queue, consumeOptions).pipe(
+    Stream.tap((delivery) => Effect.sync(() => counters.received(delivery)))
+  )
+  if (options.multiAck <= 1) {
+    return Stream.runForEach(
+      deliveries,
+      (delivery) => Effect.andThen(delivery.ack(), Effect.sync(() => counters.acked([delivery])))
+    )
+  }
+  return deliveries.pipe(
+    Stream.groupedWithin(options.multiAck, "50 millis"),
+    Stream.runForEach((group) => {
+      const last = group.at(-1)
+      if (last === undefined) return Effect.void
+      return Effect.andThen(last.ack({ multiple: true }), Effect.sync(() => counters.acked(group)))
+    })
+  )
+}
+
+/** Opens a connection and channel for one producer or consumer, for the scope. */
+const openChannel = (target: Broker.Target, role: string, channelOptions: AmqpChannel.ChannelOptions = {}) =>
+  Effect.flatMap(
+    Broker.connect(target, { connectionName: `effect-amqp perf ${role}` }),
+    ({ connection }) => AmqpChannel.make(connection, channelOptions)
+  )
+
+/**
+ * Waits until the consumers have every message the producers got through (on a stream, every
+ * consumer reads every message), or stop making progress.
+ */
+const drain = (options: Options, counters: Counters) =>
+  Effect.gen(function*() {
+    const readers = options.queueType === "stream" ? options.consumers : 1
+    const expected = () => (options.confirm > 0 ? counters.confirmed : counters.sent) * readers
+    let seen = counters.ownConsumed
+    let progressAt = performance.now()
+    while (counters.ownConsumed < expected()) {
+      yield* Effect.sleep("10 millis")
+      if (counters.ownConsumed !== seen) {
+        seen = counters.ownConsumed
+        progressAt = performance.now()
+      } else if (performance.now() - progressAt > stallMillis) {
+        counters.error(
+          new Error(`${expected() - counters.ownConsumed} published messages were not consumed (no progress for 5 s)`)
+        )
+        return
+      }
+    }
+  })
+
+/** Samples the resident set size every 100 ms while the scope is open; `peak()` is the largest seen. */
+const sampleRss = Effect.gen(function*() {
+  let peak = process.memoryUsage.rss()
+  yield* Effect.forkScoped(Effect.forever(Effect.andThen(
+    Effect.sleep("100 millis"),
+    Effect.sync(() => {
+      peak = Math.max(peak, process.memoryUsage.rss())
+    })
+  )))
+  return () => Math.max(peak, process.memoryUsage.rss())
+})
+
+const formatMillis = (millis: number | null | undefined): string =>
+  millis === null || millis === undefined ? "-" : `${millis.toFixed(2)} ms`
+
+/** The progress line: totals and what happened in the last second. */
+const progress = (counters: Counters, start: number): Effect.Effect<void, never, Scope.Scope> => {
+  let last = { sent: 0, confirmed: 0, consumed: 0, at: start }
+  const line = () => {
+    const at = performance.now()
+    const seconds = Math.max(at - last.at, 1) / 1000
+    const rate = (n: number, before: number) => Math.round((n - before) / seconds)
+    const text = `perf: ${Math.round((at - start) / 1000)} s, ` +
+      `sent ${counters.sent} (${rate(counters.sent, last.sent)} msg/s), ` +
+      `confirmed ${counters.confirmed} (${rate(counters.confirmed, last.confirmed)} msg/s), ` +
+      `received ${counters.consumed} (${rate(counters.consumed, last.consumed)} msg/s), ` +
+      `latency p50 ${formatMillis(counters.lastSecond.quantile(0.5))} ` +
+      `p99 ${formatMillis(counters.lastSecond.quantile(0.99))}`
+    last = { sent: counters.sent, confirmed: counters.confirmed, consumed: counters.consumed, at }
+    counters.lastSecond.reset()
+    return text
+  }
+  return Effect.asVoid(Effect.forkScoped(
+    Effect.forever(Effect.andThen(Effect.sleep("1 second"), Effect.suspend(() => Console.error(line()))))
+  ))
+}
+
+const checkOptions = (options: Options): Effect.Effect<void, Report.UsageError> => {
+  const problem = Option.isSome(options.duration) && Option.isSome(options.count)
+    ? "give --duration or --count, not both"
+    : options.producers === 0 && options.consumers === 0
+    ? "--producers and --consumers cannot both be 0"
+    : options.producers === 0 && Option.isSome(options.count)
+    ? "--count needs at least one producer; consumers alone run for --duration"
+    : options.queueType === "stream" && options.prefetch === 0
+    ? "stream consumers need a prefetch: --prefetch must be at least 1 with --queue-type stream"
+    : options.prefetch > 0 && options.multiAck > options.prefetch
+    ? `--multi-ack (${options.multiAck}) cannot exceed --prefetch (${options.prefetch})`
+    : undefined
+  return problem === undefined ? Effect.void : Effect.fail(new Report.UsageError({ command: "perf", message: problem }))
+}
+
+const latencyOf = (histogram: Histogram): Latency => {
+  const quantile = (q: number) => {
+    const value = histogram.quantile(q)
+    return value === undefined ? null : round(value)
+  }
+  const max = histogram.max
+  return {
+    samples: histogram.count,
+    p50: quantile(0.5),
+    p95: quantile(0.95),
+    p99: quantile(0.99),
+    max: max === undefined ? null : round(max)
+  }
+}
+
+/**
+ * The summary as lines for people.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const formatSummary = (summary: Summary): string => {
+  const { latencyMs: latency } = summary
+  const lines: Array<[string, string]> = [
+    ["queue", `${summary.queue} (${summary.queueType})`],
+    ["time", `${summary.seconds.toFixed(2)} s`],
+    ["published", `${summary.published} (${Report.rate(summary.rates.published, 1)})`],
+    ["confirmed", `${summary.confirmed} (${Report.rate(summary.rates.confirmed, 1)})`],
+    ["nacked", `${summary.nacked}`],
+    ["consumed", `${summary.consumed} (${Report.rate(summary.rates.consumed, 1)})`],
+    [
+      "latency",
+      `p50 ${formatMillis(latency.p50)}, p95 ${formatMillis(latency.p95)}, p99 ${formatMillis(latency.p99)}, ` +
+      `max ${formatMillis(latency.max)} ` +
+      `(${latency.samples} samples)`
+    ],
+    ["cpu", `${summary.cpuMs.total} ms (user ${summary.cpuMs.user}, system ${summary.cpuMs.system})`],
+    ["peak rss", Report.bytes(summary.peakRssBytes)],
+    ["errors", [`${summary.errors.count}`, ...summary.errors.first].join("\n  ")]
+  ]
+  return lines.map(([label, value]) => `${label.padEnd(12)}${value}`).join("\n")
+}
+
+/**
+ * Runs the load as described in the module header.
+ *
+ * @since 0.1.0
+ * @category commands
+ */
+export const run = Effect.fn("effect-amqp perf")(function*(options: Options) {
+  yield* checkOptions(options)
+  const target = yield* Broker.target(options.url)
+  const { connection: admin } = yield* Broker.connect(target, { connectionName: "effect-amqp perf admin" })
+  const queue = yield* setupQueue(admin, options)
+  yield* Console.error(
+    `perf: ${options.producers} producers, ${options.consumers} consumers, ${options.queueType} queue ${queue} ` +
+      `on ${Broker.describe(target)}`
+  )
+  const counters = new Counters(Math.floor(Math.random() * 0x1_0000_0000))
+  const consumerChannels = yield* Effect.forEach(Message.ids(options.consumers), (index) =>
+    Effect.tap(
+      openChannel(target, `consumer ${index}`),
+      (channel) => options.prefetch > 0 ? channel.qos(options.prefetch) : Effect.void
+    ), { concurrency: "unbounded" })
+  const consumers = yield* Effect.forEach(
+    consumerChannels,
+    (channel) =>
+      Effect.forkScoped(
+        consumeLoop(channel, queue, options, counters).pipe(
+          Effect.andThen(Effect.fail(new Error("a consumer stopped: the broker ended its stream"))),
+          Effect.catch((error) => Effect.sync(() => counters.error(error)))
+        )
+      )
+  )
+  if (options.queueType !== "stream") yield* Queues.awaitConsumers(admin, queue, options.consumers)
+  const producerChannels = yield* Effect.forEach(
+    Message.ids(options.producers),
+    (index) =>
+      openChannel(target, `producer ${index}`, options.confirm > 0 ? { maxOutstandingConfirms: options.confirm } : {}),
+    { concurrency: "unbounded" }
+  )
+  if (options.confirm > 0) yield* Effect.forEach(producerChannels, (channel) => channel.confirmSelect)
+
+  const peakRss = yield* sampleRss
+  const cpuBefore = process.cpuUsage()
+  const start = performance.now()
+  const plan: Plan = {
+    count: Option.getOrUndefined(options.count),
+    stopAt: start + Option.getOrElse(options.duration, () => 10) * 1000
+  }
+  yield* progress(counters, start)
+  yield* Effect.forEach(producerChannels, (channel) =>
+    publishLoop(channel, queue, options, plan, counters).pipe(
+      Effect.catch((error) => Effect.sync(() => counters.error(error)))
+    ), { concurrency: "unbounded", discard: true })
+  if (options.producers === 0) yield* Effect.sleep(Math.max(plan.stopAt - performance.now(), 0))
+  else if (options.consumers > 0) yield* drain(options, counters)
+  yield* Fiber.interruptAll(consumers)
+  const end = performance.now()
+  const cpu = process.cpuUsage(cpuBefore)
+
+  const over = (last: number, n: number) => n / (Math.max(last - start, 1) / 1000)
+  const user = round(cpu.user / 1000, 1)
+  const system = round(cpu.system / 1000, 1)
+  const summary: Summary = {
+    queue,
+    queueType: options.queueType,
+    producers: options.producers,
+    consumers: options.consumers,
+    size: options.size,
+    confirm: options.confirm,
+    prefetch: options.prefetch,
+    multiAck: options.multiAck,
+    rate: options.rate,
+    seconds: round((end - start) / 1000),
+    published: counters.sent,
+    confirmed: counters.confirmed,
+    nacked: counters.nacked,
+    consumed: counters.consumed,
+    rates: {
+      published: round(over(counters.lastSentAt, counters.sent), 1),
+      confirmed: round(over(counters.lastConfirmAt, counters.confirmed), 1),
+      consumed: round(over(counters.lastConsumedAt, counters.consumed), 1)
+    },
+    latencyMs: latencyOf(counters.latency),
+    cpuMs: { user, system, total: round(user + system, 1) },
+    peakRssBytes: peakRss(),
+    errors: { count: counters.errors, first: counters.firstErrors }
+  }
+  yield* Console.log(options.json ? JSON.stringify(summary) : formatSummary(summary))
+  if (counters.errors > 0) {
+    return yield* new Report.CommandFailed({
+      message: `${counters.errors} errors during the run, the first: ${counters.firstErrors[0]}`
+    })
+  }
+}, Effect.scoped)
+
+const count = (name: string, description: string, defaultValue: number, min: number, max: number) =>
+  Flag.Int(name).pipe(
+    Flag.withDescription(`${description} Default ${defaultValue}.`),
+    Flag.withDefault(defaultValue),
+    Flag.filter((n) => n >= min && n <= max, (n) => `--${name} must be ${min} to ${max}, got ${n}`)
+  )
+
+/**
+ * @since 0.1.0
+ * @category commands
+ */
+export const command = Command.make("perf", {
+  url: Flags.url,
+  producers: count("producers", "Producers, each with its own connection.", 1, 0, 1000),
+  consumers: count("consumers", "Consumers, each with its own connection.", 1, 0, 1000),
+  size: count("size", "Body size in bytes (at least 12: publish time and run id).", 12, 12, 128 * 1024 * 1024),
+  confirm: count(
+    "confirm",
+    "Confirm window per producer: unconfirmed publishes in flight; 0 = no confirms.",
+    0,
+    0,
+    100_000
+  ),
+  prefetch: count("prefetch", "Unacknowledged deliveries per consumer (basic.qos); 0 = unlimited.", 1000, 0, 65535),
+  multiAck: count("multi-ack", "Ack every K deliveries at once (basic.ack with multiple).", 1, 1, 65535),
+  rate: Flag.Finite("rate").pipe(
+    Flag.withDescription("Messages per second per producer; 0 = as fast as possible. Default 0."),
+    Flag.withDefault(0),
+    Flag.filter((n) => n >= 0, (n) => `--rate must be 0 or more, got ${n}`)
+  ),
+  duration: Flag.Finite("duration").pipe(
+    Flag.withDescription("Seconds to publish (default 10 unless --count is given)."),
+    Flag.filter((n) => n > 0, (n) => `--duration must be more than 0 seconds, got ${n}`),
+    Flag.optional
+  ),
+  count: Flag.Int("count").pipe(
+    Flag.withDescription("Messages each producer publishes, instead of --duration."),
+    Flag.filter((n) => n >= 1, (n) => `--count must be at least 1, got ${n}`),
+    Flag.optional
+  ),
+  queueType: Flag.Literals("queue-type", ["classic", "quorum", "stream"]).pipe(
+    Flag.withDescription("Type of the queue to declare. Default classic."),
+    Flag.withDefault("classic" as const)
+  ),
+  queue: Flags.queue.pipe(
+    Flag.withDescription("Queue to use, declared when missing and kept. Default: a fresh queue, deleted at the end."),
+    Flag.optional
+  ),
+  json: Flags.boolean("json", "Print the summary as one JSON object.")
+}, run).pipe(
+  Command.withDescription(
+    "Load test: producers and consumers on one queue; prints rates, publish-to-consume latency, CPU time and " +
+      "peak memory. Progress goes to stderr once a second."
+  )
+)
