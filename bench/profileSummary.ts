@@ -35,7 +35,8 @@ const root = Path.resolve(import.meta.dirname, "..")
 const place = (url: string): string => {
   if (url === "") return "(native)"
   const path = url.startsWith("file://") ? new URL(url).pathname : url
-  const local = path.startsWith(root) ? Path.relative(root, path) : path
+  // A `--ref` snapshot lives in a temporary folder; name its files as the work tree's.
+  const local = path.startsWith(root) ? Path.relative(root, path) : path.replace(/^.*\/effect-amqp-bench-[^/]+\//, "")
   return local.replace(/^node_modules\/\.pnpm\/[^/]+\/node_modules\//, "").replace(/^.*\/node_modules\//, "")
 }
 

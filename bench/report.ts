@@ -44,6 +44,8 @@ export interface Row {
   readonly best: string | undefined
   readonly ratioToBest: number | undefined
   readonly cpuRatioToBest: number | undefined
+  /** Peak RSS of the leanest other client over ours; above 1 we use less memory. */
+  readonly rssRatioToBest: number | undefined
 }
 
 export const median = (values: ReadonlyArray<number>): number => {
@@ -92,12 +94,13 @@ export const summarise = (samples: ReadonlyArray<Sample>, clients: ReadonlyArray
       for (const other of others) {
         if (best === undefined || better(medians[other]!.value, medians[best]!.value)) best = other
       }
-      let cheapest: string | undefined
-      for (const other of others) {
-        if (cheapest === undefined || medians[other]!.cpuPerMessageUs < medians[cheapest]!.cpuPerMessageUs) {
-          cheapest = other
-        }
-      }
+      const lowest = (of: (m: ClientMedians) => number) =>
+        others.reduce<string | undefined>(
+          (a, c) => (a === undefined || of(medians[c]!) < of(medians[a]!) ? c : a),
+          undefined
+        )
+      const cheapest = lowest((m) => m.cpuPerMessageUs)
+      const leanest = lowest((m) => m.peakRssMiB)
       const ours = medians[OURS]
       const ratioToBest = ours === undefined || best === undefined
         ? undefined
@@ -107,6 +110,9 @@ export const summarise = (samples: ReadonlyArray<Sample>, clients: ReadonlyArray
       const cpuRatioToBest = ours === undefined || cheapest === undefined
         ? undefined
         : medians[cheapest]!.cpuPerMessageUs / ours.cpuPerMessageUs
+      const rssRatioToBest = ours === undefined || leanest === undefined
+        ? undefined
+        : medians[leanest]!.peakRssMiB / ours.peakRssMiB
       rows.push({
         id: metric === "rate" ? key : `${key} ${metric}`,
         broker: group[0]!.broker,
@@ -121,7 +127,8 @@ export const summarise = (samples: ReadonlyArray<Sample>, clients: ReadonlyArray
         samples: values,
         best,
         ratioToBest,
-        cpuRatioToBest
+        cpuRatioToBest,
+        rssRatioToBest
       })
     }
   }
@@ -219,7 +226,11 @@ export const markdown = (info: RunInfo, rows: ReadonlyArray<Row>, clients: Reado
       [
         "Peak RSS during the scenario (MiB, sampled every 10 ms):",
         rateRows,
-        [(row, c) => formatValue(row.medians[c]?.peakRssMiB, "MiB"), () => "", () => "MiB"]
+        [
+          (row, c) => formatValue(row.medians[c]?.peakRssMiB, "MiB"),
+          (row) => formatRatio(row.rssRatioToBest),
+          () => "MiB"
+        ]
       ]
     ]
     out.push(`## ${brokerTitle[broker]}`)

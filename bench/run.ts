@@ -195,7 +195,15 @@ const runOne = async (broker: Broker, scenario: Scenario, client: string, rep: n
     }
     const profile = `${broker.kind}-${scenario.name}-${client.replace(/[^a-z0-9-]/gi, "")}-${rep + 1}.cpuprofile`
     const nodeArgs = values["cpu-prof"]
-      ? ["--cpu-prof", "--cpu-prof-dir", Path.join(values.out, "profiles"), "--cpu-prof-name", profile]
+      ? [
+        "--cpu-prof",
+        "--cpu-prof-interval",
+        "100",
+        "--cpu-prof-dir",
+        Path.join(values.out, "profiles"),
+        "--cpu-prof-name",
+        profile
+      ]
       : []
     const result = await runWorker(nodeArgs, [
       "--client",
