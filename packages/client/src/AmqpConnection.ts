@@ -12,7 +12,7 @@
  * @since 0.1.0
  */
 import type { FieldTable } from "@effect-amqp/protocol"
-import { Context, Effect, Layer, PubSub, type Redacted, type Scope, Stream } from "effect"
+import { Context, Effect, Exit, Layer, PubSub, type Redacted, Scope, Stream } from "effect"
 import type { AmqpConfigError, AmqpConnectionError } from "./AmqpError.ts"
 import * as ConnectionConfig from "./ConnectionConfig.ts"
 import { type ConnectionCore, type ConnectionEvent, establish, type Tuned } from "./internal/connectionCore.ts"
@@ -65,9 +65,21 @@ export const make = (
   options: ConnectionConfig.ConnectionOptions
 ): Effect.Effect<AmqpConnection, AmqpConnectionError, Scope.Scope> =>
   Effect.gen(function*() {
-    const events = yield* Effect.acquireRelease(PubSub.unbounded<ConnectionEvent>(), PubSub.shutdown)
-    const transport = yield* Transport.open(options)
-    const core = yield* establish(options, transport, events)
+    // Everything the attempt acquires lives in a scope of its own, closed at once if the attempt
+    // fails, so a failed connect leaves no socket or heartbeat behind in the caller's scope.
+    const scope = yield* Scope.fork(yield* Effect.scope)
+    const attempt = Effect.gen(function*() {
+      const events = yield* Effect.acquireRelease(PubSub.unbounded<ConnectionEvent>(), PubSub.shutdown)
+      const transport = yield* Transport.open(options)
+      const core = yield* establish(options, transport, events)
+      return { events, core }
+    })
+    const exit = yield* Effect.exit(Scope.provide(attempt, scope))
+    if (Exit.isFailure(exit)) {
+      yield* Scope.close(scope, exit)
+      return yield* Effect.failCause(exit.cause)
+    }
+    const { events, core } = exit.value
     return {
       name: options.connectionName,
       options,

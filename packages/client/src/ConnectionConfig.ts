@@ -198,7 +198,11 @@ export const fromUrl = (
         return configError(`malformed percent-encoding in the ${what} of ${redactUrl(url)}`)
       }
     }
-    if (parsed.hostname !== "") input.host = parsed.hostname.replace(/^\[(.*)\]$/, "$1")
+    if (parsed.hostname !== "") {
+      const host = decode(parsed.hostname.replace(/^\[(.*)\]$/, "$1"), "host")
+      if (host instanceof AmqpConfigError) return Effect.fail(host)
+      input.host = host
+    }
     if (parsed.port !== "") input.port = Number(parsed.port)
     if (parsed.username !== "") {
       const username = decode(parsed.username, "user name")

@@ -237,6 +237,8 @@ export class ConnectionCore {
       default:
         if (this.state === "handshake") {
           Queue.offerUnsafe(this.inbox, method)
+        } else if (this.state === "closing") {
+          // After our connection.close, everything but close and close-ok is to be discarded.
         } else {
           this.violation(new AmqpFrameError({ replyCode: 505, message: `unexpected ${method._tag} on channel 0` }))
         }
@@ -258,7 +260,7 @@ export class ConnectionCore {
   private onSocketClosed(): void {
     if (this.isClosed()) return
     const socket = this.transport.socket as { readonly readableEnded?: boolean }
-    const error = (this.transport.socket as unknown as { errored?: Error & { code?: string } }).errored ?? undefined
+    const error = this.transport.lastError()
     const sentCertificate = this.options.tls?.cert !== undefined || this.options.tls?.pfx !== undefined
     const reason = socketFailure(error, socket.readableEnded === true, this.options.tls !== undefined, sentCertificate)
     this.fail(reason, "destroy")
@@ -269,7 +271,8 @@ export class ConnectionCore {
   // -------------------------------------------------------------------------------------------
 
   /**
-   * Ends the connection once, with `reason`. `destroy` drops the socket at once (dead peer);
+   * Ends the connection once, with `reason`. `destroy` drops the socket at once with an RST (dead
+   * peer);
    * `end` sends FIN and leaves the rest to the scope's finalizer.
    */
   fail(reason: ConnectionErrorReason, mode: "destroy" | "end"): void {
@@ -277,6 +280,10 @@ export class ConnectionCore {
     this.state = "closed"
     const error = this.error(reason)
     this.failure = error
+    // The socket first: completing a Deferred can run a waiting fiber (even the scope's shutdown)
+    // before this call returns, and that must find the socket already dealt with.
+    if (mode === "destroy") this.transport.abort()
+    else this.transport.endNow()
     Deferred.doneUnsafe(this.ended, Exit.succeed(error))
     Deferred.doneUnsafe(this.closeOk, Exit.void)
     Deferred.doneUnsafe(this.unblocked, Exit.void)
@@ -286,8 +293,6 @@ export class ConnectionCore {
     this.sinks.clear()
     this.assemblers.clear()
     PubSub.publishUnsafe(this.events, { _tag: "Closed", error })
-    if (mode === "destroy") this.transport.destroy()
-    else this.transport.endNow()
   }
 
   /**
@@ -395,17 +400,17 @@ export class ConnectionCore {
   /** Waits for the next channel 0 method of the handshake, failing with the step's reason. */
   private next(deadline: number): Effect.Effect<Method, AmqpConnectionError> {
     return Effect.suspend(() => {
+      const timedOut = Effect.suspend(() => {
+        // A peer that says nothing in time is as good as dead: no polite close on it.
+        const timeout = new Timeout({ step: this.step, afterMillis: this.options.handshakeTimeout })
+        this.fail(timeout, "destroy")
+        return Effect.fail(this.error(timeout))
+      })
       const left = deadline - Date.now()
-      if (left <= 0) {
-        return Effect.fail(this.error(new Timeout({ step: this.step, afterMillis: this.options.handshakeTimeout })))
-      }
+      if (left <= 0) return timedOut
       return Queue.take(this.inbox).pipe(
         Effect.catch(() => Effect.fail(this.handshakeFailure())),
-        Effect.timeoutOrElse({
-          duration: left,
-          orElse: () =>
-            Effect.fail(this.error(new Timeout({ step: this.step, afterMillis: this.options.handshakeTimeout })))
-        })
+        Effect.timeoutOrElse({ duration: left, orElse: () => timedOut })
       )
     })
   }

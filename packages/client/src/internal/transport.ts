@@ -31,6 +31,8 @@ export interface Transport {
   readonly socket: Net.Socket
   /** Resolves when the socket has closed, for any reason. */
   readonly closed: Deferred.Deferred<TransportEnd>
+  /** The first error the socket reported, if any (a TLS alert after the handshake included). */
+  readonly lastError: () => (Error & { code?: string }) | undefined
   /** Milliseconds timestamp of the last bytes received and sent. */
   lastReceived: number
   lastSent: number
@@ -46,6 +48,8 @@ export interface Transport {
   /** FIN (TLS close_notify first), wait for the peer to close within `timeout`, then destroy. */
   readonly end: (timeout: number) => Effect.Effect<void>
   readonly destroy: () => void
+  /** Drops the socket with an RST where the socket allows it (plain TCP), for a peer taken for dead. */
+  readonly abort: () => void
 }
 
 /** Bytes queued in the socket above which writers wait for `drain`. */
@@ -180,7 +184,7 @@ const connect = (options: ConnectionOptions) =>
       if (settled) return
       settled = true
       clearTimeout(timer)
-      resume(Effect.succeed(makeTransport(socket, closed)))
+      resume(Effect.succeed(makeTransport(socket, closed, () => lastError)))
     })
 
     return Effect.sync(() => {
@@ -191,7 +195,11 @@ const connect = (options: ConnectionOptions) =>
     })
   })
 
-const makeTransport = (socket: Net.Socket, closed: Deferred.Deferred<TransportEnd>): Transport => {
+const makeTransport = (
+  socket: Net.Socket,
+  closed: Deferred.Deferred<TransportEnd>,
+  lastError: () => (Error & { code?: string }) | undefined
+): Transport => {
   // Writes of one tick gather here and leave together on the next tick. Views that continue one
   // another in the same memory (consecutive messages from the encoder's slab) merge into one.
   let pending: Array<Uint8Array> = []
@@ -241,6 +249,7 @@ const makeTransport = (socket: Net.Socket, closed: Deferred.Deferred<TransportEn
   const transport: Transport = {
     socket,
     closed,
+    lastError,
     lastReceived: Date.now(),
     lastSent: Date.now(),
     write: (data) => {
@@ -280,6 +289,16 @@ const makeTransport = (socket: Net.Socket, closed: Deferred.Deferred<TransportEn
       pending = []
       pendingBytes = 0
       socket.destroy()
+    },
+    abort: () => {
+      pending = []
+      pendingBytes = 0
+      if (socket.destroyed) return
+      try {
+        socket.resetAndDestroy()
+      } catch {
+        socket.destroy()
+      }
     }
   }
   return transport
