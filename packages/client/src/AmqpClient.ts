@@ -448,7 +448,12 @@ class LogicalConsumer {
     this.channel = channel
   }
 
+  /** The channel incarnation this consumer was last started on; it is started once per incarnation. */
+  private attachedTo: ChannelCore | undefined
+
   attach(core: ChannelCore): Effect.Effect<void, AmqpChannel.ChannelError> {
+    if (this.attachedTo === core) return Effect.void
+    this.attachedTo = core
     return startConsumer(core, this.queue, this.options, {
       offer: (core, delivery) => this.buffer.offer(core, delivery),
       cancelledByBroker: (consumerTag) => {
@@ -698,9 +703,16 @@ class LogicalChannel {
       )
       yield* Effect.acquireRelease(
         Effect.gen({ self: this }, function*() {
-          const core = yield* this.current
-          yield* consumer.attach(core)
+          // Known to the channel first, so that a reconnect during basic.consume starts it on the
+          // next link; a lost link is then no failure of this stream.
           this.consumers.add(consumer)
+          yield* Effect.flatMap(this.current, (core) => consumer.attach(core)).pipe(
+            Effect.retry({
+              times: 3,
+              while: (error) => isConnectionLoss(error) && this.closedForGood === undefined && !this.supervisor.stopped
+            }),
+            Effect.tapError(() => Effect.sync(() => this.consumers.delete(consumer)))
+          )
         }),
         () =>
           Effect.suspend(() => {
