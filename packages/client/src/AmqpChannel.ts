@@ -11,7 +11,14 @@
  * @since 0.1.0
  */
 import { type BasicProperties, type Command, type FieldTable, Methods } from "@effect-amqp/protocol"
-import { Cause, Context, Effect, Layer, Option, Queue, type Scope, Stream } from "effect"
+import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import { AmqpConnection } from "./AmqpConnection.ts"
 import {
   AmqpChannelLimit,

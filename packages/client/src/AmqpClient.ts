@@ -17,21 +17,19 @@
  * @since 0.1.0
  */
 import type { BasicProperties, Command } from "@effect-amqp/protocol"
-import {
-  Cause,
-  Deferred,
-  Duration,
-  Effect,
-  Exit,
-  Fiber,
-  Metric,
-  PubSub,
-  Queue,
-  type Redacted,
-  Schedule,
-  Scope,
-  Stream
-} from "effect"
+import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Metric from "effect/Metric"
+import * as PubSub from "effect/PubSub"
+import * as Queue from "effect/Queue"
+import type * as Redacted from "effect/Redacted"
+import * as Schedule from "effect/Schedule"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import { randomUUID } from "node:crypto"
 import * as AmqpChannel from "./AmqpChannel.ts"
 import * as AmqpConnection from "./AmqpConnection.ts"

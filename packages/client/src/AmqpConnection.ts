@@ -12,7 +12,14 @@
  * @since 0.1.0
  */
 import type { FieldTable } from "@effect-amqp/protocol"
-import { Context, Effect, Exit, Layer, PubSub, type Redacted, Scope, Stream } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as PubSub from "effect/PubSub"
+import type * as Redacted from "effect/Redacted"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import type { AmqpConfigError, AmqpConnectionError } from "./AmqpError.ts"
 import * as ConnectionConfig from "./ConnectionConfig.ts"
 import { type ConnectionCore, type ConnectionEvent, establish, type Tuned } from "./internal/connectionCore.ts"

@@ -5,7 +5,10 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, Stream } from "effect"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
 import * as AmqpChannel from "./AmqpChannel.ts"
 import { AmqpConnection } from "./AmqpConnection.ts"
 import type { AmqpConsumerCancelled, AmqpPublishError } from "./AmqpError.ts"

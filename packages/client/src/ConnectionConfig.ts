@@ -10,7 +10,10 @@
  * @since 0.1.0
  */
 import type { FieldTable } from "@effect-amqp/protocol"
-import { Config, Effect, Redacted, Schema } from "effect"
+import * as Config from "effect/Config"
+import * as Effect from "effect/Effect"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
 import { AmqpConfigError } from "./AmqpError.ts"
 
 /**

@@ -9,7 +9,10 @@
  */
 import { type Command, type Method, methodInfo, methodName, Methods, type MethodTag } from "@effect-amqp/protocol"
 import type { BasicProperties } from "@effect-amqp/protocol"
-import { Deferred, Effect, Exit, Semaphore } from "effect"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Semaphore from "effect/Semaphore"
 import {
   AmqpChannelError,
   AmqpClosedError,

@@ -6,7 +6,8 @@
  * before the ack of the same message and marks the oldest unsettled mandatory publish with the
  * same exchange and routing key, so that its ack completes it as returned.
  */
-import { Deferred, Exit } from "effect"
+import * as Deferred from "effect/Deferred"
+import * as Exit from "effect/Exit"
 import { AmqpPublishError, Nacked, Returned, Unconfirmed } from "../AmqpError.ts"
 import type { AmqpChannelError, AmqpConnectionError } from "../AmqpError.ts"
 

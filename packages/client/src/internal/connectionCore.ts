@@ -22,7 +22,15 @@ import {
   PROTOCOL_HEADER
 } from "@effect-amqp/protocol"
 import { AmqpFrameError } from "@effect-amqp/protocol"
-import { type Cause, Deferred, Effect, Exit, Fiber, PubSub, Queue, Redacted, type Scope } from "effect"
+import type * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as PubSub from "effect/PubSub"
+import * as Queue from "effect/Queue"
+import * as Redacted from "effect/Redacted"
+import type * as Scope from "effect/Scope"
 import {
   AmqpConnectionError,
   ClosedByApplication,

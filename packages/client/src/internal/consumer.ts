@@ -8,7 +8,10 @@
  */
 import { type Command, type FieldTable, Methods } from "@effect-amqp/protocol"
 import type { BasicProperties } from "@effect-amqp/protocol"
-import { type Cause, Effect, Queue, Stream } from "effect"
+import type * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Queue from "effect/Queue"
+import * as Stream from "effect/Stream"
 import { type AmqpClosedError, type AmqpConnectionError, AmqpStaleDelivery } from "../AmqpError.ts"
 import type { ChannelCore, ChannelFailure, ConsumerSink } from "./channelCore.ts"
 

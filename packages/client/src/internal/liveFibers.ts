@@ -3,7 +3,7 @@
  * pumps), kept under a global symbol so that leak probes in other packages can read it without
  * depending on the client.
  */
-import { Effect } from "effect"
+import * as Effect from "effect/Effect"
 
 const key = Symbol.for("@effect-amqp/live-fibers")
 

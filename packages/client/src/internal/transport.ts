@@ -6,7 +6,10 @@
  * Writes made in the same tick are gathered and leave together on the next tick, adjacent ones
  * merged, so a burst of small publishes costs one socket write.
  */
-import { Deferred, Effect, Exit, type Scope } from "effect"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type * as Scope from "effect/Scope"
 import * as Net from "node:net"
 import * as Tls from "node:tls"
 import {
