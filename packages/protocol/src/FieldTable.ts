@@ -293,7 +293,7 @@ export const readTable = (r: BufferReader, typed = false, depth = 0): FieldTable
   const end = r.pos + size
   const table: Record<string, FieldValue> = Object.create(null)
   while (r.pos < end) {
-    const key = r.key()
+    const key = r.shortstr()
     table[key] = readValue(r, end, typed, depth + 1)
   }
   if (r.pos !== end) throw syntaxError("field table overruns its declared size")

@@ -7,12 +7,13 @@ import { frameError, syntaxError } from "../ProtocolError.ts"
 const TWO_32 = 4294967296
 
 /**
- * Table keys repeat from message to message (`x-death`, `x-retries`, ...). Remembering the string
- * for a key's bytes saves decoding it and the engine's interning it as a property name again. The
- * cache maps a hash of the bytes to one entry per slot; a colliding key replaces it.
+ * Short strings repeat from message to message: table keys (`x-death`, `x-retries`), consumer
+ * tags, exchanges and routing keys of deliveries. Remembering the string for their bytes saves
+ * decoding it (and, for keys, the engine's interning it as a property name) again. The cache maps
+ * a hash of the bytes to one entry per slot; a colliding string replaces it.
  */
 const KEY_CACHE_SLOTS = 1024
-const KEY_CACHE_MAX_LENGTH = 40
+const KEY_CACHE_MAX_LENGTH = 64
 const cachedKeyBytes: Array<Uint8Array | undefined> = new Array(KEY_CACHE_SLOTS)
 const cachedKeys: Array<string> = new Array(KEY_CACHE_SLOTS)
 
@@ -66,13 +67,8 @@ export class BufferReader {
     return high * TWO_32 + low
   }
 
+  /** A short string, from the cache when the same bytes were seen recently. */
   shortstr(): string {
-    const length = this.octet()
-    return this.utf8(length)
-  }
-
-  /** A shortstr used as a table key. */
-  key(): string {
     const length = this.octet()
     this.need(length)
     const buf = this.buf
