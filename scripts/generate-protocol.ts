@@ -270,16 +270,11 @@ const readOf = (type: string) => {
   }
 }
 
-emit("/**")
-emit(" * Writes class id, method id and arguments of a method frame's payload.")
-emit(" *")
-emit(" * @internal")
-emit(" */")
-emit("export const writeMethod = (w: BufferWriter, m: Method): void => {")
-emit("  switch (m._tag) {")
-for (const { cls, method, tag } of all) {
-  emit(`    case "${tag}": {`)
-  emit(`      w.long(${(cls.id << 16) | method.id})`)
+// One small encoder and decoder per method: the engine optimises each on its own, where one
+// function with a case per method grows too large to optimise well.
+for (const { cls, method, iface } of all) {
+  emit(`const write${iface} = (w: BufferWriter, ${method.arguments.length > 0 ? "m" : "_m"}: ${iface}): void => {`)
+  emit(`  w.long(${(cls.id << 16) | method.id})`)
   const args = method.arguments
   for (let i = 0; i < args.length;) {
     const arg = args[i]!
@@ -288,16 +283,51 @@ for (const { cls, method, tag } of all) {
       while (i < args.length && typeOf(args[i]!) === "bit") run.push(`m.${camel(args[i++]!.name)}`)
       for (let start = 0; start < run.length; start += 8) {
         const packed = run.slice(start, start + 8).map((expr, bit) => `(${expr} ? ${1 << bit} : 0)`)
-        emit(`      w.octet(${packed.join(" | ")})`)
+        emit(`  w.octet(${packed.join(" | ")})`)
       }
     } else {
-      emit(`      ${writeOf(typeOf(arg), `m.${camel(arg.name)}`)}`)
+      emit(`  ${writeOf(typeOf(arg), `m.${camel(arg.name)}`)}`)
       i++
     }
   }
-  emit("      return")
-  emit("    }")
+  emit("}")
+  emit()
 }
+
+for (const { method, tag, iface } of all) {
+  const args = method.arguments
+  emit(`const read${iface} = (${args.length > 0 ? "r" : "_r"}: BufferReader): ${iface} => {`)
+  const fields: Array<string> = []
+  for (let i = 0; i < args.length;) {
+    const arg = args[i]!
+    if (typeOf(arg) === "bit") {
+      const run: Array<string> = []
+      while (i < args.length && typeOf(args[i]!) === "bit") run.push(camel(args[i++]!.name))
+      for (let start = 0; start < run.length; start += 8) {
+        emit(`  const bits${start} = r.octet()`)
+        run.slice(start, start + 8).forEach((name, bit) => fields.push(`${name}: (bits${start} & ${1 << bit}) !== 0`))
+      }
+    } else {
+      const name = camel(arg.name)
+      const local = name === "arguments" ? "table" : name
+      emit(`  const ${local} = ${readOf(typeOf(arg))}`)
+      fields.push(local === name ? name : `${name}: ${local}`)
+      i++
+    }
+  }
+  emit(`  return { _tag: "${tag}"${fields.length > 0 ? ", " + fields.join(", ") : ""} }`)
+  emit("}")
+  emit()
+}
+
+emit("/**")
+emit(" * Writes class id, method id and arguments of a method frame's payload.")
+emit(" *")
+emit(" * @internal")
+emit(" */")
+emit("export const writeMethod = (w: BufferWriter, m: Method): void => {")
+emit("  switch (m._tag) {")
+for (const { tag, iface } of all) emit(`    case "${tag}": return write${iface}(w, m)`)
 emit("  }")
 emit("}")
 emit()
@@ -310,30 +340,7 @@ emit(" */")
 emit("export const readMethod = (r: BufferReader): Method => {")
 emit("  const id = r.long()")
 emit("  switch (id) {")
-for (const { cls, method, tag } of all) {
-  emit(`    case ${(cls.id << 16) | method.id}: {`)
-  const args = method.arguments
-  const fields: Array<string> = []
-  for (let i = 0; i < args.length;) {
-    const arg = args[i]!
-    if (typeOf(arg) === "bit") {
-      const run: Array<string> = []
-      while (i < args.length && typeOf(args[i]!) === "bit") run.push(camel(args[i++]!.name))
-      for (let start = 0; start < run.length; start += 8) {
-        emit(`      const bits${start} = r.octet()`)
-        run.slice(start, start + 8).forEach((name, bit) => fields.push(`${name}: (bits${start} & ${1 << bit}) !== 0`))
-      }
-    } else {
-      const name = camel(arg.name)
-      const local = name === "arguments" ? "table" : name
-      emit(`      const ${local} = ${readOf(typeOf(arg))}`)
-      fields.push(local === name ? name : `${name}: ${local}`)
-      i++
-    }
-  }
-  emit(`      return { _tag: "${tag}"${fields.length > 0 ? ", " + fields.join(", ") : ""} }`)
-  emit("    }")
-}
+for (const { cls, method, iface } of all) emit(`    case ${(cls.id << 16) | method.id}: return read${iface}(r)`)
 emit("    default:")
 emit("      throw syntaxError(`unknown method: class ${id >>> 16}, method ${id & 0xffff}`)")
 emit("  }")

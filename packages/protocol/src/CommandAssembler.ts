@@ -8,7 +8,7 @@
  *
  * @since 0.1.0
  */
-import type { BodyFrame, Frame, HeaderFrame } from "./Frame.ts"
+import { type BodyFrame, type Frame, FRAME_OVERHEAD, type HeaderFrame } from "./Frame.ts"
 import { type Method, methodInfo } from "./generated/Methods.ts"
 import type { BasicProperties } from "./Properties.ts"
 import { frameError, unexpectedFrame } from "./ProtocolError.ts"
@@ -38,6 +38,11 @@ export class CommandAssembler {
   /** Body frames received so far; joined only once the body is complete. */
   private chunks: Array<Uint8Array> = []
   private received = 0
+  /**
+   * Where the last body frame's payload ended in its buffer, while every frame so far has been
+   * laid out back to back in one buffer (frames decoded in place from one socket chunk).
+   */
+  private runEnd = -1
 
   readonly channel: number
 
@@ -77,6 +82,7 @@ export class CommandAssembler {
     this.header = undefined
     this.chunks.length = 0
     this.received = 0
+    this.runEnd = -1
   }
 
   private onHeader(frame: HeaderFrame): Command | undefined {
@@ -97,11 +103,35 @@ export class CommandAssembler {
       throw frameError(`content body of ${total} bytes exceeds the ${header.bodySize} its header announced`)
     }
     if (total === header.bodySize && this.received === 0) return this.complete(chunk)
-    // Memory follows the bytes that arrived, never the size the header announced.
-    if (chunk.length > 0) this.chunks.push(chunk)
+    if (chunk.length > 0 && !this.extendRun(chunk)) {
+      // Memory follows the bytes that arrived, never the size the header announced.
+      this.chunks.push(chunk)
+      this.runEnd = this.chunks.length === 1 ? chunk.byteOffset + chunk.length : -1
+    }
     this.received = total
-    if (total === header.bodySize) return this.complete(Buffer.concat(this.chunks, total))
+    if (total === header.bodySize) {
+      return this.complete(this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, total))
+    }
     return undefined
+  }
+
+  /**
+   * Joins a body frame that follows the previous one in the same buffer, 8 bytes of frame-end and
+   * frame header later, by moving it back over those 8 bytes: the body then stays one view of the
+   * decoder's buffer, and only the later frame's bytes move, not the whole body. Those 8 bytes were
+   * already decoded, and nothing else lives between the two payloads.
+   */
+  private extendRun(chunk: Uint8Array): boolean {
+    const run = this.chunks.length === 1 ? this.chunks[0]! : undefined
+    if (run === undefined || run.buffer !== chunk.buffer || chunk.byteOffset !== this.runEnd + FRAME_OVERHEAD) {
+      return false
+    }
+    const memory = new Uint8Array(run.buffer)
+    const runEnd = run.byteOffset + run.length
+    memory.copyWithin(runEnd, chunk.byteOffset, chunk.byteOffset + chunk.length)
+    this.chunks[0] = new Uint8Array(run.buffer, run.byteOffset, run.length + chunk.length)
+    this.runEnd = chunk.byteOffset + chunk.length
+    return true
   }
 
   private complete(body: Uint8Array): Command {

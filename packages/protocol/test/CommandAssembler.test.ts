@@ -2,7 +2,9 @@ import { assert, describe, it } from "@effect/vitest"
 import * as fc from "fast-check"
 import { CommandAssembler } from "../src/CommandAssembler.ts"
 import type { BodyFrame, Frame, HeaderFrame, MethodFrame } from "../src/Frame.ts"
+import { FrameDecoder } from "../src/FrameDecoder.ts"
 import { Methods } from "../src/generated/Methods.ts"
+import { MessageEncoder } from "../src/MessageEncoder.ts"
 import type { BasicProperties } from "../src/Properties.ts"
 import { frameErrorOf } from "./fixtures/Errors.ts"
 import { assemble, decodeChunks, mixedBody, mixedProperties, mixedStream, pattern } from "./fixtures/Streams.ts"
@@ -175,5 +177,36 @@ describe("frames out of order", () => {
     assert.isFalse(assembler.inProgress)
     const command = pushAll(assembler, [deliver, header(1), body(Uint8Array.of(9))]).at(-1)
     assert.deepStrictEqual(Array.from(command?.body ?? []), [9])
+  })
+})
+
+describe("CommandAssembler joining frames in place", () => {
+  const encodeMessage = (body: Uint8Array, frameMax: number): Buffer => {
+    const encoder = new MessageEncoder({ frameMax, copyLimit: 0 })
+    const parts = encoder.message(1, Methods.basicPublish({ routingKey: "q" }), {}, body)
+    return Buffer.concat(Array.isArray(parts) ? parts : [parts])
+  }
+
+  it("keeps a body split over frames of one chunk as one view of that chunk", () => {
+    const body = pattern(131072)
+    const wire = encodeMessage(body, 131072)
+    const decoder = new FrameDecoder({ frameMax: 131072 })
+    const assembler = new CommandAssembler(1)
+    const commands = decoder.push(wire).map((frame) => assembler.push(frame)).filter((c) => c !== undefined)
+    assert.strictEqual(commands.length, 1)
+    const received = commands[0]!.body!
+    assert.strictEqual(received.buffer, wire.buffer)
+    assert.deepStrictEqual(Buffer.from(received), Buffer.from(body))
+  })
+
+  it("joins many frames of one chunk and leaves the frames after the message intact", () => {
+    const body = pattern(50_000)
+    const wire = Buffer.concat([encodeMessage(body, 4096), encodeMessage(pattern(10), 4096)])
+    const decoder = new FrameDecoder({ frameMax: 4096 })
+    const assembler = new CommandAssembler(1)
+    const commands = decoder.push(wire).map((frame) => assembler.push(frame)).filter((c) => c !== undefined)
+    assert.strictEqual(commands.length, 2)
+    assert.deepStrictEqual(Buffer.from(commands[0]!.body!), Buffer.from(body))
+    assert.deepStrictEqual(Buffer.from(commands[1]!.body!), Buffer.from(pattern(10)))
   })
 })

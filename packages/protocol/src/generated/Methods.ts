@@ -1760,6 +1760,855 @@ export const Methods = {
   confirmSelectOk: (): ConfirmSelectOk => ({ _tag: "confirm.select-ok" })
 } as const
 
+const writeConnectionStart = (w: BufferWriter, m: ConnectionStart): void => {
+  w.long(655370)
+  w.octet(m.versionMajor)
+  w.octet(m.versionMinor)
+  writeTable(w, m.serverProperties)
+  w.longstr(m.mechanisms)
+  w.longstr(m.locales)
+}
+
+const writeConnectionStartOk = (w: BufferWriter, m: ConnectionStartOk): void => {
+  w.long(655371)
+  writeTable(w, m.clientProperties)
+  w.shortstr(m.mechanism)
+  w.longstr(m.response)
+  w.shortstr(m.locale)
+}
+
+const writeConnectionSecure = (w: BufferWriter, m: ConnectionSecure): void => {
+  w.long(655380)
+  w.longstr(m.challenge)
+}
+
+const writeConnectionSecureOk = (w: BufferWriter, m: ConnectionSecureOk): void => {
+  w.long(655381)
+  w.longstr(m.response)
+}
+
+const writeConnectionTune = (w: BufferWriter, m: ConnectionTune): void => {
+  w.long(655390)
+  w.short(m.channelMax)
+  w.long(m.frameMax)
+  w.short(m.heartbeat)
+}
+
+const writeConnectionTuneOk = (w: BufferWriter, m: ConnectionTuneOk): void => {
+  w.long(655391)
+  w.short(m.channelMax)
+  w.long(m.frameMax)
+  w.short(m.heartbeat)
+}
+
+const writeConnectionOpen = (w: BufferWriter, m: ConnectionOpen): void => {
+  w.long(655400)
+  w.shortstr(m.virtualHost)
+  w.shortstr(m.capabilities)
+  w.octet(m.insist ? 1 : 0)
+}
+
+const writeConnectionOpenOk = (w: BufferWriter, m: ConnectionOpenOk): void => {
+  w.long(655401)
+  w.shortstr(m.knownHosts)
+}
+
+const writeConnectionClose = (w: BufferWriter, m: ConnectionClose): void => {
+  w.long(655410)
+  w.short(m.replyCode)
+  w.shortstr(m.replyText)
+  w.short(m.classId)
+  w.short(m.methodId)
+}
+
+const writeConnectionCloseOk = (w: BufferWriter, _m: ConnectionCloseOk): void => {
+  w.long(655411)
+}
+
+const writeConnectionBlocked = (w: BufferWriter, m: ConnectionBlocked): void => {
+  w.long(655420)
+  w.shortstr(m.reason)
+}
+
+const writeConnectionUnblocked = (w: BufferWriter, _m: ConnectionUnblocked): void => {
+  w.long(655421)
+}
+
+const writeConnectionUpdateSecret = (w: BufferWriter, m: ConnectionUpdateSecret): void => {
+  w.long(655430)
+  w.longstr(m.newSecret)
+  w.shortstr(m.reason)
+}
+
+const writeConnectionUpdateSecretOk = (w: BufferWriter, _m: ConnectionUpdateSecretOk): void => {
+  w.long(655431)
+}
+
+const writeChannelOpen = (w: BufferWriter, m: ChannelOpen): void => {
+  w.long(1310730)
+  w.shortstr(m.outOfBand)
+}
+
+const writeChannelOpenOk = (w: BufferWriter, m: ChannelOpenOk): void => {
+  w.long(1310731)
+  w.longstr(m.channelId)
+}
+
+const writeChannelFlow = (w: BufferWriter, m: ChannelFlow): void => {
+  w.long(1310740)
+  w.octet(m.active ? 1 : 0)
+}
+
+const writeChannelFlowOk = (w: BufferWriter, m: ChannelFlowOk): void => {
+  w.long(1310741)
+  w.octet(m.active ? 1 : 0)
+}
+
+const writeChannelClose = (w: BufferWriter, m: ChannelClose): void => {
+  w.long(1310760)
+  w.short(m.replyCode)
+  w.shortstr(m.replyText)
+  w.short(m.classId)
+  w.short(m.methodId)
+}
+
+const writeChannelCloseOk = (w: BufferWriter, _m: ChannelCloseOk): void => {
+  w.long(1310761)
+}
+
+const writeAccessRequest = (w: BufferWriter, m: AccessRequest): void => {
+  w.long(1966090)
+  w.shortstr(m.realm)
+  w.octet((m.exclusive ? 1 : 0) | (m.passive ? 2 : 0) | (m.active ? 4 : 0) | (m.write ? 8 : 0) | (m.read ? 16 : 0))
+}
+
+const writeAccessRequestOk = (w: BufferWriter, m: AccessRequestOk): void => {
+  w.long(1966091)
+  w.short(m.ticket)
+}
+
+const writeExchangeDeclare = (w: BufferWriter, m: ExchangeDeclare): void => {
+  w.long(2621450)
+  w.short(m.ticket)
+  w.shortstr(m.exchange)
+  w.shortstr(m.type)
+  w.octet(
+    (m.passive ? 1 : 0) | (m.durable ? 2 : 0) | (m.autoDelete ? 4 : 0) | (m.internal ? 8 : 0) | (m.nowait ? 16 : 0)
+  )
+  writeTable(w, m.arguments)
+}
+
+const writeExchangeDeclareOk = (w: BufferWriter, _m: ExchangeDeclareOk): void => {
+  w.long(2621451)
+}
+
+const writeExchangeDelete = (w: BufferWriter, m: ExchangeDelete): void => {
+  w.long(2621460)
+  w.short(m.ticket)
+  w.shortstr(m.exchange)
+  w.octet((m.ifUnused ? 1 : 0) | (m.nowait ? 2 : 0))
+}
+
+const writeExchangeDeleteOk = (w: BufferWriter, _m: ExchangeDeleteOk): void => {
+  w.long(2621461)
+}
+
+const writeExchangeBind = (w: BufferWriter, m: ExchangeBind): void => {
+  w.long(2621470)
+  w.short(m.ticket)
+  w.shortstr(m.destination)
+  w.shortstr(m.source)
+  w.shortstr(m.routingKey)
+  w.octet(m.nowait ? 1 : 0)
+  writeTable(w, m.arguments)
+}
+
+const writeExchangeBindOk = (w: BufferWriter, _m: ExchangeBindOk): void => {
+  w.long(2621471)
+}
+
+const writeExchangeUnbind = (w: BufferWriter, m: ExchangeUnbind): void => {
+  w.long(2621480)
+  w.short(m.ticket)
+  w.shortstr(m.destination)
+  w.shortstr(m.source)
+  w.shortstr(m.routingKey)
+  w.octet(m.nowait ? 1 : 0)
+  writeTable(w, m.arguments)
+}
+
+const writeExchangeUnbindOk = (w: BufferWriter, _m: ExchangeUnbindOk): void => {
+  w.long(2621491)
+}
+
+const writeQueueDeclare = (w: BufferWriter, m: QueueDeclare): void => {
+  w.long(3276810)
+  w.short(m.ticket)
+  w.shortstr(m.queue)
+  w.octet(
+    (m.passive ? 1 : 0) | (m.durable ? 2 : 0) | (m.exclusive ? 4 : 0) | (m.autoDelete ? 8 : 0) | (m.nowait ? 16 : 0)
+  )
+  writeTable(w, m.arguments)
+}
+
+const writeQueueDeclareOk = (w: BufferWriter, m: QueueDeclareOk): void => {
+  w.long(3276811)
+  w.shortstr(m.queue)
+  w.long(m.messageCount)
+  w.long(m.consumerCount)
+}
+
+const writeQueueBind = (w: BufferWriter, m: QueueBind): void => {
+  w.long(3276820)
+  w.short(m.ticket)
+  w.shortstr(m.queue)
+  w.shortstr(m.exchange)
+  w.shortstr(m.routingKey)
+  w.octet(m.nowait ? 1 : 0)
+  writeTable(w, m.arguments)
+}
+
+const writeQueueBindOk = (w: BufferWriter, _m: QueueBindOk): void => {
+  w.long(3276821)
+}
+
+const writeQueuePurge = (w: BufferWriter, m: QueuePurge): void => {
+  w.long(3276830)
+  w.short(m.ticket)
+  w.shortstr(m.queue)
+  w.octet(m.nowait ? 1 : 0)
+}
+
+const writeQueuePurgeOk = (w: BufferWriter, m: QueuePurgeOk): void => {
+  w.long(3276831)
+  w.long(m.messageCount)
+}
+
+const writeQueueDelete = (w: BufferWriter, m: QueueDelete): void => {
+  w.long(3276840)
+  w.short(m.ticket)
+  w.shortstr(m.queue)
+  w.octet((m.ifUnused ? 1 : 0) | (m.ifEmpty ? 2 : 0) | (m.nowait ? 4 : 0))
+}
+
+const writeQueueDeleteOk = (w: BufferWriter, m: QueueDeleteOk): void => {
+  w.long(3276841)
+  w.long(m.messageCount)
+}
+
+const writeQueueUnbind = (w: BufferWriter, m: QueueUnbind): void => {
+  w.long(3276850)
+  w.short(m.ticket)
+  w.shortstr(m.queue)
+  w.shortstr(m.exchange)
+  w.shortstr(m.routingKey)
+  writeTable(w, m.arguments)
+}
+
+const writeQueueUnbindOk = (w: BufferWriter, _m: QueueUnbindOk): void => {
+  w.long(3276851)
+}
+
+const writeBasicQos = (w: BufferWriter, m: BasicQos): void => {
+  w.long(3932170)
+  w.long(m.prefetchSize)
+  w.short(m.prefetchCount)
+  w.octet(m.global ? 1 : 0)
+}
+
+const writeBasicQosOk = (w: BufferWriter, _m: BasicQosOk): void => {
+  w.long(3932171)
+}
+
+const writeBasicConsume = (w: BufferWriter, m: BasicConsume): void => {
+  w.long(3932180)
+  w.short(m.ticket)
+  w.shortstr(m.queue)
+  w.shortstr(m.consumerTag)
+  w.octet((m.noLocal ? 1 : 0) | (m.noAck ? 2 : 0) | (m.exclusive ? 4 : 0) | (m.nowait ? 8 : 0))
+  writeTable(w, m.arguments)
+}
+
+const writeBasicConsumeOk = (w: BufferWriter, m: BasicConsumeOk): void => {
+  w.long(3932181)
+  w.shortstr(m.consumerTag)
+}
+
+const writeBasicCancel = (w: BufferWriter, m: BasicCancel): void => {
+  w.long(3932190)
+  w.shortstr(m.consumerTag)
+  w.octet(m.nowait ? 1 : 0)
+}
+
+const writeBasicCancelOk = (w: BufferWriter, m: BasicCancelOk): void => {
+  w.long(3932191)
+  w.shortstr(m.consumerTag)
+}
+
+const writeBasicPublish = (w: BufferWriter, m: BasicPublish): void => {
+  w.long(3932200)
+  w.short(m.ticket)
+  w.shortstr(m.exchange)
+  w.shortstr(m.routingKey)
+  w.octet((m.mandatory ? 1 : 0) | (m.immediate ? 2 : 0))
+}
+
+const writeBasicReturn = (w: BufferWriter, m: BasicReturn): void => {
+  w.long(3932210)
+  w.short(m.replyCode)
+  w.shortstr(m.replyText)
+  w.shortstr(m.exchange)
+  w.shortstr(m.routingKey)
+}
+
+const writeBasicDeliver = (w: BufferWriter, m: BasicDeliver): void => {
+  w.long(3932220)
+  w.shortstr(m.consumerTag)
+  w.longlong(m.deliveryTag)
+  w.octet(m.redelivered ? 1 : 0)
+  w.shortstr(m.exchange)
+  w.shortstr(m.routingKey)
+}
+
+const writeBasicGet = (w: BufferWriter, m: BasicGet): void => {
+  w.long(3932230)
+  w.short(m.ticket)
+  w.shortstr(m.queue)
+  w.octet(m.noAck ? 1 : 0)
+}
+
+const writeBasicGetOk = (w: BufferWriter, m: BasicGetOk): void => {
+  w.long(3932231)
+  w.longlong(m.deliveryTag)
+  w.octet(m.redelivered ? 1 : 0)
+  w.shortstr(m.exchange)
+  w.shortstr(m.routingKey)
+  w.long(m.messageCount)
+}
+
+const writeBasicGetEmpty = (w: BufferWriter, m: BasicGetEmpty): void => {
+  w.long(3932232)
+  w.shortstr(m.clusterId)
+}
+
+const writeBasicAck = (w: BufferWriter, m: BasicAck): void => {
+  w.long(3932240)
+  w.longlong(m.deliveryTag)
+  w.octet(m.multiple ? 1 : 0)
+}
+
+const writeBasicReject = (w: BufferWriter, m: BasicReject): void => {
+  w.long(3932250)
+  w.longlong(m.deliveryTag)
+  w.octet(m.requeue ? 1 : 0)
+}
+
+const writeBasicRecoverAsync = (w: BufferWriter, m: BasicRecoverAsync): void => {
+  w.long(3932260)
+  w.octet(m.requeue ? 1 : 0)
+}
+
+const writeBasicRecover = (w: BufferWriter, m: BasicRecover): void => {
+  w.long(3932270)
+  w.octet(m.requeue ? 1 : 0)
+}
+
+const writeBasicRecoverOk = (w: BufferWriter, _m: BasicRecoverOk): void => {
+  w.long(3932271)
+}
+
+const writeBasicNack = (w: BufferWriter, m: BasicNack): void => {
+  w.long(3932280)
+  w.longlong(m.deliveryTag)
+  w.octet((m.multiple ? 1 : 0) | (m.requeue ? 2 : 0))
+}
+
+const writeTxSelect = (w: BufferWriter, _m: TxSelect): void => {
+  w.long(5898250)
+}
+
+const writeTxSelectOk = (w: BufferWriter, _m: TxSelectOk): void => {
+  w.long(5898251)
+}
+
+const writeTxCommit = (w: BufferWriter, _m: TxCommit): void => {
+  w.long(5898260)
+}
+
+const writeTxCommitOk = (w: BufferWriter, _m: TxCommitOk): void => {
+  w.long(5898261)
+}
+
+const writeTxRollback = (w: BufferWriter, _m: TxRollback): void => {
+  w.long(5898270)
+}
+
+const writeTxRollbackOk = (w: BufferWriter, _m: TxRollbackOk): void => {
+  w.long(5898271)
+}
+
+const writeConfirmSelect = (w: BufferWriter, m: ConfirmSelect): void => {
+  w.long(5570570)
+  w.octet(m.nowait ? 1 : 0)
+}
+
+const writeConfirmSelectOk = (w: BufferWriter, _m: ConfirmSelectOk): void => {
+  w.long(5570571)
+}
+
+const readConnectionStart = (r: BufferReader): ConnectionStart => {
+  const versionMajor = r.octet()
+  const versionMinor = r.octet()
+  const serverProperties = readTable(r)
+  const mechanisms = r.longstr()
+  const locales = r.longstr()
+  return { _tag: "connection.start", versionMajor, versionMinor, serverProperties, mechanisms, locales }
+}
+
+const readConnectionStartOk = (r: BufferReader): ConnectionStartOk => {
+  const clientProperties = readTable(r)
+  const mechanism = r.shortstr()
+  const response = r.longstr()
+  const locale = r.shortstr()
+  return { _tag: "connection.start-ok", clientProperties, mechanism, response, locale }
+}
+
+const readConnectionSecure = (r: BufferReader): ConnectionSecure => {
+  const challenge = r.longstr()
+  return { _tag: "connection.secure", challenge }
+}
+
+const readConnectionSecureOk = (r: BufferReader): ConnectionSecureOk => {
+  const response = r.longstr()
+  return { _tag: "connection.secure-ok", response }
+}
+
+const readConnectionTune = (r: BufferReader): ConnectionTune => {
+  const channelMax = r.short()
+  const frameMax = r.long()
+  const heartbeat = r.short()
+  return { _tag: "connection.tune", channelMax, frameMax, heartbeat }
+}
+
+const readConnectionTuneOk = (r: BufferReader): ConnectionTuneOk => {
+  const channelMax = r.short()
+  const frameMax = r.long()
+  const heartbeat = r.short()
+  return { _tag: "connection.tune-ok", channelMax, frameMax, heartbeat }
+}
+
+const readConnectionOpen = (r: BufferReader): ConnectionOpen => {
+  const virtualHost = r.shortstr()
+  const capabilities = r.shortstr()
+  const bits0 = r.octet()
+  return { _tag: "connection.open", virtualHost, capabilities, insist: (bits0 & 1) !== 0 }
+}
+
+const readConnectionOpenOk = (r: BufferReader): ConnectionOpenOk => {
+  const knownHosts = r.shortstr()
+  return { _tag: "connection.open-ok", knownHosts }
+}
+
+const readConnectionClose = (r: BufferReader): ConnectionClose => {
+  const replyCode = r.short()
+  const replyText = r.shortstr()
+  const classId = r.short()
+  const methodId = r.short()
+  return { _tag: "connection.close", replyCode, replyText, classId, methodId }
+}
+
+const readConnectionCloseOk = (_r: BufferReader): ConnectionCloseOk => {
+  return { _tag: "connection.close-ok" }
+}
+
+const readConnectionBlocked = (r: BufferReader): ConnectionBlocked => {
+  const reason = r.shortstr()
+  return { _tag: "connection.blocked", reason }
+}
+
+const readConnectionUnblocked = (_r: BufferReader): ConnectionUnblocked => {
+  return { _tag: "connection.unblocked" }
+}
+
+const readConnectionUpdateSecret = (r: BufferReader): ConnectionUpdateSecret => {
+  const newSecret = r.longstr()
+  const reason = r.shortstr()
+  return { _tag: "connection.update-secret", newSecret, reason }
+}
+
+const readConnectionUpdateSecretOk = (_r: BufferReader): ConnectionUpdateSecretOk => {
+  return { _tag: "connection.update-secret-ok" }
+}
+
+const readChannelOpen = (r: BufferReader): ChannelOpen => {
+  const outOfBand = r.shortstr()
+  return { _tag: "channel.open", outOfBand }
+}
+
+const readChannelOpenOk = (r: BufferReader): ChannelOpenOk => {
+  const channelId = r.longstr()
+  return { _tag: "channel.open-ok", channelId }
+}
+
+const readChannelFlow = (r: BufferReader): ChannelFlow => {
+  const bits0 = r.octet()
+  return { _tag: "channel.flow", active: (bits0 & 1) !== 0 }
+}
+
+const readChannelFlowOk = (r: BufferReader): ChannelFlowOk => {
+  const bits0 = r.octet()
+  return { _tag: "channel.flow-ok", active: (bits0 & 1) !== 0 }
+}
+
+const readChannelClose = (r: BufferReader): ChannelClose => {
+  const replyCode = r.short()
+  const replyText = r.shortstr()
+  const classId = r.short()
+  const methodId = r.short()
+  return { _tag: "channel.close", replyCode, replyText, classId, methodId }
+}
+
+const readChannelCloseOk = (_r: BufferReader): ChannelCloseOk => {
+  return { _tag: "channel.close-ok" }
+}
+
+const readAccessRequest = (r: BufferReader): AccessRequest => {
+  const realm = r.shortstr()
+  const bits0 = r.octet()
+  return {
+    _tag: "access.request",
+    realm,
+    exclusive: (bits0 & 1) !== 0,
+    passive: (bits0 & 2) !== 0,
+    active: (bits0 & 4) !== 0,
+    write: (bits0 & 8) !== 0,
+    read: (bits0 & 16) !== 0
+  }
+}
+
+const readAccessRequestOk = (r: BufferReader): AccessRequestOk => {
+  const ticket = r.short()
+  return { _tag: "access.request-ok", ticket }
+}
+
+const readExchangeDeclare = (r: BufferReader): ExchangeDeclare => {
+  const ticket = r.short()
+  const exchange = r.shortstr()
+  const type = r.shortstr()
+  const bits0 = r.octet()
+  const table = readTable(r)
+  return {
+    _tag: "exchange.declare",
+    ticket,
+    exchange,
+    type,
+    passive: (bits0 & 1) !== 0,
+    durable: (bits0 & 2) !== 0,
+    autoDelete: (bits0 & 4) !== 0,
+    internal: (bits0 & 8) !== 0,
+    nowait: (bits0 & 16) !== 0,
+    arguments: table
+  }
+}
+
+const readExchangeDeclareOk = (_r: BufferReader): ExchangeDeclareOk => {
+  return { _tag: "exchange.declare-ok" }
+}
+
+const readExchangeDelete = (r: BufferReader): ExchangeDelete => {
+  const ticket = r.short()
+  const exchange = r.shortstr()
+  const bits0 = r.octet()
+  return { _tag: "exchange.delete", ticket, exchange, ifUnused: (bits0 & 1) !== 0, nowait: (bits0 & 2) !== 0 }
+}
+
+const readExchangeDeleteOk = (_r: BufferReader): ExchangeDeleteOk => {
+  return { _tag: "exchange.delete-ok" }
+}
+
+const readExchangeBind = (r: BufferReader): ExchangeBind => {
+  const ticket = r.short()
+  const destination = r.shortstr()
+  const source = r.shortstr()
+  const routingKey = r.shortstr()
+  const bits0 = r.octet()
+  const table = readTable(r)
+  return { _tag: "exchange.bind", ticket, destination, source, routingKey, nowait: (bits0 & 1) !== 0, arguments: table }
+}
+
+const readExchangeBindOk = (_r: BufferReader): ExchangeBindOk => {
+  return { _tag: "exchange.bind-ok" }
+}
+
+const readExchangeUnbind = (r: BufferReader): ExchangeUnbind => {
+  const ticket = r.short()
+  const destination = r.shortstr()
+  const source = r.shortstr()
+  const routingKey = r.shortstr()
+  const bits0 = r.octet()
+  const table = readTable(r)
+  return {
+    _tag: "exchange.unbind",
+    ticket,
+    destination,
+    source,
+    routingKey,
+    nowait: (bits0 & 1) !== 0,
+    arguments: table
+  }
+}
+
+const readExchangeUnbindOk = (_r: BufferReader): ExchangeUnbindOk => {
+  return { _tag: "exchange.unbind-ok" }
+}
+
+const readQueueDeclare = (r: BufferReader): QueueDeclare => {
+  const ticket = r.short()
+  const queue = r.shortstr()
+  const bits0 = r.octet()
+  const table = readTable(r)
+  return {
+    _tag: "queue.declare",
+    ticket,
+    queue,
+    passive: (bits0 & 1) !== 0,
+    durable: (bits0 & 2) !== 0,
+    exclusive: (bits0 & 4) !== 0,
+    autoDelete: (bits0 & 8) !== 0,
+    nowait: (bits0 & 16) !== 0,
+    arguments: table
+  }
+}
+
+const readQueueDeclareOk = (r: BufferReader): QueueDeclareOk => {
+  const queue = r.shortstr()
+  const messageCount = r.long()
+  const consumerCount = r.long()
+  return { _tag: "queue.declare-ok", queue, messageCount, consumerCount }
+}
+
+const readQueueBind = (r: BufferReader): QueueBind => {
+  const ticket = r.short()
+  const queue = r.shortstr()
+  const exchange = r.shortstr()
+  const routingKey = r.shortstr()
+  const bits0 = r.octet()
+  const table = readTable(r)
+  return { _tag: "queue.bind", ticket, queue, exchange, routingKey, nowait: (bits0 & 1) !== 0, arguments: table }
+}
+
+const readQueueBindOk = (_r: BufferReader): QueueBindOk => {
+  return { _tag: "queue.bind-ok" }
+}
+
+const readQueuePurge = (r: BufferReader): QueuePurge => {
+  const ticket = r.short()
+  const queue = r.shortstr()
+  const bits0 = r.octet()
+  return { _tag: "queue.purge", ticket, queue, nowait: (bits0 & 1) !== 0 }
+}
+
+const readQueuePurgeOk = (r: BufferReader): QueuePurgeOk => {
+  const messageCount = r.long()
+  return { _tag: "queue.purge-ok", messageCount }
+}
+
+const readQueueDelete = (r: BufferReader): QueueDelete => {
+  const ticket = r.short()
+  const queue = r.shortstr()
+  const bits0 = r.octet()
+  return {
+    _tag: "queue.delete",
+    ticket,
+    queue,
+    ifUnused: (bits0 & 1) !== 0,
+    ifEmpty: (bits0 & 2) !== 0,
+    nowait: (bits0 & 4) !== 0
+  }
+}
+
+const readQueueDeleteOk = (r: BufferReader): QueueDeleteOk => {
+  const messageCount = r.long()
+  return { _tag: "queue.delete-ok", messageCount }
+}
+
+const readQueueUnbind = (r: BufferReader): QueueUnbind => {
+  const ticket = r.short()
+  const queue = r.shortstr()
+  const exchange = r.shortstr()
+  const routingKey = r.shortstr()
+  const table = readTable(r)
+  return { _tag: "queue.unbind", ticket, queue, exchange, routingKey, arguments: table }
+}
+
+const readQueueUnbindOk = (_r: BufferReader): QueueUnbindOk => {
+  return { _tag: "queue.unbind-ok" }
+}
+
+const readBasicQos = (r: BufferReader): BasicQos => {
+  const prefetchSize = r.long()
+  const prefetchCount = r.short()
+  const bits0 = r.octet()
+  return { _tag: "basic.qos", prefetchSize, prefetchCount, global: (bits0 & 1) !== 0 }
+}
+
+const readBasicQosOk = (_r: BufferReader): BasicQosOk => {
+  return { _tag: "basic.qos-ok" }
+}
+
+const readBasicConsume = (r: BufferReader): BasicConsume => {
+  const ticket = r.short()
+  const queue = r.shortstr()
+  const consumerTag = r.shortstr()
+  const bits0 = r.octet()
+  const table = readTable(r)
+  return {
+    _tag: "basic.consume",
+    ticket,
+    queue,
+    consumerTag,
+    noLocal: (bits0 & 1) !== 0,
+    noAck: (bits0 & 2) !== 0,
+    exclusive: (bits0 & 4) !== 0,
+    nowait: (bits0 & 8) !== 0,
+    arguments: table
+  }
+}
+
+const readBasicConsumeOk = (r: BufferReader): BasicConsumeOk => {
+  const consumerTag = r.shortstr()
+  return { _tag: "basic.consume-ok", consumerTag }
+}
+
+const readBasicCancel = (r: BufferReader): BasicCancel => {
+  const consumerTag = r.shortstr()
+  const bits0 = r.octet()
+  return { _tag: "basic.cancel", consumerTag, nowait: (bits0 & 1) !== 0 }
+}
+
+const readBasicCancelOk = (r: BufferReader): BasicCancelOk => {
+  const consumerTag = r.shortstr()
+  return { _tag: "basic.cancel-ok", consumerTag }
+}
+
+const readBasicPublish = (r: BufferReader): BasicPublish => {
+  const ticket = r.short()
+  const exchange = r.shortstr()
+  const routingKey = r.shortstr()
+  const bits0 = r.octet()
+  return {
+    _tag: "basic.publish",
+    ticket,
+    exchange,
+    routingKey,
+    mandatory: (bits0 & 1) !== 0,
+    immediate: (bits0 & 2) !== 0
+  }
+}
+
+const readBasicReturn = (r: BufferReader): BasicReturn => {
+  const replyCode = r.short()
+  const replyText = r.shortstr()
+  const exchange = r.shortstr()
+  const routingKey = r.shortstr()
+  return { _tag: "basic.return", replyCode, replyText, exchange, routingKey }
+}
+
+const readBasicDeliver = (r: BufferReader): BasicDeliver => {
+  const consumerTag = r.shortstr()
+  const deliveryTag = r.longlong()
+  const bits0 = r.octet()
+  const exchange = r.shortstr()
+  const routingKey = r.shortstr()
+  return { _tag: "basic.deliver", consumerTag, deliveryTag, redelivered: (bits0 & 1) !== 0, exchange, routingKey }
+}
+
+const readBasicGet = (r: BufferReader): BasicGet => {
+  const ticket = r.short()
+  const queue = r.shortstr()
+  const bits0 = r.octet()
+  return { _tag: "basic.get", ticket, queue, noAck: (bits0 & 1) !== 0 }
+}
+
+const readBasicGetOk = (r: BufferReader): BasicGetOk => {
+  const deliveryTag = r.longlong()
+  const bits0 = r.octet()
+  const exchange = r.shortstr()
+  const routingKey = r.shortstr()
+  const messageCount = r.long()
+  return { _tag: "basic.get-ok", deliveryTag, redelivered: (bits0 & 1) !== 0, exchange, routingKey, messageCount }
+}
+
+const readBasicGetEmpty = (r: BufferReader): BasicGetEmpty => {
+  const clusterId = r.shortstr()
+  return { _tag: "basic.get-empty", clusterId }
+}
+
+const readBasicAck = (r: BufferReader): BasicAck => {
+  const deliveryTag = r.longlong()
+  const bits0 = r.octet()
+  return { _tag: "basic.ack", deliveryTag, multiple: (bits0 & 1) !== 0 }
+}
+
+const readBasicReject = (r: BufferReader): BasicReject => {
+  const deliveryTag = r.longlong()
+  const bits0 = r.octet()
+  return { _tag: "basic.reject", deliveryTag, requeue: (bits0 & 1) !== 0 }
+}
+
+const readBasicRecoverAsync = (r: BufferReader): BasicRecoverAsync => {
+  const bits0 = r.octet()
+  return { _tag: "basic.recover-async", requeue: (bits0 & 1) !== 0 }
+}
+
+const readBasicRecover = (r: BufferReader): BasicRecover => {
+  const bits0 = r.octet()
+  return { _tag: "basic.recover", requeue: (bits0 & 1) !== 0 }
+}
+
+const readBasicRecoverOk = (_r: BufferReader): BasicRecoverOk => {
+  return { _tag: "basic.recover-ok" }
+}
+
+const readBasicNack = (r: BufferReader): BasicNack => {
+  const deliveryTag = r.longlong()
+  const bits0 = r.octet()
+  return { _tag: "basic.nack", deliveryTag, multiple: (bits0 & 1) !== 0, requeue: (bits0 & 2) !== 0 }
+}
+
+const readTxSelect = (_r: BufferReader): TxSelect => {
+  return { _tag: "tx.select" }
+}
+
+const readTxSelectOk = (_r: BufferReader): TxSelectOk => {
+  return { _tag: "tx.select-ok" }
+}
+
+const readTxCommit = (_r: BufferReader): TxCommit => {
+  return { _tag: "tx.commit" }
+}
+
+const readTxCommitOk = (_r: BufferReader): TxCommitOk => {
+  return { _tag: "tx.commit-ok" }
+}
+
+const readTxRollback = (_r: BufferReader): TxRollback => {
+  return { _tag: "tx.rollback" }
+}
+
+const readTxRollbackOk = (_r: BufferReader): TxRollbackOk => {
+  return { _tag: "tx.rollback-ok" }
+}
+
+const readConfirmSelect = (r: BufferReader): ConfirmSelect => {
+  const bits0 = r.octet()
+  return { _tag: "confirm.select", nowait: (bits0 & 1) !== 0 }
+}
+
+const readConfirmSelectOk = (_r: BufferReader): ConfirmSelectOk => {
+  return { _tag: "confirm.select-ok" }
+}
+
 /**
  * Writes class id, method id and arguments of a method frame's payload.
  *
@@ -1767,402 +2616,138 @@ export const Methods = {
  */
 export const writeMethod = (w: BufferWriter, m: Method): void => {
   switch (m._tag) {
-    case "connection.start": {
-      w.long(655370)
-      w.octet(m.versionMajor)
-      w.octet(m.versionMinor)
-      writeTable(w, m.serverProperties)
-      w.longstr(m.mechanisms)
-      w.longstr(m.locales)
-      return
-    }
-    case "connection.start-ok": {
-      w.long(655371)
-      writeTable(w, m.clientProperties)
-      w.shortstr(m.mechanism)
-      w.longstr(m.response)
-      w.shortstr(m.locale)
-      return
-    }
-    case "connection.secure": {
-      w.long(655380)
-      w.longstr(m.challenge)
-      return
-    }
-    case "connection.secure-ok": {
-      w.long(655381)
-      w.longstr(m.response)
-      return
-    }
-    case "connection.tune": {
-      w.long(655390)
-      w.short(m.channelMax)
-      w.long(m.frameMax)
-      w.short(m.heartbeat)
-      return
-    }
-    case "connection.tune-ok": {
-      w.long(655391)
-      w.short(m.channelMax)
-      w.long(m.frameMax)
-      w.short(m.heartbeat)
-      return
-    }
-    case "connection.open": {
-      w.long(655400)
-      w.shortstr(m.virtualHost)
-      w.shortstr(m.capabilities)
-      w.octet(m.insist ? 1 : 0)
-      return
-    }
-    case "connection.open-ok": {
-      w.long(655401)
-      w.shortstr(m.knownHosts)
-      return
-    }
-    case "connection.close": {
-      w.long(655410)
-      w.short(m.replyCode)
-      w.shortstr(m.replyText)
-      w.short(m.classId)
-      w.short(m.methodId)
-      return
-    }
-    case "connection.close-ok": {
-      w.long(655411)
-      return
-    }
-    case "connection.blocked": {
-      w.long(655420)
-      w.shortstr(m.reason)
-      return
-    }
-    case "connection.unblocked": {
-      w.long(655421)
-      return
-    }
-    case "connection.update-secret": {
-      w.long(655430)
-      w.longstr(m.newSecret)
-      w.shortstr(m.reason)
-      return
-    }
-    case "connection.update-secret-ok": {
-      w.long(655431)
-      return
-    }
-    case "channel.open": {
-      w.long(1310730)
-      w.shortstr(m.outOfBand)
-      return
-    }
-    case "channel.open-ok": {
-      w.long(1310731)
-      w.longstr(m.channelId)
-      return
-    }
-    case "channel.flow": {
-      w.long(1310740)
-      w.octet(m.active ? 1 : 0)
-      return
-    }
-    case "channel.flow-ok": {
-      w.long(1310741)
-      w.octet(m.active ? 1 : 0)
-      return
-    }
-    case "channel.close": {
-      w.long(1310760)
-      w.short(m.replyCode)
-      w.shortstr(m.replyText)
-      w.short(m.classId)
-      w.short(m.methodId)
-      return
-    }
-    case "channel.close-ok": {
-      w.long(1310761)
-      return
-    }
-    case "access.request": {
-      w.long(1966090)
-      w.shortstr(m.realm)
-      w.octet((m.exclusive ? 1 : 0) | (m.passive ? 2 : 0) | (m.active ? 4 : 0) | (m.write ? 8 : 0) | (m.read ? 16 : 0))
-      return
-    }
-    case "access.request-ok": {
-      w.long(1966091)
-      w.short(m.ticket)
-      return
-    }
-    case "exchange.declare": {
-      w.long(2621450)
-      w.short(m.ticket)
-      w.shortstr(m.exchange)
-      w.shortstr(m.type)
-      w.octet(
-        (m.passive ? 1 : 0) | (m.durable ? 2 : 0) | (m.autoDelete ? 4 : 0) | (m.internal ? 8 : 0) | (m.nowait ? 16 : 0)
-      )
-      writeTable(w, m.arguments)
-      return
-    }
-    case "exchange.declare-ok": {
-      w.long(2621451)
-      return
-    }
-    case "exchange.delete": {
-      w.long(2621460)
-      w.short(m.ticket)
-      w.shortstr(m.exchange)
-      w.octet((m.ifUnused ? 1 : 0) | (m.nowait ? 2 : 0))
-      return
-    }
-    case "exchange.delete-ok": {
-      w.long(2621461)
-      return
-    }
-    case "exchange.bind": {
-      w.long(2621470)
-      w.short(m.ticket)
-      w.shortstr(m.destination)
-      w.shortstr(m.source)
-      w.shortstr(m.routingKey)
-      w.octet(m.nowait ? 1 : 0)
-      writeTable(w, m.arguments)
-      return
-    }
-    case "exchange.bind-ok": {
-      w.long(2621471)
-      return
-    }
-    case "exchange.unbind": {
-      w.long(2621480)
-      w.short(m.ticket)
-      w.shortstr(m.destination)
-      w.shortstr(m.source)
-      w.shortstr(m.routingKey)
-      w.octet(m.nowait ? 1 : 0)
-      writeTable(w, m.arguments)
-      return
-    }
-    case "exchange.unbind-ok": {
-      w.long(2621491)
-      return
-    }
-    case "queue.declare": {
-      w.long(3276810)
-      w.short(m.ticket)
-      w.shortstr(m.queue)
-      w.octet(
-        (m.passive ? 1 : 0) | (m.durable ? 2 : 0) | (m.exclusive ? 4 : 0) | (m.autoDelete ? 8 : 0) | (m.nowait ? 16 : 0)
-      )
-      writeTable(w, m.arguments)
-      return
-    }
-    case "queue.declare-ok": {
-      w.long(3276811)
-      w.shortstr(m.queue)
-      w.long(m.messageCount)
-      w.long(m.consumerCount)
-      return
-    }
-    case "queue.bind": {
-      w.long(3276820)
-      w.short(m.ticket)
-      w.shortstr(m.queue)
-      w.shortstr(m.exchange)
-      w.shortstr(m.routingKey)
-      w.octet(m.nowait ? 1 : 0)
-      writeTable(w, m.arguments)
-      return
-    }
-    case "queue.bind-ok": {
-      w.long(3276821)
-      return
-    }
-    case "queue.purge": {
-      w.long(3276830)
-      w.short(m.ticket)
-      w.shortstr(m.queue)
-      w.octet(m.nowait ? 1 : 0)
-      return
-    }
-    case "queue.purge-ok": {
-      w.long(3276831)
-      w.long(m.messageCount)
-      return
-    }
-    case "queue.delete": {
-      w.long(3276840)
-      w.short(m.ticket)
-      w.shortstr(m.queue)
-      w.octet((m.ifUnused ? 1 : 0) | (m.ifEmpty ? 2 : 0) | (m.nowait ? 4 : 0))
-      return
-    }
-    case "queue.delete-ok": {
-      w.long(3276841)
-      w.long(m.messageCount)
-      return
-    }
-    case "queue.unbind": {
-      w.long(3276850)
-      w.short(m.ticket)
-      w.shortstr(m.queue)
-      w.shortstr(m.exchange)
-      w.shortstr(m.routingKey)
-      writeTable(w, m.arguments)
-      return
-    }
-    case "queue.unbind-ok": {
-      w.long(3276851)
-      return
-    }
-    case "basic.qos": {
-      w.long(3932170)
-      w.long(m.prefetchSize)
-      w.short(m.prefetchCount)
-      w.octet(m.global ? 1 : 0)
-      return
-    }
-    case "basic.qos-ok": {
-      w.long(3932171)
-      return
-    }
-    case "basic.consume": {
-      w.long(3932180)
-      w.short(m.ticket)
-      w.shortstr(m.queue)
-      w.shortstr(m.consumerTag)
-      w.octet((m.noLocal ? 1 : 0) | (m.noAck ? 2 : 0) | (m.exclusive ? 4 : 0) | (m.nowait ? 8 : 0))
-      writeTable(w, m.arguments)
-      return
-    }
-    case "basic.consume-ok": {
-      w.long(3932181)
-      w.shortstr(m.consumerTag)
-      return
-    }
-    case "basic.cancel": {
-      w.long(3932190)
-      w.shortstr(m.consumerTag)
-      w.octet(m.nowait ? 1 : 0)
-      return
-    }
-    case "basic.cancel-ok": {
-      w.long(3932191)
-      w.shortstr(m.consumerTag)
-      return
-    }
-    case "basic.publish": {
-      w.long(3932200)
-      w.short(m.ticket)
-      w.shortstr(m.exchange)
-      w.shortstr(m.routingKey)
-      w.octet((m.mandatory ? 1 : 0) | (m.immediate ? 2 : 0))
-      return
-    }
-    case "basic.return": {
-      w.long(3932210)
-      w.short(m.replyCode)
-      w.shortstr(m.replyText)
-      w.shortstr(m.exchange)
-      w.shortstr(m.routingKey)
-      return
-    }
-    case "basic.deliver": {
-      w.long(3932220)
-      w.shortstr(m.consumerTag)
-      w.longlong(m.deliveryTag)
-      w.octet(m.redelivered ? 1 : 0)
-      w.shortstr(m.exchange)
-      w.shortstr(m.routingKey)
-      return
-    }
-    case "basic.get": {
-      w.long(3932230)
-      w.short(m.ticket)
-      w.shortstr(m.queue)
-      w.octet(m.noAck ? 1 : 0)
-      return
-    }
-    case "basic.get-ok": {
-      w.long(3932231)
-      w.longlong(m.deliveryTag)
-      w.octet(m.redelivered ? 1 : 0)
-      w.shortstr(m.exchange)
-      w.shortstr(m.routingKey)
-      w.long(m.messageCount)
-      return
-    }
-    case "basic.get-empty": {
-      w.long(3932232)
-      w.shortstr(m.clusterId)
-      return
-    }
-    case "basic.ack": {
-      w.long(3932240)
-      w.longlong(m.deliveryTag)
-      w.octet(m.multiple ? 1 : 0)
-      return
-    }
-    case "basic.reject": {
-      w.long(3932250)
-      w.longlong(m.deliveryTag)
-      w.octet(m.requeue ? 1 : 0)
-      return
-    }
-    case "basic.recover-async": {
-      w.long(3932260)
-      w.octet(m.requeue ? 1 : 0)
-      return
-    }
-    case "basic.recover": {
-      w.long(3932270)
-      w.octet(m.requeue ? 1 : 0)
-      return
-    }
-    case "basic.recover-ok": {
-      w.long(3932271)
-      return
-    }
-    case "basic.nack": {
-      w.long(3932280)
-      w.longlong(m.deliveryTag)
-      w.octet((m.multiple ? 1 : 0) | (m.requeue ? 2 : 0))
-      return
-    }
-    case "tx.select": {
-      w.long(5898250)
-      return
-    }
-    case "tx.select-ok": {
-      w.long(5898251)
-      return
-    }
-    case "tx.commit": {
-      w.long(5898260)
-      return
-    }
-    case "tx.commit-ok": {
-      w.long(5898261)
-      return
-    }
-    case "tx.rollback": {
-      w.long(5898270)
-      return
-    }
-    case "tx.rollback-ok": {
-      w.long(5898271)
-      return
-    }
-    case "confirm.select": {
-      w.long(5570570)
-      w.octet(m.nowait ? 1 : 0)
-      return
-    }
-    case "confirm.select-ok": {
-      w.long(5570571)
-      return
-    }
+    case "connection.start":
+      return writeConnectionStart(w, m)
+    case "connection.start-ok":
+      return writeConnectionStartOk(w, m)
+    case "connection.secure":
+      return writeConnectionSecure(w, m)
+    case "connection.secure-ok":
+      return writeConnectionSecureOk(w, m)
+    case "connection.tune":
+      return writeConnectionTune(w, m)
+    case "connection.tune-ok":
+      return writeConnectionTuneOk(w, m)
+    case "connection.open":
+      return writeConnectionOpen(w, m)
+    case "connection.open-ok":
+      return writeConnectionOpenOk(w, m)
+    case "connection.close":
+      return writeConnectionClose(w, m)
+    case "connection.close-ok":
+      return writeConnectionCloseOk(w, m)
+    case "connection.blocked":
+      return writeConnectionBlocked(w, m)
+    case "connection.unblocked":
+      return writeConnectionUnblocked(w, m)
+    case "connection.update-secret":
+      return writeConnectionUpdateSecret(w, m)
+    case "connection.update-secret-ok":
+      return writeConnectionUpdateSecretOk(w, m)
+    case "channel.open":
+      return writeChannelOpen(w, m)
+    case "channel.open-ok":
+      return writeChannelOpenOk(w, m)
+    case "channel.flow":
+      return writeChannelFlow(w, m)
+    case "channel.flow-ok":
+      return writeChannelFlowOk(w, m)
+    case "channel.close":
+      return writeChannelClose(w, m)
+    case "channel.close-ok":
+      return writeChannelCloseOk(w, m)
+    case "access.request":
+      return writeAccessRequest(w, m)
+    case "access.request-ok":
+      return writeAccessRequestOk(w, m)
+    case "exchange.declare":
+      return writeExchangeDeclare(w, m)
+    case "exchange.declare-ok":
+      return writeExchangeDeclareOk(w, m)
+    case "exchange.delete":
+      return writeExchangeDelete(w, m)
+    case "exchange.delete-ok":
+      return writeExchangeDeleteOk(w, m)
+    case "exchange.bind":
+      return writeExchangeBind(w, m)
+    case "exchange.bind-ok":
+      return writeExchangeBindOk(w, m)
+    case "exchange.unbind":
+      return writeExchangeUnbind(w, m)
+    case "exchange.unbind-ok":
+      return writeExchangeUnbindOk(w, m)
+    case "queue.declare":
+      return writeQueueDeclare(w, m)
+    case "queue.declare-ok":
+      return writeQueueDeclareOk(w, m)
+    case "queue.bind":
+      return writeQueueBind(w, m)
+    case "queue.bind-ok":
+      return writeQueueBindOk(w, m)
+    case "queue.purge":
+      return writeQueuePurge(w, m)
+    case "queue.purge-ok":
+      return writeQueuePurgeOk(w, m)
+    case "queue.delete":
+      return writeQueueDelete(w, m)
+    case "queue.delete-ok":
+      return writeQueueDeleteOk(w, m)
+    case "queue.unbind":
+      return writeQueueUnbind(w, m)
+    case "queue.unbind-ok":
+      return writeQueueUnbindOk(w, m)
+    case "basic.qos":
+      return writeBasicQos(w, m)
+    case "basic.qos-ok":
+      return writeBasicQosOk(w, m)
+    case "basic.consume":
+      return writeBasicConsume(w, m)
+    case "basic.consume-ok":
+      return writeBasicConsumeOk(w, m)
+    case "basic.cancel":
+      return writeBasicCancel(w, m)
+    case "basic.cancel-ok":
+      return writeBasicCancelOk(w, m)
+    case "basic.publish":
+      return writeBasicPublish(w, m)
+    case "basic.return":
+      return writeBasicReturn(w, m)
+    case "basic.deliver":
+      return writeBasicDeliver(w, m)
+    case "basic.get":
+      return writeBasicGet(w, m)
+    case "basic.get-ok":
+      return writeBasicGetOk(w, m)
+    case "basic.get-empty":
+      return writeBasicGetEmpty(w, m)
+    case "basic.ack":
+      return writeBasicAck(w, m)
+    case "basic.reject":
+      return writeBasicReject(w, m)
+    case "basic.recover-async":
+      return writeBasicRecoverAsync(w, m)
+    case "basic.recover":
+      return writeBasicRecover(w, m)
+    case "basic.recover-ok":
+      return writeBasicRecoverOk(w, m)
+    case "basic.nack":
+      return writeBasicNack(w, m)
+    case "tx.select":
+      return writeTxSelect(w, m)
+    case "tx.select-ok":
+      return writeTxSelectOk(w, m)
+    case "tx.commit":
+      return writeTxCommit(w, m)
+    case "tx.commit-ok":
+      return writeTxCommitOk(w, m)
+    case "tx.rollback":
+      return writeTxRollback(w, m)
+    case "tx.rollback-ok":
+      return writeTxRollbackOk(w, m)
+    case "confirm.select":
+      return writeConfirmSelect(w, m)
+    case "confirm.select-ok":
+      return writeConfirmSelectOk(w, m)
   }
 }
 
@@ -2174,401 +2759,138 @@ export const writeMethod = (w: BufferWriter, m: Method): void => {
 export const readMethod = (r: BufferReader): Method => {
   const id = r.long()
   switch (id) {
-    case 655370: {
-      const versionMajor = r.octet()
-      const versionMinor = r.octet()
-      const serverProperties = readTable(r)
-      const mechanisms = r.longstr()
-      const locales = r.longstr()
-      return { _tag: "connection.start", versionMajor, versionMinor, serverProperties, mechanisms, locales }
-    }
-    case 655371: {
-      const clientProperties = readTable(r)
-      const mechanism = r.shortstr()
-      const response = r.longstr()
-      const locale = r.shortstr()
-      return { _tag: "connection.start-ok", clientProperties, mechanism, response, locale }
-    }
-    case 655380: {
-      const challenge = r.longstr()
-      return { _tag: "connection.secure", challenge }
-    }
-    case 655381: {
-      const response = r.longstr()
-      return { _tag: "connection.secure-ok", response }
-    }
-    case 655390: {
-      const channelMax = r.short()
-      const frameMax = r.long()
-      const heartbeat = r.short()
-      return { _tag: "connection.tune", channelMax, frameMax, heartbeat }
-    }
-    case 655391: {
-      const channelMax = r.short()
-      const frameMax = r.long()
-      const heartbeat = r.short()
-      return { _tag: "connection.tune-ok", channelMax, frameMax, heartbeat }
-    }
-    case 655400: {
-      const virtualHost = r.shortstr()
-      const capabilities = r.shortstr()
-      const bits0 = r.octet()
-      return { _tag: "connection.open", virtualHost, capabilities, insist: (bits0 & 1) !== 0 }
-    }
-    case 655401: {
-      const knownHosts = r.shortstr()
-      return { _tag: "connection.open-ok", knownHosts }
-    }
-    case 655410: {
-      const replyCode = r.short()
-      const replyText = r.shortstr()
-      const classId = r.short()
-      const methodId = r.short()
-      return { _tag: "connection.close", replyCode, replyText, classId, methodId }
-    }
-    case 655411: {
-      return { _tag: "connection.close-ok" }
-    }
-    case 655420: {
-      const reason = r.shortstr()
-      return { _tag: "connection.blocked", reason }
-    }
-    case 655421: {
-      return { _tag: "connection.unblocked" }
-    }
-    case 655430: {
-      const newSecret = r.longstr()
-      const reason = r.shortstr()
-      return { _tag: "connection.update-secret", newSecret, reason }
-    }
-    case 655431: {
-      return { _tag: "connection.update-secret-ok" }
-    }
-    case 1310730: {
-      const outOfBand = r.shortstr()
-      return { _tag: "channel.open", outOfBand }
-    }
-    case 1310731: {
-      const channelId = r.longstr()
-      return { _tag: "channel.open-ok", channelId }
-    }
-    case 1310740: {
-      const bits0 = r.octet()
-      return { _tag: "channel.flow", active: (bits0 & 1) !== 0 }
-    }
-    case 1310741: {
-      const bits0 = r.octet()
-      return { _tag: "channel.flow-ok", active: (bits0 & 1) !== 0 }
-    }
-    case 1310760: {
-      const replyCode = r.short()
-      const replyText = r.shortstr()
-      const classId = r.short()
-      const methodId = r.short()
-      return { _tag: "channel.close", replyCode, replyText, classId, methodId }
-    }
-    case 1310761: {
-      return { _tag: "channel.close-ok" }
-    }
-    case 1966090: {
-      const realm = r.shortstr()
-      const bits0 = r.octet()
-      return {
-        _tag: "access.request",
-        realm,
-        exclusive: (bits0 & 1) !== 0,
-        passive: (bits0 & 2) !== 0,
-        active: (bits0 & 4) !== 0,
-        write: (bits0 & 8) !== 0,
-        read: (bits0 & 16) !== 0
-      }
-    }
-    case 1966091: {
-      const ticket = r.short()
-      return { _tag: "access.request-ok", ticket }
-    }
-    case 2621450: {
-      const ticket = r.short()
-      const exchange = r.shortstr()
-      const type = r.shortstr()
-      const bits0 = r.octet()
-      const table = readTable(r)
-      return {
-        _tag: "exchange.declare",
-        ticket,
-        exchange,
-        type,
-        passive: (bits0 & 1) !== 0,
-        durable: (bits0 & 2) !== 0,
-        autoDelete: (bits0 & 4) !== 0,
-        internal: (bits0 & 8) !== 0,
-        nowait: (bits0 & 16) !== 0,
-        arguments: table
-      }
-    }
-    case 2621451: {
-      return { _tag: "exchange.declare-ok" }
-    }
-    case 2621460: {
-      const ticket = r.short()
-      const exchange = r.shortstr()
-      const bits0 = r.octet()
-      return { _tag: "exchange.delete", ticket, exchange, ifUnused: (bits0 & 1) !== 0, nowait: (bits0 & 2) !== 0 }
-    }
-    case 2621461: {
-      return { _tag: "exchange.delete-ok" }
-    }
-    case 2621470: {
-      const ticket = r.short()
-      const destination = r.shortstr()
-      const source = r.shortstr()
-      const routingKey = r.shortstr()
-      const bits0 = r.octet()
-      const table = readTable(r)
-      return {
-        _tag: "exchange.bind",
-        ticket,
-        destination,
-        source,
-        routingKey,
-        nowait: (bits0 & 1) !== 0,
-        arguments: table
-      }
-    }
-    case 2621471: {
-      return { _tag: "exchange.bind-ok" }
-    }
-    case 2621480: {
-      const ticket = r.short()
-      const destination = r.shortstr()
-      const source = r.shortstr()
-      const routingKey = r.shortstr()
-      const bits0 = r.octet()
-      const table = readTable(r)
-      return {
-        _tag: "exchange.unbind",
-        ticket,
-        destination,
-        source,
-        routingKey,
-        nowait: (bits0 & 1) !== 0,
-        arguments: table
-      }
-    }
-    case 2621491: {
-      return { _tag: "exchange.unbind-ok" }
-    }
-    case 3276810: {
-      const ticket = r.short()
-      const queue = r.shortstr()
-      const bits0 = r.octet()
-      const table = readTable(r)
-      return {
-        _tag: "queue.declare",
-        ticket,
-        queue,
-        passive: (bits0 & 1) !== 0,
-        durable: (bits0 & 2) !== 0,
-        exclusive: (bits0 & 4) !== 0,
-        autoDelete: (bits0 & 8) !== 0,
-        nowait: (bits0 & 16) !== 0,
-        arguments: table
-      }
-    }
-    case 3276811: {
-      const queue = r.shortstr()
-      const messageCount = r.long()
-      const consumerCount = r.long()
-      return { _tag: "queue.declare-ok", queue, messageCount, consumerCount }
-    }
-    case 3276820: {
-      const ticket = r.short()
-      const queue = r.shortstr()
-      const exchange = r.shortstr()
-      const routingKey = r.shortstr()
-      const bits0 = r.octet()
-      const table = readTable(r)
-      return { _tag: "queue.bind", ticket, queue, exchange, routingKey, nowait: (bits0 & 1) !== 0, arguments: table }
-    }
-    case 3276821: {
-      return { _tag: "queue.bind-ok" }
-    }
-    case 3276830: {
-      const ticket = r.short()
-      const queue = r.shortstr()
-      const bits0 = r.octet()
-      return { _tag: "queue.purge", ticket, queue, nowait: (bits0 & 1) !== 0 }
-    }
-    case 3276831: {
-      const messageCount = r.long()
-      return { _tag: "queue.purge-ok", messageCount }
-    }
-    case 3276840: {
-      const ticket = r.short()
-      const queue = r.shortstr()
-      const bits0 = r.octet()
-      return {
-        _tag: "queue.delete",
-        ticket,
-        queue,
-        ifUnused: (bits0 & 1) !== 0,
-        ifEmpty: (bits0 & 2) !== 0,
-        nowait: (bits0 & 4) !== 0
-      }
-    }
-    case 3276841: {
-      const messageCount = r.long()
-      return { _tag: "queue.delete-ok", messageCount }
-    }
-    case 3276850: {
-      const ticket = r.short()
-      const queue = r.shortstr()
-      const exchange = r.shortstr()
-      const routingKey = r.shortstr()
-      const table = readTable(r)
-      return { _tag: "queue.unbind", ticket, queue, exchange, routingKey, arguments: table }
-    }
-    case 3276851: {
-      return { _tag: "queue.unbind-ok" }
-    }
-    case 3932170: {
-      const prefetchSize = r.long()
-      const prefetchCount = r.short()
-      const bits0 = r.octet()
-      return { _tag: "basic.qos", prefetchSize, prefetchCount, global: (bits0 & 1) !== 0 }
-    }
-    case 3932171: {
-      return { _tag: "basic.qos-ok" }
-    }
-    case 3932180: {
-      const ticket = r.short()
-      const queue = r.shortstr()
-      const consumerTag = r.shortstr()
-      const bits0 = r.octet()
-      const table = readTable(r)
-      return {
-        _tag: "basic.consume",
-        ticket,
-        queue,
-        consumerTag,
-        noLocal: (bits0 & 1) !== 0,
-        noAck: (bits0 & 2) !== 0,
-        exclusive: (bits0 & 4) !== 0,
-        nowait: (bits0 & 8) !== 0,
-        arguments: table
-      }
-    }
-    case 3932181: {
-      const consumerTag = r.shortstr()
-      return { _tag: "basic.consume-ok", consumerTag }
-    }
-    case 3932190: {
-      const consumerTag = r.shortstr()
-      const bits0 = r.octet()
-      return { _tag: "basic.cancel", consumerTag, nowait: (bits0 & 1) !== 0 }
-    }
-    case 3932191: {
-      const consumerTag = r.shortstr()
-      return { _tag: "basic.cancel-ok", consumerTag }
-    }
-    case 3932200: {
-      const ticket = r.short()
-      const exchange = r.shortstr()
-      const routingKey = r.shortstr()
-      const bits0 = r.octet()
-      return {
-        _tag: "basic.publish",
-        ticket,
-        exchange,
-        routingKey,
-        mandatory: (bits0 & 1) !== 0,
-        immediate: (bits0 & 2) !== 0
-      }
-    }
-    case 3932210: {
-      const replyCode = r.short()
-      const replyText = r.shortstr()
-      const exchange = r.shortstr()
-      const routingKey = r.shortstr()
-      return { _tag: "basic.return", replyCode, replyText, exchange, routingKey }
-    }
-    case 3932220: {
-      const consumerTag = r.shortstr()
-      const deliveryTag = r.longlong()
-      const bits0 = r.octet()
-      const exchange = r.shortstr()
-      const routingKey = r.shortstr()
-      return { _tag: "basic.deliver", consumerTag, deliveryTag, redelivered: (bits0 & 1) !== 0, exchange, routingKey }
-    }
-    case 3932230: {
-      const ticket = r.short()
-      const queue = r.shortstr()
-      const bits0 = r.octet()
-      return { _tag: "basic.get", ticket, queue, noAck: (bits0 & 1) !== 0 }
-    }
-    case 3932231: {
-      const deliveryTag = r.longlong()
-      const bits0 = r.octet()
-      const exchange = r.shortstr()
-      const routingKey = r.shortstr()
-      const messageCount = r.long()
-      return { _tag: "basic.get-ok", deliveryTag, redelivered: (bits0 & 1) !== 0, exchange, routingKey, messageCount }
-    }
-    case 3932232: {
-      const clusterId = r.shortstr()
-      return { _tag: "basic.get-empty", clusterId }
-    }
-    case 3932240: {
-      const deliveryTag = r.longlong()
-      const bits0 = r.octet()
-      return { _tag: "basic.ack", deliveryTag, multiple: (bits0 & 1) !== 0 }
-    }
-    case 3932250: {
-      const deliveryTag = r.longlong()
-      const bits0 = r.octet()
-      return { _tag: "basic.reject", deliveryTag, requeue: (bits0 & 1) !== 0 }
-    }
-    case 3932260: {
-      const bits0 = r.octet()
-      return { _tag: "basic.recover-async", requeue: (bits0 & 1) !== 0 }
-    }
-    case 3932270: {
-      const bits0 = r.octet()
-      return { _tag: "basic.recover", requeue: (bits0 & 1) !== 0 }
-    }
-    case 3932271: {
-      return { _tag: "basic.recover-ok" }
-    }
-    case 3932280: {
-      const deliveryTag = r.longlong()
-      const bits0 = r.octet()
-      return { _tag: "basic.nack", deliveryTag, multiple: (bits0 & 1) !== 0, requeue: (bits0 & 2) !== 0 }
-    }
-    case 5898250: {
-      return { _tag: "tx.select" }
-    }
-    case 5898251: {
-      return { _tag: "tx.select-ok" }
-    }
-    case 5898260: {
-      return { _tag: "tx.commit" }
-    }
-    case 5898261: {
-      return { _tag: "tx.commit-ok" }
-    }
-    case 5898270: {
-      return { _tag: "tx.rollback" }
-    }
-    case 5898271: {
-      return { _tag: "tx.rollback-ok" }
-    }
-    case 5570570: {
-      const bits0 = r.octet()
-      return { _tag: "confirm.select", nowait: (bits0 & 1) !== 0 }
-    }
-    case 5570571: {
-      return { _tag: "confirm.select-ok" }
-    }
+    case 655370:
+      return readConnectionStart(r)
+    case 655371:
+      return readConnectionStartOk(r)
+    case 655380:
+      return readConnectionSecure(r)
+    case 655381:
+      return readConnectionSecureOk(r)
+    case 655390:
+      return readConnectionTune(r)
+    case 655391:
+      return readConnectionTuneOk(r)
+    case 655400:
+      return readConnectionOpen(r)
+    case 655401:
+      return readConnectionOpenOk(r)
+    case 655410:
+      return readConnectionClose(r)
+    case 655411:
+      return readConnectionCloseOk(r)
+    case 655420:
+      return readConnectionBlocked(r)
+    case 655421:
+      return readConnectionUnblocked(r)
+    case 655430:
+      return readConnectionUpdateSecret(r)
+    case 655431:
+      return readConnectionUpdateSecretOk(r)
+    case 1310730:
+      return readChannelOpen(r)
+    case 1310731:
+      return readChannelOpenOk(r)
+    case 1310740:
+      return readChannelFlow(r)
+    case 1310741:
+      return readChannelFlowOk(r)
+    case 1310760:
+      return readChannelClose(r)
+    case 1310761:
+      return readChannelCloseOk(r)
+    case 1966090:
+      return readAccessRequest(r)
+    case 1966091:
+      return readAccessRequestOk(r)
+    case 2621450:
+      return readExchangeDeclare(r)
+    case 2621451:
+      return readExchangeDeclareOk(r)
+    case 2621460:
+      return readExchangeDelete(r)
+    case 2621461:
+      return readExchangeDeleteOk(r)
+    case 2621470:
+      return readExchangeBind(r)
+    case 2621471:
+      return readExchangeBindOk(r)
+    case 2621480:
+      return readExchangeUnbind(r)
+    case 2621491:
+      return readExchangeUnbindOk(r)
+    case 3276810:
+      return readQueueDeclare(r)
+    case 3276811:
+      return readQueueDeclareOk(r)
+    case 3276820:
+      return readQueueBind(r)
+    case 3276821:
+      return readQueueBindOk(r)
+    case 3276830:
+      return readQueuePurge(r)
+    case 3276831:
+      return readQueuePurgeOk(r)
+    case 3276840:
+      return readQueueDelete(r)
+    case 3276841:
+      return readQueueDeleteOk(r)
+    case 3276850:
+      return readQueueUnbind(r)
+    case 3276851:
+      return readQueueUnbindOk(r)
+    case 3932170:
+      return readBasicQos(r)
+    case 3932171:
+      return readBasicQosOk(r)
+    case 3932180:
+      return readBasicConsume(r)
+    case 3932181:
+      return readBasicConsumeOk(r)
+    case 3932190:
+      return readBasicCancel(r)
+    case 3932191:
+      return readBasicCancelOk(r)
+    case 3932200:
+      return readBasicPublish(r)
+    case 3932210:
+      return readBasicReturn(r)
+    case 3932220:
+      return readBasicDeliver(r)
+    case 3932230:
+      return readBasicGet(r)
+    case 3932231:
+      return readBasicGetOk(r)
+    case 3932232:
+      return readBasicGetEmpty(r)
+    case 3932240:
+      return readBasicAck(r)
+    case 3932250:
+      return readBasicReject(r)
+    case 3932260:
+      return readBasicRecoverAsync(r)
+    case 3932270:
+      return readBasicRecover(r)
+    case 3932271:
+      return readBasicRecoverOk(r)
+    case 3932280:
+      return readBasicNack(r)
+    case 5898250:
+      return readTxSelect(r)
+    case 5898251:
+      return readTxSelectOk(r)
+    case 5898260:
+      return readTxCommit(r)
+    case 5898261:
+      return readTxCommitOk(r)
+    case 5898270:
+      return readTxRollback(r)
+    case 5898271:
+      return readTxRollbackOk(r)
+    case 5570570:
+      return readConfirmSelect(r)
+    case 5570571:
+      return readConfirmSelectOk(r)
     default:
       throw syntaxError(`unknown method: class ${id >>> 16}, method ${id & 0xffff}`)
   }
