@@ -109,6 +109,8 @@ export const callers = (profile: Profile, name: string, depth: number, window?: 
   return { total, chains: sortedEntries(chains) }
 }
 
+const ms = (t: number) => `${(t / 1000).toFixed(0).padStart(6)} ms`
+
 const main = () => {
   const { positionals, values } = parseArgs({
     allowPositionals: true,
@@ -133,7 +135,6 @@ const main = () => {
     }
     const { functions, packages, total } = summarise(profile, window)
     const pct = (t: number) => `${((100 * t) / total).toFixed(1).padStart(5)}%`
-    const ms = (t: number) => `${(t / 1000).toFixed(0).padStart(6)} ms`
     const scope = window === undefined ? "whole process" : "measured part only"
     process.stdout.write(`\n${file}: ${(total / 1000).toFixed(0)} ms sampled (${scope})\n\nself time by package:\n`)
     for (const [name, t] of packages.slice(0, 12)) process.stdout.write(`${pct(t)} ${ms(t)}  ${name}\n`)

@@ -255,17 +255,17 @@ export const openCore = (
     const core = yield* Effect.acquireRelease(
       Effect.suspend((): Effect.Effect<ChannelCore, AmqpClosedError | AmqpChannelLimit> => {
         if (conn.isClosed()) return Effect.fail(new AmqpClosedError({ what: "connection", cause: conn.failure }))
-        let core: ChannelCore | undefined
+        let opened: ChannelCore | undefined
         const sink = {
-          onCommand: (command: Command) => core!.onCommand(command),
-          onConnectionClosed: (error: AmqpConnectionError) => core!.onConnectionClosed(error)
+          onCommand: (command: Command) => opened!.onCommand(command),
+          onConnectionClosed: (error: AmqpConnectionError) => opened!.onConnectionClosed(error)
         }
         const id = conn.allocateChannel(sink)
         if (id === undefined) return Effect.fail(new AmqpChannelLimit({ channelMax: conn.tuned.channelMax }))
-        core = new ChannelCore(id, conn, coreOptions, sink)
-        return Effect.succeed(core)
+        opened = new ChannelCore(id, conn, coreOptions, sink)
+        return Effect.succeed(opened)
       }),
-      (core) => core.close
+      (opened) => opened.close
     )
     yield* core.rpc(Methods.channelOpen())
     core.state = "open"
@@ -287,7 +287,7 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
       )
       yield* Effect.acquireRelease(
         startConsumer(core, queue, options, {
-          offer: (core, delivery) => buffer.offer(core, delivery),
+          offer: (from, delivery) => buffer.offer(from, delivery),
           cancelledByBroker: (consumerTag) =>
             Queue.failCauseUnsafe(buffer.queue, Cause.fail(new AmqpConsumerCancelled({ consumerTag, queue }))),
           channelClosed: (cause) => Queue.failCauseUnsafe(buffer.queue, Cause.fail(cause))

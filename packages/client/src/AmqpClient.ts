@@ -222,7 +222,7 @@ class Supervisor {
     this.clientOptions = clientOptions
     this.events = events
     const hosts = clientOptions.hosts ?? [{ host: options.host, port: options.port }]
-    this.hosts = clientOptions.shuffleHosts === true ? [...hosts].sort(() => Math.random() - 0.5) : hosts
+    this.hosts = clientOptions.shuffleHosts === true ? hosts.toSorted(() => Math.random() - 0.5) : hosts
     this.secret = options.password
     this.linkTimeout = clientOptions.linkTimeout ?? 30_000
   }
@@ -367,7 +367,7 @@ class Supervisor {
             (c) => c.exchangeDeclare(exchange.name, exchange.type, exchange.options)
           )
         }
-        for (const queue of [...topology.queues.values()]) {
+        for (const queue of Array.from(topology.queues.values())) {
           yield* step(
             `queue ${queue.name}`,
             (c) =>
@@ -426,6 +426,10 @@ class Supervisor {
   }
 }
 
+/** Runs `f` with the result of an operation that succeeded, to record what it declared. */
+const record = <A>(effect: Effect.Effect<A, AmqpChannel.ChannelError>, f: (a: A) => void) =>
+  Effect.tap(effect, (a) => Effect.sync(() => f(a)))
+
 /** A consumer of a client channel: its stream outlives the channel incarnations under it. */
 class LogicalConsumer {
   handle: ConsumerHandle | undefined
@@ -453,7 +457,7 @@ class LogicalConsumer {
     if (this.attachedTo === core) return Effect.void
     this.attachedTo = core
     return startConsumer(core, this.queue, this.options, {
-      offer: (core, delivery) => this.buffer.offer(core, delivery),
+      offer: (from, delivery) => this.buffer.offer(from, delivery),
       cancelledByBroker: (consumerTag) => {
         this.channel.consumers.delete(this)
         Queue.failCauseUnsafe(
@@ -588,8 +592,6 @@ class LogicalChannel {
 
   api(): ClientChannel {
     const topology = this.supervisor.topology
-    const record = <A>(effect: Effect.Effect<A, AmqpChannel.ChannelError>, f: (a: A) => void) =>
-      Effect.tap(effect, (a) => Effect.sync(() => f(a)))
     return {
       id: this.core?.id ?? 0,
       exchangeDeclare: (exchange, type, o = {}) =>

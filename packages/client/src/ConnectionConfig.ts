@@ -169,6 +169,14 @@ const validate = (options: ConnectionOptions): Effect.Effect<ConnectionOptions, 
 
 const configError = (message: string) => new AmqpConfigError({ message })
 
+const percentDecode = (url: string, s: string, what: string): string | AmqpConfigError => {
+  try {
+    return decodeURIComponent(s)
+  } catch {
+    return configError(`malformed percent-encoding in the ${what} of ${redactUrl(url)}`)
+  }
+}
+
 /**
  * Parses an `amqp://` or `amqps://` URL. The password never appears in the error of a bad URL.
  *
@@ -194,26 +202,19 @@ export const fromUrl = (
       tls: secure ? {} : undefined,
       port: secure ? 5671 : 5672
     }
-    const decode = (s: string, what: string): string | AmqpConfigError => {
-      try {
-        return decodeURIComponent(s)
-      } catch {
-        return configError(`malformed percent-encoding in the ${what} of ${redactUrl(url)}`)
-      }
-    }
     if (parsed.hostname !== "") {
-      const host = decode(parsed.hostname.replace(/^\[(.*)\]$/, "$1"), "host")
+      const host = percentDecode(url, parsed.hostname.replace(/^\[(.*)\]$/, "$1"), "host")
       if (host instanceof AmqpConfigError) return Effect.fail(host)
       input.host = host
     }
     if (parsed.port !== "") input.port = Number(parsed.port)
     if (parsed.username !== "") {
-      const username = decode(parsed.username, "user name")
+      const username = percentDecode(url, parsed.username, "user name")
       if (username instanceof AmqpConfigError) return Effect.fail(username)
       input.username = username
     }
     if (parsed.password !== "") {
-      const password = decode(parsed.password, "password")
+      const password = percentDecode(url, parsed.password, "password")
       if (password instanceof AmqpConfigError) return Effect.fail(password)
       input.password = Redacted.make(password)
     }
@@ -223,7 +224,7 @@ export const fromUrl = (
       if (segment.includes("/")) {
         return Effect.fail(configError(`the vhost in ${redactUrl(url)} must be one path segment; encode "/" as %2f`))
       }
-      const vhost = decode(segment, "vhost")
+      const vhost = percentDecode(url, segment, "vhost")
       if (vhost instanceof AmqpConfigError) return Effect.fail(vhost)
       input.vhost = vhost
     }

@@ -180,33 +180,33 @@ describe("frames out of order", () => {
   })
 })
 
-describe("CommandAssembler joining frames in place", () => {
-  const encodeMessage = (body: Uint8Array, frameMax: number): Buffer => {
-    const encoder = new MessageEncoder({ frameMax, copyLimit: 0 })
-    const parts = encoder.message(1, Methods.basicPublish({ routingKey: "q" }), {}, body)
-    return Buffer.concat(Array.isArray(parts) ? parts : [parts])
-  }
+const encodeMessage = (content: Uint8Array, frameMax: number): Buffer => {
+  const encoder = new MessageEncoder({ frameMax, copyLimit: 0 })
+  const parts = encoder.message(1, Methods.basicPublish({ routingKey: "q" }), {}, content)
+  return Buffer.concat(Array.isArray(parts) ? parts : [parts])
+}
 
+describe("CommandAssembler joining frames in place", () => {
   it("keeps a body split over frames of one chunk as one view of that chunk", () => {
-    const body = pattern(131072)
-    const wire = encodeMessage(body, 131072)
+    const content = pattern(131072)
+    const wire = encodeMessage(content, 131072)
     const decoder = new FrameDecoder({ frameMax: 131072 })
     const assembler = new CommandAssembler(1)
     const commands = decoder.push(wire).map((frame) => assembler.push(frame)).filter((c) => c !== undefined)
     assert.strictEqual(commands.length, 1)
     const received = commands[0]!.body!
     assert.strictEqual(received.buffer, wire.buffer)
-    assert.deepStrictEqual(Buffer.from(received), Buffer.from(body))
+    assert.deepStrictEqual(Buffer.from(received), Buffer.from(content))
   })
 
   it("joins many frames of one chunk and leaves the frames after the message intact", () => {
-    const body = pattern(50_000)
-    const wire = Buffer.concat([encodeMessage(body, 4096), encodeMessage(pattern(10), 4096)])
+    const content = pattern(50_000)
+    const wire = Buffer.concat([encodeMessage(content, 4096), encodeMessage(pattern(10), 4096)])
     const decoder = new FrameDecoder({ frameMax: 4096 })
     const assembler = new CommandAssembler(1)
     const commands = decoder.push(wire).map((frame) => assembler.push(frame)).filter((c) => c !== undefined)
     assert.strictEqual(commands.length, 2)
-    assert.deepStrictEqual(Buffer.from(commands[0]!.body!), Buffer.from(body))
+    assert.deepStrictEqual(Buffer.from(commands[0]!.body!), Buffer.from(content))
     assert.deepStrictEqual(Buffer.from(commands[1]!.body!), Buffer.from(pattern(10)))
   })
 })

@@ -379,7 +379,7 @@ export class ChannelCore implements ChannelSink {
       for (const consumer of this.consumers.values()) consumer.onChannelClosed(cause as never)
       this.consumers.clear()
       if (this.confirmMode && this.confirms.outstanding > 0) {
-        yield* Effect.suspend(() => this.awaitConfirmsDrained).pipe(Effect.timeoutOption(timeout))
+        yield* this.awaitConfirmsDrained.pipe(Effect.timeoutOption(timeout))
       }
       if (this.state !== "closed") {
         this.state = "closing"
@@ -394,10 +394,8 @@ export class ChannelCore implements ChannelSink {
     }).pipe(Effect.uninterruptible)
   })
 
-  private get awaitConfirmsDrained(): Effect.Effect<void> {
-    return Effect.suspend(() => {
-      if (this.confirms.outstanding === 0 || this.state === "closed") return Effect.void
-      return Effect.sleep(5).pipe(Effect.andThen(this.awaitConfirmsDrained))
-    })
-  }
+  private readonly awaitConfirmsDrained: Effect.Effect<void> = Effect.suspend(() => {
+    if (this.confirms.outstanding === 0 || this.state === "closed") return Effect.void
+    return Effect.sleep(5).pipe(Effect.andThen(this.awaitConfirmsDrained))
+  })
 }

@@ -14,8 +14,8 @@ const TWO_32 = 4294967296
  */
 const KEY_CACHE_SLOTS = 1024
 const KEY_CACHE_MAX_LENGTH = 64
-const cachedKeyBytes: Array<Uint8Array | undefined> = new Array(KEY_CACHE_SLOTS)
-const cachedKeys: Array<string> = new Array(KEY_CACHE_SLOTS)
+const cachedKeyBytes: Array<Uint8Array | undefined> = Array.from({ length: KEY_CACHE_SLOTS }, () => undefined)
+const cachedKeys: Array<string> = Array.from({ length: KEY_CACHE_SLOTS }, () => "")
 
 export class BufferReader {
   readonly buf: Buffer
