@@ -3,8 +3,9 @@
  * a typed reason, writes with backpressure, and ends politely (FIN, then wait for the peer) or at
  * once (destroy). It never lets a socket `error` event go unhandled.
  *
- * Writes made in the same tick are gathered and leave together on the next tick, adjacent ones
- * merged, so a burst of small publishes costs one socket write.
+ * The first write of a tick goes out at once; the writes after it in the same tick are gathered
+ * and leave together on the next tick, adjacent ones merged, so a burst of small publishes costs
+ * two socket writes and a lone request waits for nothing.
  */
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -246,6 +247,26 @@ const makeTransport = (
     scheduled = true
     process.nextTick(flush)
   }
+  // The first write of a tick leaves at once, for latency; the ones after it in the same tick
+  // gather behind it and leave together on the next tick, for throughput.
+  let quiet = true
+  const endTick = () => {
+    quiet = true
+  }
+  const writeNow = (data: Uint8Array | ReadonlyArray<Uint8Array>): boolean => {
+    if (!quiet || scheduled) return false
+    quiet = false
+    process.nextTick(endTick)
+    transport.lastSent = Date.now()
+    if (data instanceof Uint8Array) {
+      socket.write(data)
+    } else {
+      socket.cork()
+      for (const chunk of data) socket.write(chunk)
+      socket.uncork()
+    }
+    return true
+  }
   socket.on("drain", wake)
   socket.on("close", wake)
 
@@ -256,12 +277,12 @@ const makeTransport = (
     lastReceived: Date.now(),
     lastSent: Date.now(),
     write: (data) => {
-      if (!isOpen()) return
+      if (!isOpen() || writeNow(data)) return
       enqueue(data)
       schedule()
     },
     writev: (data) => {
-      if (!isOpen()) return
+      if (!isOpen() || writeNow(data)) return
       for (const chunk of data) enqueue(chunk)
       schedule()
     },
