@@ -20,7 +20,7 @@
  * Run with `pnpm bench:codec`. This is not a test: it asserts only that both sides decode the
  * message they were given.
  */
-import { CommandAssembler, FrameDecoder, MessageEncoder, Methods } from "@effect-amqp/protocol"
+import { CommandAssembler, type Frame, FrameDecoder, MessageEncoder, Methods } from "@effect-amqp/protocol"
 import { createRequire } from "node:module"
 import * as Path from "node:path"
 import { parseArgs } from "node:util"
@@ -118,8 +118,10 @@ interface Codec {
 
 const ours = (body: Buffer): Codec => {
   const encoder = new MessageEncoder({ frameMax: FRAME_MAX })
-  const decoder = new FrameDecoder({ frameMax: FRAME_MAX })
+  // Wired as the client wires them: a body frame gathered across buffers lands in its place in
+  // the message's body.
   const assembler = new CommandAssembler(1)
+  const decoder = new FrameDecoder({ frameMax: FRAME_MAX, bodyTarget: (_, size) => assembler.bodyTarget(size) })
   return {
     encode: () => {
       const out = encoder.message(1, publish, properties, body)
@@ -127,12 +129,11 @@ const ours = (body: Buffer): Codec => {
     },
     decode: (buffers) => {
       let bytes = 0
-      for (const buffer of buffers) {
-        for (const frame of decoder.push(buffer)) {
-          const command = assembler.push(frame)
-          if (command?.body !== undefined && command.properties?.headers !== undefined) bytes += command.body.length
-        }
+      const onFrame = (frame: Frame) => {
+        const command = assembler.push(frame)
+        if (command?.body !== undefined && command.properties?.headers !== undefined) bytes += command.body.length
       }
+      for (const buffer of buffers) decoder.pushEach(buffer, onFrame)
       return bytes
     }
   }

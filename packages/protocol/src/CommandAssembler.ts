@@ -28,6 +28,9 @@ export interface Command {
 
 const EMPTY = new Uint8Array(0)
 
+/** The largest body given one buffer up front (RabbitMQ's default max_message_size); larger ones are joined at the end. */
+const MAX_PREALLOCATED = 128 * 1024 * 1024
+
 /**
  * @since 0.1.0
  * @category decoding
@@ -43,11 +46,20 @@ export class CommandAssembler {
    * laid out back to back in one buffer (frames decoded in place from one socket chunk).
    */
   private runEnd = -1
+  /** The whole body, allocated once a body frame had to be gathered across chunks. */
+  private body: Buffer | undefined
 
   readonly channel: number
+  private readonly joinInPlace: boolean
 
-  constructor(channel: number) {
+  /**
+   * `joinInPlace`: the frames' memory belongs to the assembler (fresh socket chunks, say), so a
+   * body over several frames of one chunk may be joined by moving bytes inside that chunk instead
+   * of copying the body. Off by default: the caller's buffers are left untouched.
+   */
+  constructor(channel: number, options?: { readonly joinInPlace?: boolean }) {
     this.channel = channel
+    this.joinInPlace = options?.joinInPlace === true
   }
 
   /** True while a content-carrying method waits for its header or body. */
@@ -83,6 +95,32 @@ export class CommandAssembler {
     this.chunks.length = 0
     this.received = 0
     this.runEnd = -1
+    this.body = undefined
+  }
+
+  /**
+   * The place for the next body frame's `size` payload bytes in the message's body, for a frame
+   * the decoder must gather across chunks: it then lands where it belongs and is not copied again.
+   * Only for a body of at most `MAX_PREALLOCATED` bytes, whose frames so far fit what the header
+   * announced; otherwise undefined.
+   */
+  bodyTarget(size: number): Uint8Array | undefined {
+    const header = this.header
+    if (header === undefined || this.received + size > header.bodySize || header.bodySize > MAX_PREALLOCATED) {
+      return undefined
+    }
+    if (this.body === undefined) {
+      const body = Buffer.allocUnsafe(header.bodySize)
+      let at = 0
+      for (const chunk of this.chunks) {
+        body.set(chunk, at)
+        at += chunk.length
+      }
+      this.chunks.length = 0
+      this.runEnd = -1
+      this.body = body
+    }
+    return this.body.subarray(this.received, this.received + size)
   }
 
   private onHeader(frame: HeaderFrame): Command | undefined {
@@ -103,7 +141,16 @@ export class CommandAssembler {
       throw frameError(`content body of ${total} bytes exceeds the ${header.bodySize} its header announced`)
     }
     if (total === header.bodySize && this.received === 0) return this.complete(chunk)
-    if (chunk.length > 0 && !this.extendRun(chunk)) {
+    const body = this.body
+    if (body !== undefined) {
+      // Gathered in place by the decoder, or a whole frame to copy to its place.
+      if (chunk.buffer !== body.buffer || chunk.byteOffset !== body.byteOffset + this.received) {
+        body.set(chunk, this.received)
+      }
+      this.received = total
+      return total === header.bodySize ? this.complete(body) : undefined
+    }
+    if (chunk.length > 0 && !(this.joinInPlace && this.extendRun(chunk))) {
       // Memory follows the bytes that arrived, never the size the header announced.
       this.chunks.push(chunk)
       this.runEnd = this.chunks.length === 1 ? chunk.byteOffset + chunk.length : -1

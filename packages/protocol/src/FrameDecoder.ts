@@ -26,6 +26,12 @@ export interface FrameDecoderOptions {
   readonly frameMax?: number
   /** Decode header tables with their field types kept (`Typed` values). */
   readonly typedHeaders?: boolean
+  /**
+   * Where the payload of a body frame that spans chunks should be gathered: a view of exactly
+   * `size` bytes (say, its place in the message's body), or undefined for a buffer of its own.
+   * `CommandAssembler.bodyTarget` answers this so that a large body is copied once, not twice.
+   */
+  readonly bodyTarget?: (channel: number, size: number) => Uint8Array | undefined
 }
 
 /**
@@ -48,11 +54,17 @@ export class FrameDecoder {
   private headerFill = 0
   private partial: Buffer | undefined
   private partialFill = 0
+  /** A body frame's payload being gathered straight into the place `bodyTarget` gave. */
+  private target: Uint8Array | undefined
+  private readonly bodyTarget: FrameDecoderOptions["bodyTarget"]
+  /** Whether this chunk is decoded by `pushEach`, where `bodyTarget` may be asked. */
+  private targets = false
   private failure: AmqpFrameError | undefined
 
   constructor(options: FrameDecoderOptions = {}) {
     this.frameMax = effectiveFrameMax(options.frameMax ?? 131072)
     this.typedHeaders = options.typedHeaders === true
+    this.bodyTarget = options.bodyTarget
   }
 
   /** Applies a newly negotiated frame_max (0 means the ceiling). */
@@ -62,7 +74,7 @@ export class FrameDecoder {
 
   /** True while part of a frame is buffered. */
   get hasPartialFrame(): boolean {
-    return this.headerFill > 0 || this.partial !== undefined
+    return this.headerFill > 0 || this.partial !== undefined || this.target !== undefined
   }
 
   /**
@@ -70,23 +82,54 @@ export class FrameDecoder {
    * thrown, every later call throws the same error.
    */
   push(chunk: Uint8Array): Array<Frame> {
-    if (this.failure !== undefined) throw this.failure
     const frames: Array<Frame> = []
+    this.run(chunk, (frame) => frames.push(frame), false)
+    return frames
+  }
+
+  /**
+   * Feeds one chunk and hands each frame to `onFrame` as soon as it is decoded, in order. Only in
+   * this mode does the decoder ask `bodyTarget`: the caller has seen every earlier frame by then,
+   * so its idea of where the body stands is current. Throws like `push`.
+   */
+  pushEach(chunk: Uint8Array, onFrame: (frame: Frame) => void): void {
+    this.run(chunk, onFrame, true)
+  }
+
+  private run(chunk: Uint8Array, emit: (frame: Frame) => void, targets: boolean): void {
+    if (this.failure !== undefined) throw this.failure
+    this.targets = targets
     try {
-      this.decode(toBuffer(chunk), frames)
+      this.decode(toBuffer(chunk), emit)
     } catch (error) {
       this.failure = error instanceof AmqpFrameError
         ? error
         : frameError(`undecodable input: ${error instanceof Error ? error.message : String(error)}`)
       throw this.failure
     }
-    return frames
   }
 
-  private decode(chunk: Buffer, frames: Array<Frame>): void {
+  private decode(chunk: Buffer, emit: (frame: Frame) => void): void {
     let offset = 0
     const length = chunk.length
     while (offset < length) {
+      const target = this.target
+      if (target !== undefined) {
+        if (this.partialFill < target.length) {
+          const take = Math.min(target.length - this.partialFill, length - offset)
+          target.set(chunk.subarray(offset, offset + take), this.partialFill)
+          this.partialFill += take
+          offset += take
+          continue
+        }
+        const endOctet = chunk[offset++]!
+        if (endOctet !== FRAME_END) throw frameError(`frame-end octet is 0x${endOctet.toString(16)}, expected 0xce`)
+        this.target = undefined
+        this.partialFill = 0
+        this.headerFill = 0
+        emit({ _tag: "BodyFrame", channel: (this.header[1]! << 8) | this.header[2]!, payload: target })
+        continue
+      }
       if (this.partial !== undefined) {
         const take = Math.min(this.partial.length - this.partialFill, length - offset)
         chunk.copy(this.partial, this.partialFill, offset, offset + take)
@@ -96,7 +139,7 @@ export class FrameDecoder {
           const payload = this.partial
           this.partial = undefined
           this.partialFill = 0
-          frames.push(this.frame(this.header, 0, payload, 0, payload.length - 1))
+          emit(this.frame(this.header, 0, payload, 0, payload.length - 1))
         }
         continue
       }
@@ -104,27 +147,38 @@ export class FrameDecoder {
         const size = this.checkSize(chunk, offset)
         const end = offset + HEADER_SIZE + size
         if (end < length) {
-          frames.push(this.frame(chunk, offset, chunk, offset + HEADER_SIZE, end))
+          emit(this.frame(chunk, offset, chunk, offset + HEADER_SIZE, end))
           offset = end + 1
           continue
         }
         chunk.copy(this.header, 0, offset, offset + HEADER_SIZE)
         this.headerFill = HEADER_SIZE
         offset += HEADER_SIZE
-        this.partial = Buffer.allocUnsafe(size + 1)
-        this.partialFill = 0
+        this.startPartial(size)
         continue
       }
       const take = Math.min(HEADER_SIZE - this.headerFill, length - offset)
       chunk.copy(this.header, this.headerFill, offset, offset + take)
       this.headerFill += take
       offset += take
-      if (this.headerFill === HEADER_SIZE) {
-        const size = this.checkSize(this.header, 0)
-        this.partial = Buffer.allocUnsafe(size + 1)
-        this.partialFill = 0
+      if (this.headerFill === HEADER_SIZE) this.startPartial(this.checkSize(this.header, 0))
+    }
+  }
+
+  /** Prepares to gather a frame of `size` payload bytes whose header is in `this.header`. */
+  private startPartial(size: number): void {
+    this.partialFill = 0
+    const channel = (this.header[1]! << 8) | this.header[2]!
+    if (
+      this.targets && this.header[0] === FrameType.body && channel !== 0 && size > 0 && this.bodyTarget !== undefined
+    ) {
+      const target = this.bodyTarget(channel, size)
+      if (target !== undefined && target.length === size) {
+        this.target = target
+        return
       }
     }
+    this.partial = Buffer.allocUnsafe(size + 1)
   }
 
   private checkSize(buf: Buffer, at: number): number {

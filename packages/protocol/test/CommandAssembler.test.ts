@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as fc from "fast-check"
-import { CommandAssembler } from "../src/CommandAssembler.ts"
+import { type Command, CommandAssembler } from "../src/CommandAssembler.ts"
 import type { BodyFrame, Frame, HeaderFrame, MethodFrame } from "../src/Frame.ts"
 import { FrameDecoder } from "../src/FrameDecoder.ts"
 import { Methods } from "../src/generated/Methods.ts"
@@ -187,11 +187,21 @@ const encodeMessage = (content: Uint8Array, frameMax: number): Buffer => {
 }
 
 describe("CommandAssembler joining frames in place", () => {
+  it("leaves the caller's buffer untouched unless asked to join in place", () => {
+    const content = pattern(50_000)
+    const wire = encodeMessage(content, 4096)
+    const copy = Buffer.from(wire)
+    const assembler = new CommandAssembler(1)
+    const commands = new FrameDecoder({ frameMax: 4096 }).push(wire).map((frame) => assembler.push(frame))
+    assert.deepStrictEqual(Buffer.from(commands.at(-1)!.body!), Buffer.from(content))
+    assert.isTrue(wire.equals(copy))
+  })
+
   it("keeps a body split over frames of one chunk as one view of that chunk", () => {
     const content = pattern(131072)
     const wire = encodeMessage(content, 131072)
     const decoder = new FrameDecoder({ frameMax: 131072 })
-    const assembler = new CommandAssembler(1)
+    const assembler = new CommandAssembler(1, { joinInPlace: true })
     const commands = decoder.push(wire).map((frame) => assembler.push(frame)).filter((c) => c !== undefined)
     assert.strictEqual(commands.length, 1)
     const received = commands[0]!.body!
@@ -203,10 +213,46 @@ describe("CommandAssembler joining frames in place", () => {
     const content = pattern(50_000)
     const wire = Buffer.concat([encodeMessage(content, 4096), encodeMessage(pattern(10), 4096)])
     const decoder = new FrameDecoder({ frameMax: 4096 })
-    const assembler = new CommandAssembler(1)
+    const assembler = new CommandAssembler(1, { joinInPlace: true })
     const commands = decoder.push(wire).map((frame) => assembler.push(frame)).filter((c) => c !== undefined)
     assert.strictEqual(commands.length, 2)
     assert.deepStrictEqual(Buffer.from(commands[0]!.body!), Buffer.from(content))
     assert.deepStrictEqual(Buffer.from(commands[1]!.body!), Buffer.from(pattern(10)))
+  })
+})
+
+describe("CommandAssembler with the decoder gathering into the body", () => {
+  it("assembles a body fed in small chunks into one buffer, each byte copied once", () => {
+    const content = pattern(300_000, 3)
+    const wire = encodeMessage(content, 131072)
+    const assembler = new CommandAssembler(1)
+    let targets = 0
+    const decoder = new FrameDecoder({
+      frameMax: 131072,
+      bodyTarget: (_, size) => {
+        targets++
+        return assembler.bodyTarget(size)
+      }
+    })
+    const commands: Array<Command> = []
+    for (let at = 0; at < wire.length; at += 1000) {
+      decoder.pushEach(wire.subarray(at, at + 1000), (frame) => {
+        const command = assembler.push(frame)
+        if (command !== undefined) commands.push(command)
+      })
+    }
+    assert.strictEqual(commands.length, 1)
+    assert.strictEqual(targets, 3)
+    assert.deepStrictEqual(Buffer.from(commands[0]!.body!), Buffer.from(content))
+    assert.isTrue(wire.equals(encodeMessage(content, 131072)))
+  })
+
+  it("gives no target for a frame larger than what the header announced is left of the body", () => {
+    const assembler = new CommandAssembler(1)
+    assert.isUndefined(assembler.bodyTarget(10))
+    assembler.push({ _tag: "MethodFrame", channel: 1, method: Methods.basicPublish({ routingKey: "q" }) })
+    assembler.push({ _tag: "HeaderFrame", channel: 1, classId: 60, bodySize: 100, properties: {} })
+    assert.strictEqual(assembler.bodyTarget(100)!.length, 100)
+    assert.isUndefined(assembler.bodyTarget(101))
   })
 })

@@ -112,7 +112,11 @@ export class ConnectionCore {
     this.events = events
     this.secret = options.password
     this.encoder = new MessageEncoder({ frameMax: 131072 })
-    this.decoder = new FrameDecoder({ frameMax: 131072, typedHeaders: options.typedHeaders })
+    this.decoder = new FrameDecoder({
+      frameMax: 131072,
+      typedHeaders: options.typedHeaders,
+      bodyTarget: (channel, size) => this.assemblers.get(channel)?.bodyTarget(size)
+    })
     transport.socket.on("data", (chunk: Buffer) => this.onData(chunk))
     transport.socket.on("close", () => this.onSocketClosed())
   }
@@ -141,24 +145,20 @@ export class ConnectionCore {
     this.transport.lastReceived = Date.now()
     if (this.isClosed()) return
     if (this.state === "handshake" && !this.tuneSent && this.notAmqp(chunk)) return
-    let frames: Array<Frame>
     try {
-      frames = this.decoder.push(chunk)
+      this.decoder.pushEach(chunk, this.route)
     } catch (error) {
       this.violation(error)
-      return
     }
-    for (let i = 0; i < frames.length; i++) {
-      const frame = frames[i]!
-      if (frame.channel === 0) {
-        if (frame._tag === "MethodFrame") this.onChannel0(frame.method)
-        else if (frame._tag !== "HeartbeatFrame") {
-          this.violation(new AmqpFrameError({ replyCode: 505, message: "content on channel 0" }))
-        }
-      } else {
-        this.onChannelFrame(frame)
-      }
-      if (this.isClosed()) return
+  }
+
+  /** Routes one decoded frame, as soon as it is decoded. */
+  private readonly route = (frame: Frame): void => {
+    if (this.isClosed()) return
+    if (frame.channel !== 0) return this.onChannelFrame(frame)
+    if (frame._tag === "MethodFrame") return this.onChannel0(frame.method)
+    if (frame._tag !== "HeartbeatFrame") {
+      this.violation(new AmqpFrameError({ replyCode: 505, message: "content on channel 0" }))
     }
   }
 
@@ -196,7 +196,7 @@ export class ConnectionCore {
     if (sink === undefined) return
     let assembler = this.assemblers.get(frame.channel)
     if (assembler === undefined) {
-      assembler = new CommandAssembler(frame.channel)
+      assembler = new CommandAssembler(frame.channel, { joinInPlace: true })
       this.assemblers.set(frame.channel, assembler)
     }
     let command: Command | undefined
