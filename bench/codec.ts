@@ -11,6 +11,8 @@
  *   Ours, `FrameDecoder.push` + `CommandAssembler.push`; amqplib, `frame.parseFrame` +
  *   `frame.decodeFrame` per frame and the body frames collected (joined when more than one) as its
  *   channel does.
+ * - decode-64KiB: the same bytes cut into the 64 KiB reads a socket delivers (the same for smaller
+ *   messages), so that a large message's frames span reads.
  * - encode+decode: each side's encoder output fed, buffer by buffer, to its own decoder.
  *
  * Each side decodes the same message again and again, as a stream of same-shaped messages would
@@ -29,7 +31,7 @@ import { parseArgs } from "node:util"
 const { values: args } = parseArgs({
   options: {
     sizes: { type: "string", default: "16,1024,131072" },
-    ops: { type: "string", default: "encode,decode,encode+decode" },
+    ops: { type: "string", default: "encode,decode,decode-64KiB,encode+decode" },
     rounds: { type: "string", default: "7" },
     ms: { type: "string", default: "300" }
   }
@@ -240,13 +242,25 @@ const median = (values: ReadonlyArray<number>): number => {
   return sorted[Math.floor(sorted.length / 2)]!
 }
 
-type Op = "encode" | "decode" | "encode+decode"
+type Op = "encode" | "decode" | "decode-64KiB" | "encode+decode"
 
-const operations = (codec: Codec, wire: ReadonlyArray<Uint8Array>): Record<Op, () => number> => ({
+const operations = (
+  codec: Codec,
+  wire: ReadonlyArray<Uint8Array>,
+  chunked: ReadonlyArray<Uint8Array>
+): Record<Op, () => number> => ({
   encode: () => codec.encode().length,
   decode: () => codec.decode(wire),
+  "decode-64KiB": () => codec.decode(chunked),
   "encode+decode": () => codec.decode(codec.encode())
 })
+
+/** The message cut into the 64 KiB reads a socket typically delivers. */
+const socketReads = (whole: Buffer): Array<Uint8Array> => {
+  const reads: Array<Uint8Array> = []
+  for (let at = 0; at < whole.length; at += 65536) reads.push(whole.subarray(at, at + 65536))
+  return reads
+}
 
 interface Row {
   readonly size: number
@@ -263,8 +277,13 @@ const benchSize = (size: number): Array<Row> => {
   for (const [name, codec] of Object.entries(codecs)) {
     if (codec.decode(wire) !== size) throw new Error(`${name} did not decode the ${size}-byte message`)
     if (codec.decode(codec.encode()) !== size) throw new Error(`${name} did not round-trip the ${size}-byte message`)
+    if (codec.decode(socketReads(wire[0]!)) !== size) throw new Error(`${name} did not decode 64 KiB reads`)
   }
-  const ops = { ours: operations(codecs.ours, wire), amqplib: operations(codecs.amqplib, wire) }
+  const chunked = socketReads(wire[0]!)
+  const ops = {
+    ours: operations(codecs.ours, wire, chunked),
+    amqplib: operations(codecs.amqplib, wire, chunked)
+  }
   const rows: Array<Row> = []
   for (const op of OPS) {
     rate(ops.ours[op], ROUND_MS)
