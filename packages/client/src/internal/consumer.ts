@@ -214,12 +214,18 @@ export class DeliveryBuffer<E> {
     this.queue = queue
     // One delivery per pull, never a whole batch: a delivery that downstream does not take (say,
     // after `Stream.take`) stays in the buffer, where ending the consumer finds it and requeues it.
-    this.stream = Stream.fromEffectRepeat(
-      Effect.map(Queue.take(queue), (delivery) => {
-        if (this.paused !== undefined && Queue.sizeUnsafe(queue) <= LOW_WATER) this.release()
-        return delivery
-      })
-    ) as Stream.Stream<Delivery, Exclude<E, Cause.Done>>
+    const taken = (delivery: Delivery): readonly [Delivery] => {
+      if (this.paused !== undefined && Queue.sizeUnsafe(queue) <= LOW_WATER) this.release()
+      return [delivery]
+    }
+    const waitForOne = Effect.map(Queue.take(queue), taken)
+    // A delivery already buffered is taken without suspending; otherwise wait for the next one.
+    const pull = Effect.suspend((): Effect.Effect<readonly [Delivery], E | Cause.Done> => {
+      const exit = Queue.takeUnsafe(queue)
+      if (exit === undefined) return waitForOne
+      return exit._tag === "Success" ? Effect.succeed(taken(exit.value)) : Effect.failCause(exit.cause)
+    })
+    this.stream = Stream.fromPull(Effect.succeed(pull)) as Stream.Stream<Delivery, Exclude<E, Cause.Done>>
   }
 
   offer(core: ChannelCore, delivery: Delivery): void {
