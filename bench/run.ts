@@ -10,8 +10,9 @@
  *
  * Every queue is fresh, uniquely named, declared with x-expires as a safety net and deleted after
  * its run; a count that does not add up stops the run with a non-zero exit. `--cpu-prof` runs
- * every worker under `node --cpu-prof` (with `--messages N` to make the measured part dominate) (profiles in <out>/profiles; summarise them with
- * bench/profileSummary.ts); the profiler slows the clients, so such a run's numbers are not results.
+ * every worker under `node --cpu-prof` (with `--messages N` to make the measured part dominate);
+ * profiles go to <out>/profiles, and bench/profileSummary.ts summarises them. The profiler slows
+ * the clients, so such a run's numbers are not results.
  * `--ref REV` benchmarks effect-amqp as committed at REV (a `git archive` snapshot of
  * packages/protocol and packages/client) rather than the work tree, which others may be editing.
  */
@@ -245,8 +246,9 @@ const main = async () => {
   const brokers: Array<Broker> = []
   const notes: Array<string> = [
     "Publish rate: N messages / time until a passive queue.declare counts all N in the queue.",
-    "Publishes whose API returns a promise (cloudamqp, rabbitmq-client) keep 1,000 in flight; amqplib waits for `drain`;"
-    + " effect-amqp awaits each `publish` (it returns at once unless the socket is congested).",
+    "Publishes whose API returns a promise (cloudamqp, rabbitmq-client) keep 1,000 in flight;"
+    + " amqplib waits for `drain`; effect-amqp awaits each `publish`"
+    + " (it returns at once unless the socket is congested).",
     "Round trip: publish to a queue the same client consumes, next publish on delivery; rate = 1 / mean round trip.",
     "The null broker ignores acks and prefetch; it acks publishes (multiple=true) once per read chunk.",
     "Every client runs with TCP_NODELAY and frame_max 131072 (effect-amqp's and amqplib's defaults;"

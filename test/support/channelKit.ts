@@ -88,7 +88,10 @@ export const confirmingChannel = (connection: AmqpConnection.AmqpConnection, opt
     return { channel, queue }
   })
 
-/** Publishes `count` messages "<prefix>0", "<prefix>1" ... to `queue` through the default exchange, one after another. */
+/**
+ * Publishes `count` messages "<prefix>0", "<prefix>1" ... to `queue` through the default exchange,
+ * one after another.
+ */
 export const publishNumbered = (channel: AmqpChannel.AmqpChannel, queue: string, count: number, prefix = "m") =>
   Effect.forEach(
     Array.from({ length: count }, (_, i) => i),

@@ -28,7 +28,10 @@ export interface Command {
 
 const EMPTY = new Uint8Array(0)
 
-/** The largest body given one buffer up front (RabbitMQ's default max_message_size); larger ones are joined at the end. */
+/**
+ * The largest body given one buffer up front (RabbitMQ's default max_message_size); larger ones
+ * are joined at the end.
+ */
 const MAX_PREALLOCATED = 128 * 1024 * 1024
 
 /**

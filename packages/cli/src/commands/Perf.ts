@@ -17,11 +17,12 @@
  * queues are declared non-durable, quorum queues and streams durable, as RabbitMQ requires. Stream
  * consumers start from one second before the run, so none of the run's messages can slip past them.
  *
- * What runs where goes to stderr first, then a progress line once a second: totals, rates and latency p50/p99 over the last
- * second. At the end the summary goes to stdout, as lines or, with `--json`, as one JSON object.
- * When producers stop, consumers get until the queue has handed them every published message (each
- * consumer of a stream reads them all), or until they made no progress for 5 s. The command exits 1 when any error happened (publish
- * failures, nacks, consumers that stopped or stalled), after printing the summary.
+ * What runs where goes to stderr first, then a progress line once a second: totals, rates and
+ * latency p50/p99 over the last second. At the end the summary goes to stdout, as lines or, with
+ * `--json`, as one JSON object. When producers stop, consumers get until the queue has handed them
+ * every published message (each consumer of a stream reads them all), or until they made no
+ * progress for 5 s. The command exits 1 when any error happened (publish failures, nacks,
+ * consumers that stopped or stalled), after printing the summary.
  *
  * @since 0.1.0
  */

@@ -62,18 +62,26 @@ const WRITE_LIMIT = 1024 * 1024
 const fail = (reason: ConnectionErrorReason, name: string | undefined) =>
   new AmqpConnectionError({ reason, connectionName: name })
 
+/** OpenSSL's codes for a certificate chain the client does not trust. */
+const untrustedCodes = new RegExp(
+  [
+    "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+    "SELF_SIGNED_CERT",
+    "UNABLE_TO_GET_ISSUER_CERT",
+    "CERT_UNTRUSTED",
+    "CERT_SIGNATURE_FAILURE",
+    "CERT_CHAIN_TOO_LONG",
+    "INVALID_CA"
+  ].join("|")
+)
+
 /** Classifies a TLS failure by OpenSSL's or Node's error code. */
 export const tlsKind = (error: Error & { code?: string }, sentCertificate: boolean): TlsFailureKind | undefined => {
   const code = error.code ?? ""
   const text = `${code} ${error.message}`
   if (/ALTNAME|Hostname\/IP does not match/i.test(text)) return "HostnameMismatch"
   if (/CERT_HAS_EXPIRED|CERT_NOT_YET_VALID/.test(code)) return "CertificateExpired"
-  if (
-    /UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED_CERT|UNABLE_TO_GET_ISSUER_CERT|CERT_UNTRUSTED|CERT_SIGNATURE_FAILURE|CERT_CHAIN_TOO_LONG|INVALID_CA/
-      .test(code)
-  ) {
-    return "UntrustedCertificate"
-  }
+  if (untrustedCodes.test(code)) return "UntrustedCertificate"
   if (/CERTIFICATE_REQUIRED/i.test(text)) return "ClientCertificateRequired"
   if (/ALERT_HANDSHAKE_FAILURE|ALERT_BAD_CERTIFICATE/i.test(text) && !sentCertificate) {
     return "ClientCertificateRequired"
