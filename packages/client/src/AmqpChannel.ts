@@ -295,12 +295,7 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
         (consumer) =>
           Effect.gen(function*() {
             yield* consumer.cancel
-            buffer.release()
-            if (options.noAck === true) return
-            const left = yield* Queue.clear(buffer.queue).pipe(Effect.orElseSucceed(() => []))
-            for (const delivery of left) {
-              core.write(Methods.basicReject({ deliveryTag: delivery.deliveryTag, requeue: true }))
-            }
+            yield* buffer.drain(options.noAck !== true)
           })
       )
       return buffer.stream

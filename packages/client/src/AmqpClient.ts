@@ -481,6 +481,8 @@ class LogicalChannel {
   confirm = false
   readonly consumers = new Set<LogicalConsumer>()
   private ready = Deferred.makeUnsafe<ChannelCore, AmqpChannel.ChannelError>()
+  /** The link this channel was last opened on. */
+  private attachedTo: Link | undefined
 
   readonly supervisor: Supervisor
   readonly options: AmqpChannel.ChannelOptions
@@ -492,7 +494,9 @@ class LogicalChannel {
 
   /** Opens this channel on a new link and restores its qos, confirm mode and consumers. */
   attach(link: Link): Effect.Effect<void> {
-    if (this.closedForGood !== undefined) return Effect.void
+    // Opened on each link once: recovery and a channel() that waited for the link may both ask.
+    if (this.closedForGood !== undefined || this.attachedTo === link) return Effect.void
+    this.attachedTo = link
     return Effect.gen({ self: this }, function*() {
       const core = yield* Scope.provide(AmqpChannel.openCore(link.connection, this.options), link.scope)
       const api = AmqpChannel.makeChannel(core)
@@ -717,8 +721,9 @@ class LogicalChannel {
         () =>
           Effect.suspend(() => {
             this.consumers.delete(consumer)
-            buffer.release()
-            return consumer.handle?.cancel ?? Effect.void
+            return (consumer.handle?.cancel ?? Effect.void).pipe(
+              Effect.andThen(buffer.drain(options.noAck !== true))
+            )
           })
       )
       return buffer.stream

@@ -116,7 +116,8 @@ export class ChannelCore implements ChannelSink {
           exchange: method.exchange,
           routingKey: method.routingKey
         })
-        if (!(this.confirmMode && this.confirms.returned(returned))) this.onReturn?.(returned, command)
+        if (this.confirmMode) this.confirms.returned(returned)
+        else this.onReturn?.(returned, command)
         return
       }
       case "basic.cancel": {
@@ -204,13 +205,19 @@ export class ChannelCore implements ChannelSink {
    */
   rpc(method: Method, onReply?: (command: Command) => void): Effect.Effect<Command, ChannelFailure | AmqpClosedError> {
     const expect = methodInfo[method._tag].responses
+    const send = Effect.suspend((): Effect.Effect<Command, ChannelFailure | AmqpClosedError> => {
+      if (this.state === "closed" || this.state === "closing") return Effect.fail(this.closedError())
+      const deferred = Deferred.makeUnsafe<Command, ChannelFailure>()
+      this.pending = { expect, deferred, onReply }
+      this.connection.writeMethod(this.id, method)
+      return Deferred.await(deferred)
+    })
     return this.rpcLock.withPermit(
-      Effect.suspend((): Effect.Effect<Command, ChannelFailure | AmqpClosedError> => {
-        if (this.state === "closed" || this.state === "closing") return Effect.fail(this.closedError())
-        const deferred = Deferred.makeUnsafe<Command, ChannelFailure>()
-        this.pending = { expect, deferred, onReply }
-        this.connection.writeMethod(this.id, method)
-        return Deferred.await(deferred)
+      Effect.suspend(() => {
+        // A caller interrupted while waiting leaves its reply owed: the broker still sends it, and
+        // it must not be taken for the reply to the next method.
+        const owed = this.pending
+        return owed === undefined ? send : Effect.andThen(Effect.exit(Deferred.await(owed.deferred)), send)
       })
     )
   }

@@ -2,13 +2,19 @@
  * Publisher-confirm bookkeeping for one channel: delivery tag -> waiting publish.
  *
  * Tags are issued in order from 1, so entries sit in an array indexed by `tag - base`; an ack or
- * nack with `multiple` settles every entry up to its tag from the head. A `basic.return` arrives
- * before the ack of the same message and marks the oldest unsettled mandatory publish with the
- * same exchange and routing key, so that its ack completes it as returned.
+ * nack with `multiple` settles every entry up to its tag from the head.
+ *
+ * RabbitMQ sends the `basic.return` of an unroutable mandatory message right before the ack that
+ * confirms it. A return is therefore held until the next ack or nack and given to the message that
+ * ack names; when the ack covers several (`multiple`), to the oldest unreturned mandatory publish
+ * in its range with the same exchange and routing key.
+ *
+ * State is brought up to date before any waiting publish is woken: completing a `Deferred` can run
+ * the waiting fiber at once, and that fiber may publish again.
  */
 import * as Deferred from "effect/Deferred"
 import * as Exit from "effect/Exit"
-import { AmqpPublishError, Nacked, Returned, Unconfirmed } from "../AmqpError.ts"
+import { AmqpPublishError, Nacked, type Returned, Unconfirmed } from "../AmqpError.ts"
 import type { AmqpChannelError, AmqpConnectionError } from "../AmqpError.ts"
 
 export interface PendingConfirm {
@@ -19,11 +25,18 @@ export interface PendingConfirm {
   returned: Returned | undefined
 }
 
+interface Settled {
+  readonly entry: PendingConfirm
+  readonly deliveryTag: number
+}
+
 export class ConfirmTracker {
   private entries: Array<PendingConfirm | undefined> = []
   private head = 0
   private base = 1
   private nextTag = 1
+  /** Returns waiting for the ack that follows them. */
+  private returns: Array<Returned> = []
   outstanding = 0
   /** Called with the number of publishes settled, to free their window slots. */
   onSettled: (count: number) => void = () => {}
@@ -34,73 +47,101 @@ export class ConfirmTracker {
     return this.nextTag++
   }
 
+  returned(returned: Returned): void {
+    this.returns.push(returned)
+  }
+
   ack(tag: number, multiple: boolean): void {
-    this.settle(tag, multiple, (entry) =>
-      entry.returned !== undefined
-        ? Exit.fail(new AmqpPublishError({ reason: entry.returned }))
+    this.assignReturns(tag, multiple)
+    this.wake(this.settle(tag, multiple), (settled) =>
+      settled.entry.returned !== undefined
+        ? Exit.fail(new AmqpPublishError({ reason: settled.entry.returned }))
         : Exit.void)
   }
 
   nack(tag: number, multiple: boolean): void {
-    this.settle(tag, multiple, () => Exit.fail(new AmqpPublishError({ reason: new Nacked({ deliveryTag: tag }) })))
-  }
-
-  returned(returned: Returned): boolean {
-    for (let i = this.head; i < this.entries.length; i++) {
-      const entry = this.entries[i]
-      if (
-        entry !== undefined && entry.mandatory && entry.returned === undefined &&
-        entry.exchange === returned.exchange && entry.routingKey === returned.routingKey
-      ) {
-        entry.returned = returned
-        return true
-      }
-    }
-    return false
+    this.assignReturns(tag, multiple)
+    this.wake(
+      this.settle(tag, multiple),
+      (settled) => Exit.fail(new AmqpPublishError({ reason: new Nacked({ deliveryTag: settled.deliveryTag }) }))
+    )
   }
 
   /** Ends every waiting publish as unconfirmed. */
   failAll(cause: AmqpChannelError | AmqpConnectionError): void {
-    const error = Exit.fail(new AmqpPublishError({ reason: new Unconfirmed({ cause, sent: true }) }))
+    const waiting: Array<Settled> = []
     for (let i = this.head; i < this.entries.length; i++) {
       const entry = this.entries[i]
-      if (entry !== undefined) Deferred.doneUnsafe(entry.deferred, error)
+      if (entry !== undefined) waiting.push({ entry, deliveryTag: this.base + i })
     }
-    const settled = this.outstanding
     this.entries = []
+    this.returns = []
     this.head = 0
     this.base = this.nextTag
     this.outstanding = 0
-    this.onSettled(settled)
+    this.onSettled(waiting.length)
+    const error = Exit.fail(new AmqpPublishError({ reason: new Unconfirmed({ cause, sent: true }) }))
+    for (const settled of waiting) Deferred.doneUnsafe(settled.entry.deferred, error)
   }
 
-  private settle(
-    tag: number,
-    multiple: boolean,
-    outcome: (entry: PendingConfirm) => Exit.Exit<void, AmqpPublishError>
-  ): void {
-    const index = tag - this.base
-    if (index < this.head || index >= this.entries.length) return
-    const before = this.outstanding
-    if (multiple) {
-      for (let i = this.head; i <= index; i++) this.complete(i, outcome)
-    } else {
-      this.complete(index, outcome)
+  /** Gives the held returns to the publishes the ack or nack for `tag` settles. */
+  private assignReturns(tag: number, multiple: boolean): void {
+    if (this.returns.length === 0) return
+    const last = tag - this.base
+    if (!multiple) {
+      // One ack confirms one message: the return right before it is that message's.
+      const returned = this.returns.shift()!
+      const entry = this.entries[last]
+      if (entry !== undefined && entry.mandatory) entry.returned = returned
+      return
     }
+    const returns = this.returns
+    this.returns = []
+    for (const returned of returns) {
+      for (let i = this.head; i <= last && i < this.entries.length; i++) {
+        const entry = this.entries[i]
+        if (
+          entry !== undefined && entry.mandatory && entry.returned === undefined &&
+          entry.exchange === returned.exchange && entry.routingKey === returned.routingKey
+        ) {
+          entry.returned = returned
+          break
+        }
+      }
+    }
+  }
+
+  /** Takes the entries an ack or nack settles out of the bookkeeping and frees their slots. */
+  private settle(tag: number, multiple: boolean): Array<Settled> {
+    const index = tag - this.base
+    if (index < this.head || index >= this.entries.length) return []
+    const settled: Array<Settled> = []
+    const take = (i: number) => {
+      const entry = this.entries[i]
+      if (entry === undefined) return
+      this.entries[i] = undefined
+      settled.push({ entry, deliveryTag: this.base + i })
+    }
+    if (multiple) {
+      for (let i = this.head; i <= index; i++) take(i)
+    } else {
+      take(index)
+    }
+    this.outstanding -= settled.length
     while (this.head < this.entries.length && this.entries[this.head] === undefined) this.head++
     if (this.head > 1024 && this.head * 2 > this.entries.length) {
       this.entries = this.entries.slice(this.head)
       this.base += this.head
       this.head = 0
     }
-    this.onSettled(before - this.outstanding)
+    this.onSettled(settled.length)
+    return settled
   }
 
-  private complete(index: number, outcome: (entry: PendingConfirm) => Exit.Exit<void, AmqpPublishError>): void {
-    const entry = this.entries[index]
-    if (entry === undefined) return
-    this.entries[index] = undefined
-    this.outstanding--
-    Deferred.doneUnsafe(entry.deferred, outcome(entry))
+  private wake(
+    settled: ReadonlyArray<Settled>,
+    outcome: (settled: Settled) => Exit.Exit<void, AmqpPublishError>
+  ): void {
+    for (const one of settled) Deferred.doneUnsafe(one.entry.deferred, outcome(one))
   }
 }

@@ -92,7 +92,8 @@ export class ConnectionCore {
   maxEventLoopLag = 0
   private readonly inbox: Queue.Queue<Method, Cause.Done>
   private closeOk = Deferred.makeUnsafe<void>()
-  private updateSecretOk: Deferred.Deferred<void> | undefined
+  /** Callers of update-secret waiting for their `update-secret-ok`, in the order they asked. */
+  private readonly updateSecretOk: Array<Deferred.Deferred<void>> = []
   private readonly sinks = new Map<number, ChannelSink>()
   private readonly assemblers = new Map<number, CommandAssembler>()
   private heartbeatFiber: Fiber.Fiber<unknown, unknown> | undefined
@@ -237,8 +238,7 @@ export class ConnectionCore {
         PubSub.publishUnsafe(this.events, { _tag: "Unblocked" })
         return
       case "connection.update-secret-ok": {
-        const waiter = this.updateSecretOk
-        this.updateSecretOk = undefined
+        const waiter = this.updateSecretOk.shift()
         if (waiter !== undefined) Deferred.doneUnsafe(waiter, Exit.void)
         return
       }
@@ -295,7 +295,7 @@ export class ConnectionCore {
     Deferred.doneUnsafe(this.ended, Exit.succeed(error))
     Deferred.doneUnsafe(this.closeOk, Exit.void)
     Deferred.doneUnsafe(this.unblocked, Exit.void)
-    if (this.updateSecretOk !== undefined) Deferred.doneUnsafe(this.updateSecretOk, Exit.void)
+    for (const waiter of this.updateSecretOk.splice(0)) Deferred.doneUnsafe(waiter, Exit.void)
     Queue.endUnsafe(this.inbox)
     for (const sink of this.sinks.values()) sink.onConnectionClosed(error)
     this.sinks.clear()
@@ -601,7 +601,7 @@ export class ConnectionCore {
     return Effect.suspend(() => {
       if (this.state !== "open") return Effect.fail(this.closedError())
       const waiter = Deferred.makeUnsafe<void>()
-      this.updateSecretOk = waiter
+      this.updateSecretOk.push(waiter)
       this.writeMethod(0, Methods.connectionUpdateSecret({ newSecret: Redacted.value(secret), reason }))
       return Deferred.await(waiter).pipe(
         Effect.andThen(Effect.suspend(() => {

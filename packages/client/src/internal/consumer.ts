@@ -236,6 +236,19 @@ export class DeliveryBuffer<E> {
     }
   }
 
+  /**
+   * Ends the consumer's side of the buffer: the connection reads again, and deliveries that were
+   * buffered but never taken are rejected with requeue on the channel each came from (one from an
+   * earlier channel incarnation is stale and the broker requeued it already).
+   */
+  readonly drain = (requeue: boolean): Effect.Effect<void> =>
+    Effect.gen({ self: this }, function*() {
+      this.release()
+      if (!requeue) return
+      const left = yield* Queue.clear(this.queue).pipe(Effect.orElseSucceed((): Array<Delivery> => []))
+      for (const delivery of left) yield* Effect.ignore(delivery.reject({ requeue: true }))
+    })
+
   /** Lets the connection read again, for example when the consumer ends. */
   release(): void {
     const core = this.paused
