@@ -11,7 +11,7 @@
 import { AmqpClient } from "@effect-amqp/client"
 import { BrokerNode } from "@effect-amqp/testing"
 import { assert, layer } from "@effect/vitest"
-import { Effect, Exit, Fiber, Queue, Scope } from "effect"
+import { Effect, Exit, Fiber, Queue, Schedule, Scope, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import * as Support from "./support.ts"
 
@@ -220,6 +220,60 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
         const closed = yield* Effect.flip(client.connection)
         assert.strictEqual(closed._tag, "AmqpClosedError")
         assert.strictEqual(closed.cause?._tag === "AmqpConnectionError" ? closed.cause.replyCode : undefined, 403)
+      })
+    ))
+
+  it.effect("requeues what a client consumer had buffered when its stream ends early", () =>
+    Support.probed(({ proxy }) =>
+      Effect.gen(function*() {
+        const client = yield* AmqpClient.make(yield* Support.options(proxy.port, "early-end"))
+        const channel = yield* client.channel()
+        const queue = `recovery-early-end-${randomUUID()}`
+        yield* channel.queueDeclare(queue)
+        for (const body of ["a", "b", "c", "d", "e"]) yield* channel.publish("", queue, Buffer.from(body))
+        yield* channel.qos(10)
+        const taken = yield* channel.consume(queue).pipe(
+          Stream.take(1),
+          Stream.runForEach((delivery) => delivery.ack())
+        ).pipe(Effect.as(1))
+        assert.strictEqual(taken, 1)
+        // The four deliveries the stream never took are back in the queue while the channel is open.
+        const ready = yield* Effect.gen(function*() {
+          for (let i = 0; i < 50; i++) {
+            const count = (yield* channel.queueDeclare(queue, { passive: true })).messageCount
+            if (count === 4) return count
+            yield* Support.realDelay(100)
+          }
+          return (yield* channel.queueDeclare(queue, { passive: true })).messageCount
+        })
+        assert.strictEqual(ready, 4)
+        yield* channel.queueDelete(queue)
+      })
+    ))
+
+  it.effect("opens a channel asked for during a reconnect once on the new link", () =>
+    Support.probed(({ node, proxy }) =>
+      Effect.gen(function*() {
+        const options = yield* Support.options(proxy.port, "channel-during-reconnect")
+        const client = yield* AmqpClient.make(options, {
+          reconnect: Schedule.spaced("300 millis").pipe(Schedule.upTo({ times: 50 }))
+        })
+        const log = yield* Support.eventLog(client)
+        yield* client.channel()
+        yield* proxy.dropAll("reset")
+        const disconnected = yield* log.next("Disconnected")
+        const second = yield* client.channel()
+        yield* log.next("Recovered", disconnected.index)
+        yield* second.queueDeclare("", { exclusive: true })
+        const channels = yield* Effect.gen(function*() {
+          for (let i = 0; i < 20; i++) {
+            const seen = (yield* brokerConnection(node, options.connectionName!)).map((c) => c.channels)
+            if (seen.length === 1) return seen
+            yield* Support.realDelay(100)
+          }
+          return (yield* brokerConnection(node, options.connectionName!)).map((c) => c.channels)
+        })
+        assert.deepStrictEqual(channels, [2])
       })
     ))
 })
