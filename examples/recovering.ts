@@ -1,8 +1,10 @@
 /**
  * A recovering client with a reconnect policy of its own: every 500 ms, at most 20 times, never for
- * a refused login or vhost. Run: `node examples/recovering.ts` with a broker on 127.0.0.1:5672.
+ * a refused login or vhost. Run: `pnpm exec node examples/recovering.ts` with a broker on
+ * 127.0.0.1:5672.
  */
 import { AmqpClient, type AmqpConnectionError, ConnectionConfig } from "@effect-amqp/client"
+import { NodeRuntime } from "@effect/platform-node"
 import { Effect, Schedule, Stream } from "effect"
 
 const reconnect = Schedule.spaced("500 millis").pipe(
@@ -23,4 +25,4 @@ const program = Effect.gen(function*() {
   console.log(new TextDecoder().decode(delivery!.body))
 }).pipe(Effect.scoped)
 
-Effect.runPromise(program)
+NodeRuntime.runMain(program)

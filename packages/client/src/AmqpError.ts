@@ -162,7 +162,9 @@ export type ConnectionErrorReason =
 const describe = (reason: ConnectionErrorReason): string => {
   switch (reason._tag) {
     case "ConnectFailed":
-      return `cannot connect to ${reason.host}:${reason.port}: ${reason.code} ${reason.message}`
+      // Node's message repeats the code and the address ("connect ECONNREFUSED 127.0.0.1:1").
+      return `cannot connect to ${reason.host}:${reason.port}: ` +
+        (reason.message.includes(reason.code) ? reason.code : `${reason.code} ${reason.message}`)
     case "Timeout":
       return `timed out after ${reason.afterMillis} ms during ${reason.step}`
     case "TlsFailure":

@@ -1,6 +1,7 @@
 /**
  * `AmqpPublisher`: a service that publishes with confirms on a channel of its own, for Effect
- * backends that want `yield* AmqpPublisher` and nothing else. `consume` is its counterpart: a
+ * backends that want `yield* AmqpPublisher.AmqpPublisher` (the tag inside this module) and nothing
+ * else. `consume` is its counterpart: a
  * stream of deliveries on a channel of its own, with a prefetch, closed with the stream.
  *
  * @since 0.1.0
