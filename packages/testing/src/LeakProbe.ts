@@ -64,12 +64,16 @@ export const snapshot = (
   broker?: Pick<BrokerNode.Control, "listConnections">
 ): Effect.Effect<Snapshot, BrokerNode.BrokerNodeError> =>
   Effect.gen(function*() {
+    // A timer whose callback resumed us still counts as active until this turn ends: count in a fresh one.
+    yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+    // Local handles first: the `rabbitmqctl` child that lists the broker's connections would
+    // otherwise be counted while it is still closing.
+    const resources = countResources()
+    const fibers = LiveFibers.byLabel()
     const brokerConnections = broker === undefined
       ? undefined
       : (yield* broker.listConnections).map((c) => c.clientProvidedName ?? c.name)
-    // A timer whose callback resumed us still counts as active until this turn ends: count in a fresh one.
-    yield* Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
-    return { resources: countResources(), fibers: LiveFibers.byLabel(), brokerConnections }
+    return { resources, fibers, brokerConnections }
   })
 
 /**
