@@ -28,6 +28,8 @@ import type { ChannelSink, ConnectionCore } from "./connectionCore.ts"
 
 export type ChannelFailure = AmqpChannelError | AmqpConnectionError
 
+const EMPTY_BODY = new Uint8Array(0)
+
 /** What a consumer gets from its channel. */
 export interface ConsumerSink {
   readonly onDelivery: (command: Command) => void
@@ -116,8 +118,9 @@ export class ChannelCore implements ChannelSink {
           exchange: method.exchange,
           routingKey: method.routingKey
         })
-        if (this.confirmMode) this.confirms.returned(returned)
-        else this.onReturn?.(returned, command)
+        if (!(this.confirmMode && this.confirms.returned(returned, command.body ?? EMPTY_BODY))) {
+          this.onReturn?.(returned, command)
+        }
         return
       }
       case "basic.cancel": {
@@ -310,7 +313,14 @@ export class ChannelCore implements ChannelSink {
           }
           const deferred = Deferred.makeUnsafe<void, AmqpPublishError>()
           const frames = this.encode(exchange, routingKey, body, properties, mandatory)
-          this.confirms.add({ deferred, exchange, routingKey, mandatory, returned: undefined })
+          this.confirms.add({
+            deferred,
+            exchange,
+            routingKey,
+            mandatory,
+            body: mandatory ? body : undefined,
+            returned: undefined
+          })
           this.writeFrames(frames)
           return Effect.succeed(Deferred.await(deferred))
         }

@@ -4,10 +4,11 @@
  * Tags are issued in order from 1, so entries sit in an array indexed by `tag - base`; an ack or
  * nack with `multiple` settles every entry up to its tag from the head.
  *
- * RabbitMQ sends the `basic.return` of an unroutable mandatory message right before the ack that
- * confirms it. A return is therefore held until the next ack or nack and given to the message that
- * ack names; when the ack covers several (`multiple`), to the oldest unreturned mandatory publish
- * in its range with the same exchange and routing key.
+ * RabbitMQ sends the `basic.return` of an unroutable mandatory message, with the message itself,
+ * before the ack that confirms it. The return is given to the oldest unsettled mandatory publish
+ * with the same exchange, routing key and body, so that its ack completes it as returned. Acks do
+ * not say which message was returned, and between a return and its ack other confirms may come,
+ * so the message's own bytes are what identify it; of identical messages, any one is the right one.
  *
  * State is brought up to date before any waiting publish is woken: completing a `Deferred` can run
  * the waiting fiber at once, and that fiber may publish again.
@@ -22,6 +23,8 @@ export interface PendingConfirm {
   readonly exchange: string
   readonly routingKey: string
   readonly mandatory: boolean
+  /** The body of a mandatory publish, to recognise it in a `basic.return`. */
+  readonly body: Uint8Array | undefined
   returned: Returned | undefined
 }
 
@@ -35,8 +38,6 @@ export class ConfirmTracker {
   private head = 0
   private base = 1
   private nextTag = 1
-  /** Returns waiting for the ack that follows them. */
-  private returns: Array<Returned> = []
   outstanding = 0
   /** Called with the number of publishes settled, to free their window slots. */
   onSettled: (count: number) => void = () => {}
@@ -47,12 +48,27 @@ export class ConfirmTracker {
     return this.nextTag++
   }
 
-  returned(returned: Returned): void {
-    this.returns.push(returned)
+  /** Marks the publish a `basic.return` of `body` belongs to; false when none is waiting. */
+  returned(returned: Returned, body: Uint8Array): boolean {
+    let sameRoute: PendingConfirm | undefined
+    for (let i = this.head; i < this.entries.length; i++) {
+      const entry = this.entries[i]
+      if (
+        entry === undefined || !entry.mandatory || entry.returned !== undefined ||
+        entry.exchange !== returned.exchange || entry.routingKey !== returned.routingKey
+      ) continue
+      if (entry.body !== undefined && Buffer.compare(entry.body, body) === 0) {
+        entry.returned = returned
+        return true
+      }
+      sameRoute ??= entry
+    }
+    if (sameRoute === undefined) return false
+    sameRoute.returned = returned
+    return true
   }
 
   ack(tag: number, multiple: boolean): void {
-    this.assignReturns(tag, multiple)
     this.wake(this.settle(tag, multiple), (settled) =>
       settled.entry.returned !== undefined
         ? Exit.fail(new AmqpPublishError({ reason: settled.entry.returned }))
@@ -60,7 +76,6 @@ export class ConfirmTracker {
   }
 
   nack(tag: number, multiple: boolean): void {
-    this.assignReturns(tag, multiple)
     this.wake(
       this.settle(tag, multiple),
       (settled) => Exit.fail(new AmqpPublishError({ reason: new Nacked({ deliveryTag: settled.deliveryTag }) }))
@@ -75,40 +90,12 @@ export class ConfirmTracker {
       if (entry !== undefined) waiting.push({ entry, deliveryTag: this.base + i })
     }
     this.entries = []
-    this.returns = []
     this.head = 0
     this.base = this.nextTag
     this.outstanding = 0
     this.onSettled(waiting.length)
     const error = Exit.fail(new AmqpPublishError({ reason: new Unconfirmed({ cause, sent: true }) }))
     for (const settled of waiting) Deferred.doneUnsafe(settled.entry.deferred, error)
-  }
-
-  /** Gives the held returns to the publishes the ack or nack for `tag` settles. */
-  private assignReturns(tag: number, multiple: boolean): void {
-    if (this.returns.length === 0) return
-    const last = tag - this.base
-    if (!multiple) {
-      // One ack confirms one message: the return right before it is that message's.
-      const returned = this.returns.shift()!
-      const entry = this.entries[last]
-      if (entry !== undefined && entry.mandatory) entry.returned = returned
-      return
-    }
-    const returns = this.returns
-    this.returns = []
-    for (const returned of returns) {
-      for (let i = this.head; i <= last && i < this.entries.length; i++) {
-        const entry = this.entries[i]
-        if (
-          entry !== undefined && entry.mandatory && entry.returned === undefined &&
-          entry.exchange === returned.exchange && entry.routingKey === returned.routingKey
-        ) {
-          entry.returned = returned
-          break
-        }
-      }
-    }
   }
 
   /** Takes the entries an ack or nack settles out of the bookkeeping and frees their slots. */
