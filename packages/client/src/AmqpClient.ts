@@ -16,7 +16,7 @@
  *
  * @since 0.1.0
  */
-import type { BasicProperties, Command } from "@effect-amqp/protocol"
+import type { BasicProperties } from "@effect-amqp/protocol"
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
@@ -730,5 +730,3 @@ class LogicalChannel {
     }))
   }
 }
-
-export type { Command }

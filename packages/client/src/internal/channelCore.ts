@@ -67,8 +67,6 @@ export class ChannelCore implements ChannelSink {
   /** Publishers waiting for a slot, first come first served. */
   private readonly slotWaiters: Array<Deferred.Deferred<void>> = []
   readonly consumers = new Map<string, ConsumerSink>()
-  /** Unconfirmed-mode `basic.return`s, for whoever listens. */
-  onReturn: ((returned: Returned, command: Command) => void) | undefined
 
   /** The sink this channel registered its id with, so that only it can free that id. */
   readonly sink: ChannelSink
@@ -118,9 +116,8 @@ export class ChannelCore implements ChannelSink {
           exchange: method.exchange,
           routingKey: method.routingKey
         })
-        if (!(this.confirmMode && this.confirms.returned(returned, command.body ?? EMPTY_BODY))) {
-          this.onReturn?.(returned, command)
-        }
+        // Outside confirm mode nothing waits for the outcome of a publish, so a return has no taker.
+        if (this.confirmMode) this.confirms.returned(returned, command.body ?? EMPTY_BODY)
         return
       }
       case "basic.cancel": {
