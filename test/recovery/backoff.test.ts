@@ -8,11 +8,10 @@
  * through a fault proxy to the run's shared node; only the proxy is faulted.
  */
 import { AmqpClient } from "@effect-amqp/client"
-import { FaultProxy, SharedBroker } from "@effect-amqp/testing"
+import { FaultProxy, LeakProbe, SharedBroker } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Exit, Fiber, PubSub } from "effect"
 import { TestClock } from "effect/testing"
-import { LeakProbe } from "../support/LeakProbe.ts"
 import * as Support from "./support.ts"
 
 /** How many backoff gaps are measured: 100, 200, 400, 800, 1600 and 3200 ms before jitter. */

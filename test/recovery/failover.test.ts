@@ -6,10 +6,10 @@
  */
 import { AmqpClient } from "@effect-amqp/client"
 import { BrokerNode } from "@effect-amqp/testing"
+import { LeakProbe } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Schedule } from "effect"
 import { randomUUID } from "node:crypto"
-import { LeakProbe } from "../support/LeakProbe.ts"
 import * as Support from "./support.ts"
 
 describe("AmqpClient with two hosts", () => {

@@ -15,10 +15,10 @@
  */
 import { type AmqpChannel, AmqpClient, type AmqpConnectionError } from "@effect-amqp/client"
 import { BrokerNode, FaultProxy } from "@effect-amqp/testing"
+import { LeakProbe } from "@effect-amqp/testing"
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Exit, Fiber, Schedule, Stream } from "effect"
 import { randomUUID } from "node:crypto"
-import { LeakProbe, type Snapshot } from "../support/LeakProbe.ts"
 import * as Support from "./support.ts"
 
 interface Env {
@@ -88,7 +88,7 @@ const cycles = 20
  * Waits until the process holds one link and nothing more: one heartbeat and one recovery fiber
  * above `base`, the client's socket and the proxy's two sockets of its one open connection.
  */
-const holdsOneLink = (base: Snapshot, proxy: FaultProxy.FaultProxy, cycle: number) =>
+const holdsOneLink = (base: LeakProbe.Snapshot, proxy: FaultProxy.FaultProxy, cycle: number) =>
   Effect.gen(function*() {
     const deadline = Date.now() + 5_000
     while (true) {

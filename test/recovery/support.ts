@@ -8,10 +8,10 @@
  */
 import { type AmqpChannel, AmqpClient, ConnectionConfig } from "@effect-amqp/client"
 import { BrokerNode, FaultProxy } from "@effect-amqp/testing"
+import { LeakProbe } from "@effect-amqp/testing"
 import { assert } from "@effect/vitest"
 import { Cause, Effect, PubSub, Queue, type Scope, Stream } from "effect"
 import { randomUUID } from "node:crypto"
-import { LeakProbe, type Snapshot } from "../support/LeakProbe.ts"
 
 export type LifecycleEvent = AmqpClient.LifecycleEvent
 export type Tag = LifecycleEvent["_tag"]
@@ -182,7 +182,7 @@ export const realDelay = (millis: number): Effect.Effect<void> =>
 export interface Probed {
   readonly node: BrokerNode.BrokerNode
   readonly proxy: FaultProxy.FaultProxy
-  readonly before: Snapshot
+  readonly before: LeakProbe.Snapshot
 }
 
 /**

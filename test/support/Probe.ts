@@ -1,20 +1,12 @@
 /**
  * The leak check every end-to-end test ends with, and connection names that let it count only the
  * broker connections of one test file (other files share the run's broker node at the same time).
- *
- * `@effect-amqp/testing` does not export `LeakProbe` from its index, and tsc -b cannot rewrite a
- * static import of another project's source, so the module is loaded by URL, as
- * test/globalSetup.ts loads SharedBroker.
  */
-import type { BrokerNode } from "@effect-amqp/testing"
+import { type BrokerNode, LeakProbe } from "@effect-amqp/testing"
 import { Effect } from "effect"
 import type * as Scope from "effect/Scope"
 
-type LeakProbeModule = typeof import("../../packages/testing/src/LeakProbe.ts")
-
-export const LeakProbe = (await import(
-  new URL("../../packages/testing/src/LeakProbe.ts", import.meta.url).href
-)) as LeakProbeModule
+export { LeakProbe }
 
 type Broker = Pick<BrokerNode.Control, "listConnections">
 
@@ -50,7 +42,7 @@ export const leakChecked = <A, E, R>(
   broker?: Broker
 ): Effect.Effect<
   A,
-  E | InstanceType<LeakProbeModule["LeakError"]> | BrokerNode.BrokerNodeError,
+  E | LeakProbe.LeakError | BrokerNode.BrokerNodeError,
   Exclude<R, Scope.Scope>
 > =>
   Effect.gen(function*() {

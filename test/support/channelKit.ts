@@ -13,18 +13,10 @@ import {
   type AmqpConnectionError,
   type ConnectionConfig
 } from "@effect-amqp/client"
-import { type BrokerNode, SharedBroker as Shared } from "@effect-amqp/testing"
+import { type BrokerNode, LeakProbe, SharedBroker as Shared } from "@effect-amqp/testing"
 import { Effect } from "effect"
 import type * as Scope from "effect/Scope"
 import * as Crypto from "node:crypto"
-
-// LeakProbe is not exported by @effect-amqp/testing, and a static import of another project's
-// source cannot be rewritten by `tsc -b` (TS2878): load it by URL, typed by its declaration.
-type LeakProbeModule = typeof import("../../packages/testing/src/LeakProbe.ts")
-
-const LeakProbe = (await import(
-  new URL("../../packages/testing/src/LeakProbe.ts", import.meta.url).href
-)) as LeakProbeModule
 
 /** What the helpers need of a node: its URL and its `rabbitmqctl` listing of connections. */
 export type Node = Pick<BrokerNode.Info, "url"> & Pick<BrokerNode.Control, "listConnections">
