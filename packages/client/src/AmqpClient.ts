@@ -43,6 +43,7 @@ import {
 import type { ConnectionOptions } from "./ConnectionConfig.ts"
 import type { ChannelCore } from "./internal/channelCore.ts"
 import {
+  acknowledge,
   type ConsumeOptions,
   type ConsumerHandle,
   type Delivery,
@@ -426,6 +427,17 @@ class Supervisor {
   }
 }
 
+/** The public operations over one channel incarnation, made once per incarnation. */
+const apis = new WeakMap<ChannelCore, AmqpChannel.AmqpChannel>()
+const apiOf = (core: ChannelCore): AmqpChannel.AmqpChannel => {
+  let api = apis.get(core)
+  if (api === undefined) {
+    api = AmqpChannel.makeChannel(core)
+    apis.set(core, api)
+  }
+  return api
+}
+
 /** Runs `f` with the result of an operation that succeeded, to record what it declared. */
 const record = <A>(effect: Effect.Effect<A, AmqpChannel.ChannelError>, f: (a: A) => void) =>
   Effect.tap(effect, (a) => Effect.sync(() => f(a)))
@@ -499,7 +511,7 @@ class LogicalChannel {
     this.attachedTo = link
     return Effect.gen({ self: this }, function*() {
       const core = yield* Scope.provide(AmqpChannel.openCore(link.connection, this.options), link.scope)
-      const api = AmqpChannel.makeChannel(core)
+      const api = apiOf(core)
       if (this.qos !== undefined) yield* api.qos(this.qos.prefetchCount, this.qos)
       if (this.confirm) yield* api.confirmSelect
       for (const consumer of this.consumers) {
@@ -578,7 +590,7 @@ class LogicalChannel {
   private op<A, E extends { readonly _tag: string }>(
     f: (api: AmqpChannel.AmqpChannel, core: ChannelCore) => Effect.Effect<A, E>
   ): Effect.Effect<A, E | AmqpChannel.ChannelError> {
-    const once = Effect.flatMap(this.current, (core) => f(AmqpChannel.makeChannel(core), core))
+    const once = Effect.flatMap(this.current, (core) => f(apiOf(core), core))
     return once.pipe(
       Effect.retry({
         times: 3,
@@ -648,11 +660,14 @@ class LogicalChannel {
       consume: (queue, o = {}) => this.consume(queue, o),
       get: (queue, o) => this.op((c) => c.get(queue, o)),
       ack: (deliveryTag, multiple) =>
-        Effect.flatMap(this.current, (core) => AmqpChannel.makeChannel(core).ack(deliveryTag, multiple)),
+        Effect.flatMap(this.current, (core) => acknowledge(core, "ack", deliveryTag, multiple ?? false, false)),
       nack: (deliveryTag, multiple, requeue) =>
-        Effect.flatMap(this.current, (core) => AmqpChannel.makeChannel(core).nack(deliveryTag, multiple, requeue)),
+        Effect.flatMap(
+          this.current,
+          (core) => acknowledge(core, "nack", deliveryTag, multiple ?? false, requeue ?? true)
+        ),
       reject: (deliveryTag, requeue) =>
-        Effect.flatMap(this.current, (core) => AmqpChannel.makeChannel(core).reject(deliveryTag, requeue)),
+        Effect.flatMap(this.current, (core) => acknowledge(core, "reject", deliveryTag, false, requeue ?? true)),
       recover: (requeue) => this.op((c) => c.recover(requeue)),
       txSelect: this.op((c) => c.txSelect),
       txCommit: this.op((c) => c.txCommit),
