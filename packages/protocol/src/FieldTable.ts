@@ -321,66 +321,37 @@ const readValue = (r: BufferReader, end: number, typed: boolean, depth: number):
 }
 
 const readRaw = (r: BufferReader, type: FieldType, typed: boolean, depth: number): FieldValue => {
-  const buf = r.buf
   switch (type) {
     case "t":
       return r.octet() !== 0
     case "b":
-      r.need(1)
-      return buf.readInt8(r.pos++)
+      return r.fixed(1, (buf, at) => buf.readInt8(at))
     case "B":
       return r.octet()
-    case "s": {
-      r.need(2)
-      const value = buf.readInt16BE(r.pos)
-      r.pos += 2
-      return value
-    }
+    case "s":
+      return r.fixed(2, (buf, at) => buf.readInt16BE(at))
     case "u":
       return r.short()
-    case "I": {
-      r.need(4)
-      const value = buf.readInt32BE(r.pos)
-      r.pos += 4
-      return value
-    }
+    case "I":
+      return r.fixed(4, (buf, at) => buf.readInt32BE(at))
     case "i":
       return r.long()
-    case "l": {
-      r.need(8)
-      const value = buf.readBigInt64BE(r.pos)
-      r.pos += 8
-      return value
-    }
-    case "f": {
-      r.need(4)
-      const value = buf.readFloatBE(r.pos)
-      r.pos += 4
-      return value
-    }
-    case "d": {
-      r.need(8)
-      const value = buf.readDoubleBE(r.pos)
-      r.pos += 8
-      return value
-    }
+    case "l":
+      return r.fixed(8, (buf, at) => buf.readBigInt64BE(at))
+    case "f":
+      return r.fixed(4, (buf, at) => buf.readFloatBE(at))
+    case "d":
+      return r.fixed(8, (buf, at) => buf.readDoubleBE(at))
     case "D": {
       const scale = r.octet()
-      r.need(4)
-      const value = buf.readInt32BE(r.pos)
-      r.pos += 4
-      return new Decimal(scale, value)
+      return new Decimal(scale, r.fixed(4, (buf, at) => buf.readInt32BE(at)))
     }
     case "S":
       return r.longstr()
     case "x":
       return Uint8Array.prototype.slice.call(r.longstrBytes())
-    case "T": {
-      r.need(8)
-      const seconds = buf.readBigInt64BE(r.pos)
-      r.pos += 8
-      return new Date(Number(seconds) * 1000)
-    }
+    case "T":
+      return new Date(Number(r.fixed(8, (buf, at) => buf.readBigInt64BE(at))) * 1000)
     case "A":
       return readArray(r, typed, depth)
     case "F":

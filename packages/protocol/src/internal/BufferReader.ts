@@ -57,6 +57,14 @@ export class BufferReader {
     return value
   }
 
+  /** A fixed-size value (a signed integer, a float) read by `read`: bounds-checked, then skipped. */
+  fixed<A>(size: number, read: (buf: Buffer, at: number) => A): A {
+    this.need(size)
+    const value = read(this.buf, this.pos)
+    this.pos += size
+    return value
+  }
+
   /** An unsigned 64-bit integer as a number; values past 2^53 are refused as a syntax error. */
   longlong(): number {
     this.need(8)
