@@ -33,7 +33,8 @@ import {
   messagesOf,
   type Scenario,
   scenarioByName,
-  scenarios
+  scenarios,
+  warmupOf
 } from "./scenarios.ts"
 import { clientModules, SNAPSHOT_ENV, type WorkerResult } from "./worker.ts"
 
@@ -188,10 +189,15 @@ const runWorker = (nodeArgs: ReadonlyArray<string>, args: ReadonlyArray<string>)
 const runOne = async (broker: Broker, scenario: Scenario, client: string, rep: number): Promise<WorkerResult> => {
   const messages = values.messages !== undefined ? Number(values.messages) : messagesOf(scenario, quick)
   const queue = queueName(scenario, client)
+  const warmupQueue = `${queue}-warmup`
+  const warmup = warmupOf(messages)
   await broker.admin.declareQueue(queue, { "x-expires": 30 * 60 * 1000 })
+  await broker.admin.declareQueue(warmupQueue, { "x-expires": 30 * 60 * 1000 })
   try {
     if (scenario.kind === "consume") {
+      await broker.admin.publish(warmupQueue, makeBody(scenario.bodySize), warmup)
       await broker.admin.publish(queue, makeBody(scenario.bodySize), messages)
+      await awaitCount(broker.admin, warmupQueue, warmup)
       await awaitCount(broker.admin, queue, messages)
     }
     const profile = `${broker.kind}-${scenario.name}-${client.replace(/[^a-z0-9-]/gi, "")}-${rep + 1}.cpuprofile`
@@ -217,14 +223,21 @@ const runOne = async (broker: Broker, scenario: Scenario, client: string, rep: n
       queue,
       "--messages",
       String(messages),
+      "--warmup-queue",
+      warmupQueue,
+      "--warmup",
+      String(warmup),
       ...(broker.tlsCaPath !== undefined ? ["--tls-ca", broker.tlsCaPath] : [])
     ])
-    await awaitCount(broker.admin, queue, expectedAfter(scenario, messages), 10_000).catch((error: unknown) => {
-      throw new Error(`${client} ${scenario.name} on ${broker.kind}: ${String(error)}`)
-    })
+    for (const [name, count] of [[warmupQueue, warmup], [queue, messages]] as const) {
+      await awaitCount(broker.admin, name, expectedAfter(scenario, count), 10_000).catch((error: unknown) => {
+        throw new Error(`${client} ${scenario.name} on ${broker.kind}: ${String(error)}`)
+      })
+    }
     return result
   } finally {
     await broker.admin.deleteQueue(queue)
+    await broker.admin.deleteQueue(warmupQueue)
   }
 }
 
@@ -249,6 +262,8 @@ const main = async () => {
     "Publishes whose API returns a promise (cloudamqp, rabbitmq-client) keep 1,000 in flight;"
     + " amqplib waits for `drain`; effect-amqp awaits each `publish`"
     + " (it returns at once unless the socket is congested).",
+    "Every worker first runs an unmeasured pass of the scenario (a fifth of its messages, at most 2,000)"
+    + " on a queue of its own, so that each client is measured after the JIT has compiled its hot code.",
     "Round trip: publish to a queue the same client consumes, next publish on delivery; rate = 1 / mean round trip.",
     "The null broker ignores acks and prefetch; it acks publishes (multiple=true) once per read chunk.",
     "Every client runs with TCP_NODELAY and frame_max 131072 (effect-amqp's and amqplib's defaults;"

@@ -57,7 +57,7 @@ export const scenarios: ReadonlyArray<Scenario> = [
     title: "confirm, one at a time",
     kind: "confirm",
     bodySize: 16,
-    messages: 2_000,
+    messages: 10_000,
     quickMessages: 100,
     window: 1,
     brokers: ["rabbitmq", "null"]
@@ -122,6 +122,12 @@ export const scenarioByName = (name: string): Scenario => {
 
 export const messagesOf = (scenario: Scenario, quick: boolean): number =>
   quick ? scenario.quickMessages : scenario.messages
+
+/**
+ * Messages of the unmeasured pass each worker runs first, on a queue of its own, so that every
+ * client is measured with its code compiled by the JIT, as in a service that has been running.
+ */
+export const warmupOf = (messages: number): number => Math.max(1, Math.min(Math.ceil(messages / 5), 2_000))
 
 /** What the queue holds after a correct run. */
 export const expectedAfter = (scenario: Scenario, messages: number): number =>

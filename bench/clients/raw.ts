@@ -55,6 +55,8 @@ export class RawConnection implements Session {
   private onDelivery: ((tag: number, size: number) => void) | undefined
   private onAck: ((tag: number, multiple: boolean) => void) | undefined
   private onChunkEnd: (() => void) | undefined
+  /** Delivery tags issued on the confirm channel by earlier calls. */
+  private confirmTags = 0
 
   private constructor(socket: Net.Socket) {
     this.socket = socket
@@ -257,6 +259,9 @@ export class RawConnection implements Session {
     const copies = copiesFor(message.length)
     const batch = repeat(message, copies)
     const confirmed = new Uint8Array(count + 1)
+    // Delivery tags go on counting across calls on the same channel.
+    const base = this.confirmTags
+    this.confirmTags += count
     return this.guarded<void>((resolve, reject) => {
       let sent = 0
       let done = 0
@@ -270,8 +275,9 @@ export class RawConnection implements Session {
           this.socket.write(k === copies ? batch : batch.subarray(0, k * message.length))
         }
       }
-      this.onAck = (tag, multiple) => {
-        if (tag > sent) return reject(new Error(`ack for ${tag} but only ${sent} sent`))
+      this.onAck = (channelTag, multiple) => {
+        const tag = channelTag - base
+        if (tag > sent || tag < 1) return reject(new Error(`ack for ${tag} but only ${sent} sent`))
         if (multiple) {
           for (let i = low; i <= tag; i++) {
             if (confirmed[i] === 0) {
