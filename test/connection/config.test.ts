@@ -27,7 +27,7 @@ const configError = (url: string) =>
   )
 
 describe("URL config", () => {
-  it.live("percent-decodes the vhost: /%2f is /, /my%20vhost is 'my vhost', no path is /", () =>
+  it.live("percent-decodes the vhost: /%2f is /, /my%20vhost is 'my vhost', no path is /, an empty path is ''", () =>
     leakChecked(Effect.gen(function*() {
       const vhosts: ReadonlyArray<readonly [string, string]> = [
         ["amqp://127.0.0.1/%2f", "/"],
@@ -35,7 +35,10 @@ describe("URL config", () => {
         ["amqp://127.0.0.1/my%20vhost", "my vhost"],
         ["amqp://127.0.0.1/a%2Fb", "a/b"],
         ["amqp://127.0.0.1/plain", "plain"],
-        ["amqp://127.0.0.1", "/"]
+        ["amqp://127.0.0.1", "/"],
+        ["amqp://127.0.0.1?heartbeat=5", "/"],
+        ["amqp://127.0.0.1/", ""],
+        ["amqp://127.0.0.1:5672/?heartbeat=5", ""]
       ]
       for (const [url, vhost] of vhosts) {
         assert.strictEqual((yield* ConnectionConfig.fromUrl(url)).vhost, vhost, url)
@@ -141,26 +144,29 @@ describe("URL config", () => {
       )
     })))
 
-  it.live("sends the decoded vhost to the broker: /%2f opens /, /my%20vhost is refused by that name", () =>
+  it.live("sends the decoded vhost to the broker: /%2f opens /, /my%20vhost and / are refused by name", () =>
     Effect.gen(function*() {
       const broker = yield* SharedBroker.acquire
       yield* leakChecked(
         Effect.gen(function*() {
           const root = `amqp://guest:guest@127.0.0.1:${broker.amqpPort}`
           yield* Effect.scoped(AmqpConnection.fromUrl(`${root}/%2f`, { connectionName: names.next("root") }))
-          const error = yield* Effect.scoped(
-            AmqpConnection.fromUrl(`${root}/my%20vhost`, { connectionName: names.next("missing") })
-          ).pipe(Effect.flip)
-          assert.deepStrictEqual(
-            (error as AmqpConnectionError).reason,
-            new ServerClosed({
-              replyCode: 530,
-              replyText: "NOT_ALLOWED - vhost my vhost not found",
-              classId: 10,
-              methodId: 40,
-              method: "connection.open"
-            })
-          )
+          // An empty path is the vhost "", which the broker has not either (hence two spaces).
+          const refusals: ReadonlyArray<readonly [string, string]> = [
+            ["/my%20vhost", "NOT_ALLOWED - vhost my vhost not found"],
+            ["/", "NOT_ALLOWED - vhost  not found"]
+          ]
+          for (const [path, replyText] of refusals) {
+            const error = yield* Effect.scoped(
+              AmqpConnection.fromUrl(`${root}${path}`, { connectionName: names.next("missing") })
+            ).pipe(Effect.flip, Effect.timeout("5 seconds"))
+            assert.deepStrictEqual(
+              (error as AmqpConnectionError).reason,
+              new ServerClosed({ replyCode: 530, replyText, classId: 10, methodId: 40, method: "connection.open" }),
+              path
+            )
+            assert.isTrue((error as AmqpConnectionError).isPermanent, path)
+          }
         }),
         names.own(broker)
       )

@@ -3,7 +3,8 @@
  * out, always checked against one Schema so that a bad value is a clear `AmqpConfigError`.
  *
  * URL rules follow RabbitMQ's URI spec: user and password and the vhost are percent-decoded, the
- * vhost is one path segment (`/%2f` is the vhost `/`; no path means `/`), and the query parameters
+ * vhost is one path segment (`/%2f` is the vhost `/`; no path means `/`; a bare `/` means the
+ * empty vhost `""`, which RabbitMQ refuses), and the query parameters
  * `heartbeat`, `frame_max`, `channel_max`, `connection_timeout` (milliseconds) and `auth_mechanism`
  * set the options of the same names.
  *
@@ -218,8 +219,9 @@ export const fromUrl = (
       if (password instanceof AmqpConfigError) return Effect.fail(password)
       input.password = Redacted.make(password)
     }
+    // No path keeps the default "/"; "/" alone is the empty vhost, as RabbitMQ's URI spec says.
     const path = parsed.pathname
-    if (path !== "" && path !== "/") {
+    if (path !== "") {
       const segment = path.slice(1)
       if (segment.includes("/")) {
         return Effect.fail(configError(`the vhost in ${redactUrl(url)} must be one path segment; encode "/" as %2f`))

@@ -34,6 +34,7 @@ describe("ConnectionConfig", () => {
       assert.isDefined(options.tls)
       assert.strictEqual((yield* ConnectionConfig.fromUrl("amqp://h")).vhost, "/")
       assert.strictEqual((yield* ConnectionConfig.fromUrl("amqp://h/%2f")).vhost, "/")
+      assert.strictEqual((yield* ConnectionConfig.fromUrl("amqp://h/")).vhost, "")
       assert.strictEqual((yield* ConnectionConfig.fromUrl("amqps://h")).port, 5671)
     }))
 
