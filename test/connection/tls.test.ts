@@ -1,7 +1,8 @@
 /**
  * Plain and TLS connections to private RabbitMQ nodes: certificate verification against the
  * node's CA, SASL EXTERNAL with the client certificate, and each way a TLS session fails, as a
- * typed `TlsFailure` kind with OpenSSL's or Node's code, or a `Timeout` at the TLS step.
+ * typed `TlsFailure` kind with OpenSSL's or Node's code (an expired server certificate included),
+ * or a `Timeout` at the TLS step.
  */
 import {
   AmqpConnection,
@@ -227,6 +228,34 @@ describe("TLS failures", () => {
             key: node.tlsFiles.key
           }
           const connection = yield* AmqpConnection.fromUrl(url, { connectionName: name, tls })
+          assert.isTrue(yield* connection.isOpen)
+        }),
+        names.own(node)
+      )
+    }))
+
+  it.live("reports CertificateExpired when the node serves a server certificate that has expired", () =>
+    Effect.gen(function*() {
+      const day = 24 * 60 * 60 * 1000
+      const node = yield* BrokerNode.start({
+        tls: { serverValidity: { notBefore: new Date(Date.now() - 3 * day), notAfter: new Date(Date.now() - day) } }
+      })
+      const name = names.next("expired-unverified")
+      yield* leakChecked(
+        Effect.gen(function*() {
+          const url = `amqps://guest:guest@127.0.0.1:${node.amqpsPort}`
+          const { error, reason } = yield* tlsFailure(
+            AmqpConnection.fromUrl(url, { tls: { ca: node.tlsFiles.ca, servername: "localhost" } })
+          )
+          assert.strictEqual(reason.kind, "CertificateExpired")
+          assert.strictEqual(reason.code, "CERT_HAS_EXPIRED")
+          assert.isTrue(error.isPermanent)
+
+          // Only the dates are wrong: without verification the same listener opens.
+          const connection = yield* AmqpConnection.fromUrl(url, {
+            connectionName: name,
+            tls: { rejectUnauthorized: false }
+          })
           assert.isTrue(yield* connection.isOpen)
         }),
         names.own(node)

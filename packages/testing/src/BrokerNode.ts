@@ -50,8 +50,16 @@ export interface Options {
   readonly consumerTimeout?: number
   /** Let `guest` log in from any address (`loopback_users = none`). Default true. */
   readonly guestFromAnywhere?: boolean
-  /** TLS listener options: `verify_peer` (default true) and `fail_if_no_peer_cert` (default false). */
-  readonly tls?: { readonly verifyPeer?: boolean; readonly failIfNoPeerCert?: boolean }
+  /**
+   * TLS listener options: `verify_peer` (default true), `fail_if_no_peer_cert` (default false), and
+   * the validity of the server certificate (default two days from the start; past dates make an
+   * expired one, which the node serves all the same).
+   */
+  readonly tls?: {
+    readonly verifyPeer?: boolean
+    readonly failIfNoPeerCert?: boolean
+    readonly serverValidity?: Certificates.Validity
+  }
   /**
    * Offer SASL EXTERNAL (plugin `rabbitmq_auth_mechanism_ssl`, login from the client
    * certificate's common name). The user named like the client CN exists either way.
@@ -548,10 +556,10 @@ const prepare = Effect.fn("BrokerNode.prepare")(function*(options: Options, real
       await Fs.symlink(Path.join(realPlugins, entry), Path.join(rmqHome, "plugins", entry))
     }
   })
-  const certs = yield* Certificates.generate(
-    Path.join(dir, "tls"),
-    options.clientCommonName !== undefined ? { clientCommonName: options.clientCommonName } : {}
-  ).pipe(Effect.mapError(failWith("Setup", "cannot make certificates")))
+  const certs = yield* Certificates.generate(Path.join(dir, "tls"), {
+    ...(options.clientCommonName !== undefined ? { clientCommonName: options.clientCommonName } : {}),
+    ...(options.tls?.serverValidity !== undefined ? { serverValidity: options.tls.serverValidity } : {})
+  }).pipe(Effect.mapError(failWith("Setup", "cannot make certificates")))
   const [amqpPort, amqpsPort, distPort] = [yield* freePort, yield* freePort, yield* freePort]
   const nodeName = `effamqp-${process.pid}-${++nodeCounter}@localhost`
   const info: Info = {
