@@ -36,6 +36,8 @@ interface Scenario {
   /** Runs once `Disconnected` was seen, e.g. to lift a fault so that the reconnect can work. */
   readonly afterDisconnect?: (env: Env) => Effect.Effect<void, unknown>
   readonly checkCause: (cause: AmqpConnectionError) => void
+  /** How the test's consumer takes its deliveries; the stream by default. */
+  readonly via?: "stream" | "handler"
 }
 
 /** Retries often enough that a node coming back is found at once. */
@@ -55,7 +57,7 @@ const recoversFrom = (scenario: Scenario) =>
       const channel = yield* client.channel()
       const queue = `recovery-${scenario.label}-${randomUUID()}`
       yield* channel.queueDeclare(queue)
-      const inbox = yield* Support.consumeInto(channel, queue)
+      const inbox = yield* Support.consumeInto(channel, queue, {}, scenario.via)
       yield* Support.roundTrip(channel, inbox, queue, "", queue, "before")
 
       yield* scenario.trigger(env)
@@ -116,6 +118,15 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
       recoversFrom({
         label: "reset",
         viaProxy: true,
+        trigger: ({ proxy }) => proxy.reset(),
+        checkCause: isTransportClosed("reset")
+      }))
+
+    it.effect("a reset of the link, with a consumer that runs a handler (consumeWith)", () =>
+      recoversFrom({
+        label: "reset-handler",
+        viaProxy: true,
+        via: "handler",
         trigger: ({ proxy }) => proxy.reset(),
         checkCause: isTransportClosed("reset")
       }))

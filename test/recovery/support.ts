@@ -116,22 +116,26 @@ export const eventLog = (client: AmqpClient.AmqpClient): Effect.Effect<EventLog,
   })
 
 /**
- * Consumes `queue` on `channel` (manual acks unless `noAck`) into an unbounded queue; the stream's
- * failure fails the queue, so a waiting `take` sees it.
+ * Consumes `queue` on `channel` (manual acks unless `noAck`) into an unbounded queue, through the
+ * consumer stream or, with `via: "handler"`, through `consumeWith`; the consumer's failure fails
+ * the queue, so a waiting `take` sees it.
  */
 export const consumeInto = (
   channel: AmqpClient.ClientChannel,
   queue: string,
-  consumeOptions: AmqpChannel.ConsumeOptions = {}
+  consumeOptions: AmqpChannel.ConsumeOptions = {},
+  via: "stream" | "handler" = "stream"
 ): Effect.Effect<Queue.Queue<AmqpChannel.Delivery, unknown>, never, Scope.Scope> =>
   Effect.gen(function*() {
     const inbox = yield* Queue.unbounded<AmqpChannel.Delivery, unknown>()
+    const deliver = (delivery: AmqpChannel.Delivery) => Queue.offer(inbox, delivery)
     yield* Effect.forkScoped(
-      channel.consume(queue, consumeOptions).pipe(
-        Stream.runForEach((delivery) => Queue.offer(inbox, delivery)),
-        Effect.catchCause((cause) => Queue.failCause(inbox, cause)),
-        Effect.andThen(Queue.failCause(inbox, Cause.fail(new Error(`the consumer of ${queue} ended`))))
-      )
+      (via === "stream"
+        ? channel.consume(queue, consumeOptions).pipe(Stream.runForEach(deliver))
+        : channel.consumeWith(queue, deliver, consumeOptions)).pipe(
+          Effect.catchCause((cause) => Queue.failCause(inbox, cause)),
+          Effect.andThen(Queue.failCause(inbox, Cause.fail(new Error(`the consumer of ${queue} ended`))))
+        )
     )
     return inbox
   })

@@ -658,6 +658,7 @@ class LogicalChannel {
           (core) => core.publishAsync(exchange, routingKey, body, o.properties ?? {}, o.mandatory ?? false)
         ),
       consume: (queue, o = {}) => this.consume(queue, o),
+      consumeWith: (queue, handle, o = {}) => this.consumeWith(queue, handle, o),
       get: (queue, o) => this.op((c) => c.get(queue, o)),
       ack: (deliveryTag, multiple) =>
         Effect.flatMap(this.current, (core) => acknowledge(core, "ack", deliveryTag, multiple ?? false, false)),
@@ -710,7 +711,20 @@ class LogicalChannel {
     queue: string,
     options: ConsumeOptions
   ): Stream.Stream<Delivery, AmqpChannel.ChannelError | AmqpConsumerCancelled> {
-    return Stream.unwrap(Effect.gen({ self: this }, function*() {
+    return Stream.unwrap(Effect.map(this.startBuffered(queue, options), (buffer) => buffer.stream))
+  }
+
+  private consumeWith<E, R>(
+    queue: string,
+    handle: (delivery: Delivery) => Effect.Effect<void, E, R>,
+    options: ConsumeOptions
+  ): Effect.Effect<void, E | AmqpChannel.ChannelError | AmqpConsumerCancelled, R> {
+    return Effect.scoped(Effect.flatMap(this.startBuffered(queue, options), (buffer) => buffer.forEach(handle)))
+  }
+
+  /** A logical consumer feeding a buffer, across reconnects, for as long as the scope lasts. */
+  private startBuffered(queue: string, options: ConsumeOptions) {
+    return Effect.gen({ self: this }, function*() {
       const buffer = new DeliveryBuffer(
         yield* Queue.unbounded<Delivery, AmqpChannel.ChannelError | AmqpConsumerCancelled | Cause.Done>()
       )
@@ -741,7 +755,7 @@ class LogicalChannel {
             )
           })
       )
-      return buffer.stream
-    }))
+      return buffer
+    })
   }
 }

@@ -8,7 +8,7 @@
  */
 import { type Command, type FieldTable, Methods } from "@effect-amqp/protocol"
 import type { BasicProperties } from "@effect-amqp/protocol"
-import type * as Cause from "effect/Cause"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
@@ -214,10 +214,7 @@ export class DeliveryBuffer<E> {
     this.queue = queue
     // One delivery per pull, never a whole batch: a delivery that downstream does not take (say,
     // after `Stream.take`) stays in the buffer, where ending the consumer finds it and requeues it.
-    const taken = (delivery: Delivery): readonly [Delivery] => {
-      if (this.paused !== undefined && Queue.sizeUnsafe(queue) <= LOW_WATER) this.release()
-      return [delivery]
-    }
+    const taken = (delivery: Delivery): readonly [Delivery] => [this.taken(delivery)]
     const waitForOne = Effect.map(Queue.take(queue), taken)
     // A delivery already buffered is taken without suspending; otherwise wait for the next one.
     const pull = Effect.suspend((): Effect.Effect<readonly [Delivery], E | Cause.Done> => {
@@ -226,6 +223,24 @@ export class DeliveryBuffer<E> {
       return exit._tag === "Success" ? Effect.succeed(taken(exit.value)) : Effect.failCause(exit.cause)
     })
     this.stream = Stream.fromPull(Effect.succeed(pull)) as Stream.Stream<Delivery, Exclude<E, Cause.Done>>
+  }
+
+  /**
+   * Runs `handle` on each delivery in turn, until the buffer ends: with success when it was
+   * ended, with the buffer's error (a broker cancel, a closed channel) or with the handler's.
+   * A delivery already buffered is handled without suspending.
+   */
+  forEach<E2, R>(handle: (delivery: Delivery) => Effect.Effect<void, E2, R>): Effect.Effect<void, E | E2, R> {
+    const queue = this.queue
+    const takeAndHandle = Effect.flatMap(Queue.take(queue), (delivery) => handle(this.taken(delivery)))
+    const next = Effect.suspend((): Effect.Effect<void, E | E2 | Cause.Done, R> => {
+      const exit = Queue.takeUnsafe(queue)
+      if (exit === undefined) return takeAndHandle
+      return exit._tag === "Success" ? handle(this.taken(exit.value)) : Effect.failCause(exit.cause)
+    })
+    return Effect.forever(next, { disableYield: true }).pipe(
+      Effect.catchIf(Cause.isDone, () => Effect.void)
+    ) as Effect.Effect<void, E | E2, R>
   }
 
   offer(core: ChannelCore, delivery: Delivery): void {
@@ -248,6 +263,12 @@ export class DeliveryBuffer<E> {
       const left = yield* Queue.clear(this.queue).pipe(Effect.orElseSucceed((): Array<Delivery> => []))
       for (const delivery of left) yield* Effect.ignore(delivery.reject({ requeue: true }))
     })
+
+  /** A delivery leaves the buffer: the connection reads again once it has room. */
+  private taken(delivery: Delivery): Delivery {
+    if (this.paused !== undefined && Queue.sizeUnsafe(this.queue) <= LOW_WATER) this.release()
+    return delivery
+  }
 
   /** Lets the connection read again, for example when the consumer ends. */
   release(): void {

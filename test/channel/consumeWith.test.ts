@@ -1,0 +1,176 @@
+/**
+ * `consumeWith`: a consumer that runs a handler on each delivery in turn. It receives what was
+ * published, in order; interrupting it cancels the consumer and requeues what it had buffered; a
+ * handler's failure, a broker cancel and a closed channel each end it with their own error.
+ */
+import { AmqpChannel, AmqpChannelError, AmqpConsumerCancelled } from "@effect-amqp/client"
+import { assert, describe, it } from "@effect/vitest"
+import { Data, Deferred, Effect, Exit, Fiber, Option } from "effect"
+import {
+  brokerChannel,
+  onSharedBroker,
+  poll,
+  publishNumbered,
+  randomBytes,
+  sha256,
+  text,
+  unique
+} from "../support/channelKit.ts"
+
+class HandlerFailed extends Data.TaggedError("HandlerFailed")<{ readonly body: string }> {}
+
+describe("consumeWith", () => {
+  it.live("hands every delivery to the handler in publish order, bodies intact", () =>
+    onSharedBroker((connect) =>
+      Effect.gen(function*() {
+        const connection = yield* connect()
+        const channel = yield* AmqpChannel.make(connection)
+        yield* channel.confirmSelect
+        const queue = unique("q-with-order")
+        yield* channel.queueDeclare(queue)
+        const bodies = Array.from({ length: 500 }, (_, i) => randomBytes(1 + (i * 37) % 3000))
+        for (const body of bodies) yield* channel.publish("", queue, body)
+
+        const consumer = yield* AmqpChannel.make(connection)
+        yield* consumer.qos(50)
+        const seen: Array<string> = []
+        const done = yield* Deferred.make<void>()
+        const handle = (delivery: AmqpChannel.Delivery) =>
+          Effect.andThen(delivery.ack(), () => {
+            seen.push(sha256(delivery.body))
+            return seen.length === bodies.length ? Deferred.done(done, Exit.void) : Effect.void
+          })
+        yield* Effect.raceFirst(consumer.consumeWith(queue, handle), Deferred.await(done)).pipe(
+          Effect.timeout("10 seconds")
+        )
+
+        assert.deepStrictEqual(seen, bodies.map(sha256))
+        const left = yield* poll(channel.queueDeclare(queue, { passive: true }), (ok) => ok.consumerCount === 0)
+        assert.deepStrictEqual(left, { queue, messageCount: 0, consumerCount: 0 })
+        assert.strictEqual(yield* channel.queueDelete(queue), 0)
+      })
+    ))
+
+  it.live("when interrupted, cancels the consumer and requeues what it had buffered", () =>
+    onSharedBroker((connect, broker) =>
+      Effect.gen(function*() {
+        const connection = yield* connect()
+        const channel = yield* AmqpChannel.make(connection)
+        yield* channel.confirmSelect
+        const queue = unique("q-with-cancel")
+        yield* channel.queueDeclare(queue)
+        yield* publishNumbered(channel, queue, 10)
+
+        // No prefetch limit: the broker pushes all ten. The third delivery's handler waits until
+        // the queue has nothing ready (all ten have arrived), then holds until interrupted.
+        const consumer = yield* AmqpChannel.make(connection)
+        const handled: Array<AmqpChannel.Delivery> = []
+        const third = yield* Deferred.make<void>()
+        const handle = (delivery: AmqpChannel.Delivery) =>
+          Effect.suspend(() => {
+            handled.push(delivery)
+            if (handled.length < 3) return Effect.void
+            return poll(channel.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount === 0).pipe(
+              Effect.andThen(Deferred.done(third, Exit.void)),
+              Effect.andThen(Effect.never)
+            )
+          })
+        yield* Effect.raceFirst(
+          consumer.consumeWith(queue, handle, { consumerTag: "with-me" }),
+          Deferred.await(third)
+        ).pipe(Effect.timeout("10 seconds"))
+
+        assert.deepStrictEqual(handled.map((d) => text(d.body)), ["m0", "m1", "m2"])
+        assert.deepStrictEqual(handled.map((d) => d.consumerTag), ["with-me", "with-me", "with-me"])
+        const onBroker = yield* brokerChannel(broker, connection.name, consumer.id)
+        assert.deepStrictEqual(onBroker.map((c) => c.consumerCount), [0])
+
+        // The seven buffered deliveries are back in the queue; the three handled stay
+        // unacknowledged until they are acked.
+        const passive = yield* poll(channel.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount === 7)
+        assert.deepStrictEqual(passive, { queue, messageCount: 7, consumerCount: 0 })
+        const unacked = yield* brokerChannel(broker, connection.name, consumer.id)
+        assert.deepStrictEqual(unacked.map((c) => c.messagesUnacknowledged), [3])
+        yield* handled[2]!.ack({ multiple: true })
+        const rest: Array<string> = []
+        for (let i = 0; i < 7; i++) {
+          const got = Option.getOrThrow(yield* channel.get(queue, { noAck: true }))
+          assert.isTrue(got.redelivered)
+          rest.push(text(got.body))
+        }
+        assert.deepStrictEqual(rest, ["m3", "m4", "m5", "m6", "m7", "m8", "m9"])
+        assert.strictEqual(yield* channel.queueDelete(queue), 0)
+      })
+    ))
+
+  it.live("ends with the handler's error, cancels the consumer, and its channel carries on", () =>
+    onSharedBroker((connect, broker) =>
+      Effect.gen(function*() {
+        const connection = yield* connect()
+        const channel = yield* AmqpChannel.make(connection)
+        yield* channel.confirmSelect
+        const queue = unique("q-with-fails")
+        yield* channel.queueDeclare(queue)
+        yield* publishNumbered(channel, queue, 5)
+
+        const consumer = yield* AmqpChannel.make(connection)
+        yield* consumer.qos(1)
+        const handle = (delivery: AmqpChannel.Delivery): Effect.Effect<void, HandlerFailed | AmqpChannel.AckError> =>
+          text(delivery.body) === "m2"
+            ? Effect.fail(new HandlerFailed({ body: "m2" }))
+            : delivery.ack()
+        const error = yield* Effect.flip(consumer.consumeWith(queue, handle)).pipe(Effect.timeout("10 seconds"))
+        assert.deepStrictEqual(error, new HandlerFailed({ body: "m2" }))
+
+        const onBroker = yield* brokerChannel(broker, connection.name, consumer.id)
+        assert.deepStrictEqual(onBroker.map((c) => c.consumerCount), [0])
+        assert.isTrue(yield* consumer.isOpen)
+        // m0 and m1 were acked; m2 stays unacknowledged on the consumer's channel, m3 and m4 wait.
+        const passive = yield* poll(channel.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount === 2)
+        assert.deepStrictEqual(passive, { queue, messageCount: 2, consumerCount: 0 })
+        const unacked = yield* brokerChannel(broker, connection.name, consumer.id)
+        assert.deepStrictEqual(unacked.map((c) => c.messagesUnacknowledged), [1])
+        // queue.delete counts the ready messages: m3 and m4.
+        assert.strictEqual(yield* channel.queueDelete(queue), 2)
+      })
+    ))
+
+  it.live("fails with AmqpConsumerCancelled when the queue is deleted", () =>
+    onSharedBroker((connect) =>
+      Effect.gen(function*() {
+        const connection = yield* connect()
+        const channel = yield* AmqpChannel.make(connection)
+        const queue = unique("q-with-deleted")
+        yield* channel.queueDeclare(queue)
+        const consumer = yield* AmqpChannel.make(connection)
+        const fiber = yield* Effect.forkScoped(
+          Effect.flip(consumer.consumeWith(queue, () => Effect.void, { consumerTag: "with-doomed" }))
+        )
+        yield* poll(channel.queueDeclare(queue, { passive: true }), (ok) => ok.consumerCount === 1)
+        assert.strictEqual(yield* channel.queueDelete(queue), 0)
+        const error = yield* Fiber.join(fiber).pipe(Effect.timeout("5 seconds"))
+        assert.deepStrictEqual(error, new AmqpConsumerCancelled({ consumerTag: "with-doomed", queue }))
+        assert.isTrue(yield* consumer.isOpen)
+      })
+    ))
+
+  it.live("fails with the channel's error when the broker closes the consumer's channel", () =>
+    onSharedBroker((connect) =>
+      Effect.gen(function*() {
+        const connection = yield* connect()
+        const channel = yield* AmqpChannel.make(connection)
+        const queue = unique("q-with-closed")
+        yield* channel.queueDeclare(queue)
+        const consumer = yield* AmqpChannel.make(connection)
+        const fiber = yield* Effect.forkScoped(Effect.flip(consumer.consumeWith(queue, () => Effect.void)))
+        yield* poll(channel.queueDeclare(queue, { passive: true }), (ok) => ok.consumerCount === 1)
+        // A passive declare of a missing queue closes the consumer's channel with 404.
+        const declared = yield* Effect.flip(consumer.queueDeclare(unique("q-missing"), { passive: true }))
+        assert.instanceOf(declared, AmqpChannelError)
+        const error = yield* Fiber.join(fiber).pipe(Effect.timeout("5 seconds"))
+        assert.instanceOf(error, AmqpChannelError)
+        if (error instanceof AmqpChannelError) assert.strictEqual(error.replyCode, 404)
+        assert.strictEqual(yield* channel.queueDelete(queue), 0)
+      })
+    ))
+})
