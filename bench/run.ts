@@ -13,7 +13,8 @@
  * every worker under `node --cpu-prof` (with `--messages N` to make the measured part dominate);
  * profiles go to <out>/profiles, and bench/profileSummary.ts summarises them. The profiler slows
  * the clients, so such a run's numbers are not results.
- * `--ref REV` benchmarks effect-amqp as committed at REV (a `git archive` snapshot of
+ * effect-amqp runs compiled to JavaScript, as a published package would (Node does not strip
+ * types under node_modules). `--ref REV` compiles it as committed at REV (a `git archive` of
  * packages/protocol and packages/client) rather than the work tree, which others may be editing.
  */
 import { BrokerNode } from "@effect-amqp/testing"
@@ -36,7 +37,7 @@ import {
   scenarios,
   warmupOf
 } from "./scenarios.ts"
-import { clientModules, SNAPSHOT_ENV, type WorkerResult } from "./worker.ts"
+import { clientModules, PACKAGES_ENV, type WorkerResult } from "./worker.ts"
 
 const here = import.meta.dirname
 const WORKER_TIMEOUT_MS = 240_000
@@ -129,21 +130,47 @@ const startTlsNode = async () => {
 }
 
 /**
- * `packages/protocol` and `packages/client` as committed at `ref`, in a temporary folder whose
- * node_modules lends them the work tree's installed dependencies. Returns the packages folder.
+ * effect-amqp as a published package runs it: `packages/protocol` and `packages/client` compiled
+ * to JavaScript (types dropped, no type check) in a temporary folder whose node_modules lends
+ * them the work tree's installed dependencies. The sources are the work tree's, or with `ref` as
+ * committed at that revision. Returns the folder holding `protocol/` and `client/`.
  */
-const snapshotPackages = (ref: string): string => {
+const buildPackages = (ref: string | undefined): string => {
   const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-amqp-bench-"))
   cleanups.push(async () => Fs.rmSync(dir, { recursive: true, force: true }))
-  const tar = Path.join(dir, "packages.tar")
   const repo = Path.resolve(here, "..")
-  ChildProcess.execFileSync("git", ["archive", "-o", tar, ref, "packages/protocol", "packages/client"], { cwd: repo })
-  ChildProcess.execFileSync("tar", ["-xf", tar, "-C", dir])
+  let sources = repo
+  if (ref !== undefined) {
+    sources = Path.join(dir, "source")
+    Fs.mkdirSync(sources)
+    const tar = Path.join(dir, "source.tar")
+    ChildProcess.execFileSync("git", ["archive", "-o", tar, ref, "packages/protocol", "packages/client"], { cwd: repo })
+    ChildProcess.execFileSync("tar", ["-xf", tar, "-C", sources])
+  }
   const modules = Path.join(dir, "node_modules")
   Fs.mkdirSync(Path.join(modules, "@effect"), { recursive: true })
-  for (const name of ["effect", "@effect/platform-node"]) {
+  for (const name of ["effect", "@effect/platform-node", "@types"]) {
     Fs.symlinkSync(Fs.realpathSync(Path.join(repo, "node_modules", name)), Path.join(modules, name))
   }
+  const tsconfig = Path.join(dir, "tsconfig.json")
+  Fs.writeFileSync(
+    tsconfig,
+    JSON.stringify({
+      extends: Path.join(repo, "tsconfig.base.json"),
+      compilerOptions: {
+        composite: false,
+        declaration: false,
+        declarationMap: false,
+        noCheck: true,
+        plugins: [],
+        rootDir: Path.join(sources, "packages"),
+        outDir: Path.join(dir, "packages"),
+        typeRoots: [Path.join(modules, "@types")]
+      },
+      include: ["protocol", "client"].map((name) => Path.join(sources, "packages", name, "src"))
+    })
+  )
+  ChildProcess.execFileSync(Path.join(repo, "node_modules", ".bin", "tsc"), ["-p", tsconfig], { stdio: "inherit" })
   return Path.join(dir, "packages")
 }
 
@@ -158,13 +185,14 @@ let queueSeq = 0
 const queueName = (scenario: Scenario, client: string) =>
   `effect-amqp-bench-${process.pid}-${++queueSeq}-${scenario.name}-${client.replace(/[^a-z0-9-]/gi, "")}`
 
-let snapshot: string | undefined
+/** The compiled packages the workers load. */
+let built = ""
 
 const runWorker = (nodeArgs: ReadonlyArray<string>, args: ReadonlyArray<string>): Promise<WorkerResult> =>
   new Promise((resolve, reject) => {
     const child = ChildProcess.spawn(process.execPath, [...nodeArgs, Path.join(here, "worker.ts"), ...args], {
       stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, [SNAPSHOT_ENV]: snapshot ?? "" }
+      env: { ...process.env, [PACKAGES_ENV]: built }
     })
     let stdout = ""
     let stderr = ""
@@ -255,14 +283,16 @@ const commit = (): string => {
 
 const main = async () => {
   const began = performance.now()
-  if (values.ref !== undefined) snapshot = snapshotPackages(values.ref)
+  built = buildPackages(values.ref)
   const brokers: Array<Broker> = []
   const notes: Array<string> = [
     "Publish rate: N messages / time until a passive queue.declare counts all N in the queue.",
     "Publishes whose API returns a promise (cloudamqp, rabbitmq-client) keep 1,000 in flight;"
     + " amqplib waits for `drain`; effect-amqp awaits each `publish`"
     + " (it returns at once unless the socket is congested).",
-    "Every worker first runs an unmeasured pass of the scenario (a fifth of its messages, at most 2,000)"
+    "effect-amqp runs compiled to JavaScript (tsc, types dropped), as a published package does;"
+    + " the other clients ship JavaScript.",
+    "Every worker first runs an unmeasured pass of the scenario (a fifth of its messages, at most 10,000)"
     + " on a queue of its own, so that each client is measured after the JIT has compiled its hot code.",
     "Round trip: publish to a queue the same client consumes, next publish on delivery; rate = 1 / mean round trip.",
     "The null broker ignores acks and prefetch; it acks publishes (multiple=true) once per read chunk.",

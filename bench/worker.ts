@@ -41,17 +41,17 @@ export const clientModules: Record<string, string> = {
 }
 
 /**
- * With `EFFECT_AMQP_BENCH_PACKAGES` set (the orchestrator's `--ref`), `@effect-amqp/*` resolve to
- * that snapshot of the workspace packages instead of the work tree.
+ * `EFFECT_AMQP_BENCH_PACKAGES`, set by the orchestrator, names a folder holding `protocol/` and
+ * `client/` compiled to JavaScript: `@effect-amqp/*` resolve there, as a published package would.
  */
-export const SNAPSHOT_ENV = "EFFECT_AMQP_BENCH_PACKAGES"
+export const PACKAGES_ENV = "EFFECT_AMQP_BENCH_PACKAGES"
 
-const useSnapshot = (dir: string): void => {
+const useCompiled = (dir: string): void => {
   Module.registerHooks({
     resolve: (specifier, context, next) => {
       const match = /^@effect-amqp\/(protocol|client)$/.exec(specifier)
       if (match === null) return next(specifier, context)
-      return { url: Url.pathToFileURL(Path.join(dir, match[1]!, "src", "index.ts")).href, shortCircuit: true }
+      return { url: Url.pathToFileURL(Path.join(dir, match[1]!, "src", "index.js")).href, shortCircuit: true }
     }
   })
 }
@@ -98,8 +98,8 @@ const main = async () => {
     url: values.url,
     ...(values["tls-ca"] !== undefined ? { tlsCa: Fs.readFileSync(values["tls-ca"], "utf8") } : {})
   }
-  const snapshot = process.env[SNAPSHOT_ENV]
-  if (snapshot !== undefined && snapshot !== "") useSnapshot(snapshot)
+  const compiled = process.env[PACKAGES_ENV]
+  if (compiled !== undefined && compiled !== "") useCompiled(compiled)
   const { client } = (await import(modulePath)) as { readonly client: BenchClient }
   const body = makeBody(scenario.bodySize)
   const session = await client.connect(target)
