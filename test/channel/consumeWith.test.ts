@@ -5,9 +5,11 @@
  */
 import { AmqpChannel, AmqpChannelError, AmqpConsumerCancelled } from "@effect-amqp/client"
 import { assert, describe, it } from "@effect/vitest"
-import { Data, Deferred, Effect, Exit, Fiber, Option } from "effect"
+import { Data, Deferred, Effect, Exit, Fiber } from "effect"
 import {
   brokerChannel,
+  checkRequeuedAfterEnd,
+  type Connect,
   onSharedBroker,
   poll,
   publishNumbered,
@@ -18,6 +20,19 @@ import {
 } from "../support/channelKit.ts"
 
 class HandlerFailed extends Data.TaggedError("HandlerFailed")<{ readonly body: string }> {}
+
+/** A confirm-mode channel, a fresh queue holding `m0`, `m1`, ... (`count` of them) and a consumer channel. */
+const queueWithMessages = (connect: Connect, prefix: string, count: number) =>
+  Effect.gen(function*() {
+    const connection = yield* connect()
+    const channel = yield* AmqpChannel.make(connection)
+    yield* channel.confirmSelect
+    const queue = unique(prefix)
+    yield* channel.queueDeclare(queue)
+    yield* publishNumbered(channel, queue, count)
+    const consumer = yield* AmqpChannel.make(connection)
+    return { connection, channel, queue, consumer }
+  })
 
 describe("consumeWith", () => {
   it.live("hands every delivery to the handler in publish order, bodies intact", () =>
@@ -54,16 +69,9 @@ describe("consumeWith", () => {
   it.live("when interrupted, cancels the consumer and requeues what it had buffered", () =>
     onSharedBroker((connect, broker) =>
       Effect.gen(function*() {
-        const connection = yield* connect()
-        const channel = yield* AmqpChannel.make(connection)
-        yield* channel.confirmSelect
-        const queue = unique("q-with-cancel")
-        yield* channel.queueDeclare(queue)
-        yield* publishNumbered(channel, queue, 10)
-
         // No prefetch limit: the broker pushes all ten. The third delivery's handler waits until
         // the queue has nothing ready (all ten have arrived), then holds until interrupted.
-        const consumer = yield* AmqpChannel.make(connection)
+        const { channel, connection, consumer, queue } = yield* queueWithMessages(connect, "q-with-cancel", 10)
         const handled: Array<AmqpChannel.Delivery> = []
         const third = yield* Deferred.make<void>()
         const handle = (delivery: AmqpChannel.Delivery) =>
@@ -82,22 +90,8 @@ describe("consumeWith", () => {
 
         assert.deepStrictEqual(handled.map((d) => text(d.body)), ["m0", "m1", "m2"])
         assert.deepStrictEqual(handled.map((d) => d.consumerTag), ["with-me", "with-me", "with-me"])
-        const onBroker = yield* brokerChannel(broker, connection.name, consumer.id)
-        assert.deepStrictEqual(onBroker.map((c) => c.consumerCount), [0])
-
-        // The seven buffered deliveries are back in the queue; the three handled stay
-        // unacknowledged until they are acked.
-        const passive = yield* poll(channel.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount === 7)
-        assert.deepStrictEqual(passive, { queue, messageCount: 7, consumerCount: 0 })
-        const unacked = yield* brokerChannel(broker, connection.name, consumer.id)
-        assert.deepStrictEqual(unacked.map((c) => c.messagesUnacknowledged), [3])
-        yield* handled[2]!.ack({ multiple: true })
-        const rest: Array<string> = []
-        for (let i = 0; i < 7; i++) {
-          const got = Option.getOrThrow(yield* channel.get(queue, { noAck: true }))
-          assert.isTrue(got.redelivered)
-          rest.push(text(got.body))
-        }
+        // The seven buffered deliveries are back in the queue; the three handled stay unacknowledged.
+        const rest = yield* checkRequeuedAfterEnd(broker, connection, channel, consumer, queue, handled, 7)
         assert.deepStrictEqual(rest, ["m3", "m4", "m5", "m6", "m7", "m8", "m9"])
         assert.strictEqual(yield* channel.queueDelete(queue), 0)
       })
@@ -106,14 +100,7 @@ describe("consumeWith", () => {
   it.live("ends with the handler's error, cancels the consumer, and its channel carries on", () =>
     onSharedBroker((connect, broker) =>
       Effect.gen(function*() {
-        const connection = yield* connect()
-        const channel = yield* AmqpChannel.make(connection)
-        yield* channel.confirmSelect
-        const queue = unique("q-with-fails")
-        yield* channel.queueDeclare(queue)
-        yield* publishNumbered(channel, queue, 5)
-
-        const consumer = yield* AmqpChannel.make(connection)
+        const { channel, connection, consumer, queue } = yield* queueWithMessages(connect, "q-with-fails", 5)
         yield* consumer.qos(1)
         const handle = (delivery: AmqpChannel.Delivery): Effect.Effect<void, HandlerFailed | AmqpChannel.AckError> =>
           text(delivery.body) === "m2"

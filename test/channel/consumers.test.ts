@@ -10,9 +10,9 @@ import {
   ServerClosed
 } from "@effect-amqp/client"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Option, Queue, Stream } from "effect"
+import { Effect, Fiber, Queue, Stream } from "effect"
 import {
-  brokerChannel,
+  checkRequeuedAfterEnd,
   confirmingChannel,
   onSharedBroker,
   poll,
@@ -61,22 +61,8 @@ describe("consumer streams", () => {
         )
         assert.deepStrictEqual(taken.map((d) => text(d.body)), ["m0", "m1", "m2"])
         assert.deepStrictEqual(taken.map((d) => d.consumerTag), ["cancel-me", "cancel-me", "cancel-me"])
-        const onBroker = yield* brokerChannel(broker, connection.name, consumer.id)
-        assert.deepStrictEqual(onBroker.map((c) => c.consumerCount), [0])
-
-        // The seven buffered deliveries are back in the queue; the three taken stay
-        // unacknowledged on the channel until they are acked.
-        const passive = yield* poll(channel.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount === 7)
-        assert.deepStrictEqual(passive, { queue, messageCount: 7, consumerCount: 0 })
-        const unacked = yield* brokerChannel(broker, connection.name, consumer.id)
-        assert.deepStrictEqual(unacked.map((c) => c.messagesUnacknowledged), [3])
-        yield* taken[2]!.ack({ multiple: true })
-        const rest: Array<string> = []
-        for (let i = 0; i < 7; i++) {
-          const got = Option.getOrThrow(yield* channel.get(queue, { noAck: true }))
-          assert.isTrue(got.redelivered)
-          rest.push(text(got.body))
-        }
+        // The seven buffered deliveries are back in the queue; the three taken stay unacknowledged.
+        const rest = yield* checkRequeuedAfterEnd(broker, connection, channel, consumer, queue, taken, 7)
         assert.deepStrictEqual(rest, ["m3", "m4", "m5", "m6", "m7", "m8", "m9"])
         assert.strictEqual(yield* channel.queueDelete(queue), 0)
       })

@@ -14,7 +14,8 @@ import {
   type ConnectionConfig
 } from "@effect-amqp/client"
 import { type BrokerNode, LeakProbe, SharedBroker as Shared } from "@effect-amqp/testing"
-import { Effect } from "effect"
+import { assert } from "@effect/vitest"
+import { Effect, Option } from "effect"
 import type * as Scope from "effect/Scope"
 import * as Crypto from "node:crypto"
 
@@ -138,4 +139,37 @@ export const brokerChannel = (
     const connections = (yield* node.listConnections).filter((c) => c.clientProvidedName === connectionName)
     const channels = yield* node.listChannels
     return channels.filter((c) => c.number === channel && connections.some((conn) => conn.pid === c.connection))
+  })
+
+/**
+ * After a consumer on channel `consumer` of `connection` ended holding `handled`, unacknowledged,
+ * while the rest of `queue`'s messages sat in its buffer: the broker lists no consumer on that
+ * channel, the `requeued` buffered messages are back in the queue and the handled ones are still
+ * unacknowledged. Then acks the handled ones and returns the requeued bodies, each of which must
+ * come back marked redelivered.
+ */
+export const checkRequeuedAfterEnd = (
+  node: Pick<BrokerNode.Control, "listConnections" | "listChannels">,
+  connection: AmqpConnection.AmqpConnection,
+  channel: AmqpChannel.AmqpChannel,
+  consumer: AmqpChannel.AmqpChannel,
+  queue: string,
+  handled: ReadonlyArray<AmqpChannel.Delivery>,
+  requeued: number
+) =>
+  Effect.gen(function*() {
+    const onBroker = yield* brokerChannel(node, connection.name, consumer.id)
+    assert.deepStrictEqual(onBroker.map((c) => c.consumerCount), [0])
+    const passive = yield* poll(channel.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount === requeued)
+    assert.deepStrictEqual(passive, { queue, messageCount: requeued, consumerCount: 0 })
+    const unacked = yield* brokerChannel(node, connection.name, consumer.id)
+    assert.deepStrictEqual(unacked.map((c) => c.messagesUnacknowledged), [handled.length])
+    yield* handled[handled.length - 1]!.ack({ multiple: true })
+    const rest: Array<string> = []
+    for (let i = 0; i < requeued; i++) {
+      const got = Option.getOrThrow(yield* channel.get(queue, { noAck: true }))
+      assert.isTrue(got.redelivered)
+      rest.push(text(got.body))
+    }
+    return rest
   })
