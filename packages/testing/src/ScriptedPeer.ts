@@ -141,6 +141,11 @@ export interface PeerConnection {
   readonly close: (mode: "fin" | "reset") => Effect.Effect<void>
   /** Wait until the client's side ends, and say how. */
   readonly awaitEnd: (options?: { readonly timeoutMillis?: number }) => Effect.Effect<ClientEnd, ScriptedPeerError>
+  /**
+   * Wait until the socket is closed both ways (the client's end and ours, or a reset), and say how
+   * the client's side ended. After it, everything the client sent is in `received`.
+   */
+  readonly awaitClose: (options?: { readonly timeoutMillis?: number }) => Effect.Effect<ClientEnd, ScriptedPeerError>
   /** Expect the header, send connection.start, expect start-ok. */
   readonly start: (
     options?: Pick<HandshakeOptions, "serverProperties" | "mechanisms">
@@ -211,6 +216,7 @@ const makeConnection = (socket: Net.Socket, index: number): PeerConnection => {
   let headerDone = false
   let decodeFailed = false
   let end: ClientEnd | undefined
+  let closed = false
   let cursor = 0
 
   socket.setNoDelay(true)
@@ -243,7 +249,11 @@ const makeConnection = (socket: Net.Socket, index: number): PeerConnection => {
   }
   socket.on("end", () => ended("fin"))
   socket.on("error", (error: NodeJS.ErrnoException) => ended(error.code === "ECONNRESET" ? "reset" : "error"))
-  socket.on("close", () => ended("closedByPeer"))
+  socket.on("close", () => {
+    closed = true
+    ended("closedByPeer")
+    notifier.notify()
+  })
 
   const timeoutError = (label: string) => () =>
     new ScriptedPeerError({
@@ -379,6 +389,8 @@ const makeConnection = (socket: Net.Socket, index: number): PeerConnection => {
       }),
     awaitEnd: (options = {}) =>
       notifier.until(() => end, options.timeoutMillis ?? 5_000, timeoutError("the client's end")),
+    awaitClose: (options = {}) =>
+      notifier.until(() => (closed ? end : undefined), options.timeoutMillis ?? 5_000, timeoutError("the close")),
     start,
     secure,
     tune,

@@ -84,12 +84,13 @@ describe("ScriptedPeer", () => {
       yield* conn.sendRaw(garbage)
       yield* client.watch.until(() => (client.bytes === garbage.length ? true : undefined), "garbage")
       yield* conn.close("reset")
+      assert.strictEqual(yield* conn.awaitClose(), "closedByPeer")
       yield* client.watch.until(() => (client.closed ? true : undefined), "closed")
       assert.isTrue(received(client).equals(garbage))
       assert.strictEqual(client.errorCode, "ECONNRESET")
     }))
 
-  it.live("closes with FIN, records the client's FIN and the bytes it could not decode", () =>
+  it.live("closes with FIN, records the client's FIN and the bytes it could not decode, closed after both FINs", () =>
     Effect.gen(function*() {
       const peer = yield* ScriptedPeer.make()
       const client = yield* connect(peer.port, { halfOpen: true })
@@ -97,7 +98,10 @@ describe("ScriptedPeer", () => {
       client.socket.write(Buffer.concat([protocolHeader, Buffer.from([9, 0, 0, 0, 0, 0, 0, 0xce])]))
       client.socket.end()
       assert.strictEqual(yield* conn.awaitEnd(), "fin")
+      const closeTimeout = yield* Effect.flip(conn.awaitClose({ timeoutMillis: 50 }))
+      assert.strictEqual(closeTimeout.reason, "Timeout") // half-open: our side is still open
       yield* conn.close("fin")
+      assert.strictEqual(yield* conn.awaitClose(), "fin")
       yield* client.watch.until(() => (client.gotFin ? true : undefined), "FIN from the peer")
       const log = yield* conn.received
       assert.deepStrictEqual(log.map((e) => e._tag), ["Header", "DecodeError", "End"])
