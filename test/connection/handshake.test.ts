@@ -11,10 +11,10 @@ import {
   Timeout
 } from "@effect-amqp/client"
 import { encodeMethod, Methods } from "@effect-amqp/protocol"
+import { ScriptedPeer } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Fiber } from "effect"
 import { leakChecked } from "../support/Probe.ts"
-import * as ScriptedPeer from "../support/ScriptedPeer.ts"
 
 const url = (port: number) => `amqp://guest:guest@127.0.0.1:${port}`
 
@@ -31,16 +31,57 @@ const failedAttempt = (port: number, handshakeTimeout: number) =>
     return { reason: (error as AmqpConnectionError).reason, millis: Date.now() - started }
   })
 
-/** What the client sent, without how its socket ended. */
-const clientFrames = (recording: { of: (side: "client") => Array<string> }) =>
-  recording.of("client").filter((what) => what !== "FIN" && what !== "RST" && what !== "closed" && what !== "error")
+type Script = (connection: ScriptedPeer.PeerConnection) => Effect.Effect<unknown, ScriptedPeer.ScriptedPeerError>
+
+/**
+ * A peer that runs `script` on its first connection, beside the test, in the test's scope.
+ * `connection` waits for the script to finish and gives the connection it ran on.
+ */
+const scriptedPeer = (script: Script) =>
+  Effect.gen(function*() {
+    const peer = yield* ScriptedPeer.make()
+    const running = yield* Effect.forkScoped(
+      Effect.flatMap(peer.accept(), (connection) => Effect.as(script(connection), connection)),
+      { startImmediately: true }
+    )
+    return { port: peer.port, connection: Fiber.join(running) }
+  })
+
+/** The server's part of the handshake, up to what it received last before it stops. */
+const upTo: Record<"header" | "start-ok" | "tune-ok" | "open", Script> = {
+  header: (c) => c.expectHeader(),
+  "start-ok": (c) => c.start(),
+  "tune-ok": (c) => Effect.andThen(c.start(), c.tune({ heartbeat: 0 })),
+  open: (c) => Effect.andThen(c.start(), Effect.andThen(c.tune({ heartbeat: 0 }), c.expect("connection.open")))
+}
+
+/** Answers the client's end with ours (FIN), as a server does that has given up on a client. */
+const answerEnd = (c: ScriptedPeer.PeerConnection) => Effect.andThen(c.awaitEnd(), c.close("fin"))
+
+/** What the client sent, in order, once its socket is closed both ways; how it ended is left out. */
+const clientFrames = (connection: ScriptedPeer.PeerConnection) =>
+  Effect.andThen(connection.awaitClose(), connection.received).pipe(Effect.map(names))
+
+const names = (received: ReadonlyArray<ScriptedPeer.Received>): Array<string> =>
+  received.flatMap((event): Array<string> => {
+    switch (event._tag) {
+      case "Header":
+        return ["protocol-header"]
+      case "Frame":
+        return [event.frame._tag === "MethodFrame" ? event.frame.method._tag : event.frame._tag]
+      case "DecodeError":
+        return ["undecodable"]
+      case "End":
+        return []
+    }
+  })
 
 const header = ["protocol-header"]
 const startOk = [...header, "connection.start-ok"]
 const tuneOkAndOpen = [...startOk, "connection.tune-ok", "connection.open"]
 
 const stops: ReadonlyArray<{
-  readonly stopAt: ScriptedPeer.StopPoint
+  readonly stopAt: keyof typeof upTo
   readonly waitingFor: "start" | "tune" | "open"
   readonly afterStartOk: boolean
   readonly sent: ReadonlyArray<string>
@@ -56,7 +97,7 @@ describe("handshake against a peer that closes", () => {
     for (const { afterStartOk, sent, stopAt, waitingFor } of stops) {
       it.live(`fails with HandshakeFailed at ${waitingFor} when the peer sends ${how} after ${stopAt}`, () =>
         leakChecked(Effect.gen(function*() {
-          const peer = yield* ScriptedPeer.make({ stopAt, how })
+          const peer = yield* scriptedPeer((c) => Effect.andThen(upTo[stopAt](c), c.close(how)))
           const { millis, reason } = yield* failedAttempt(peer.port, 5_000)
 
           assert.strictEqual(reason._tag, "HandshakeFailed")
@@ -65,25 +106,25 @@ describe("handshake against a peer that closes", () => {
           assert.strictEqual(failed.possiblyAuthenticationFailure, afterStartOk)
           assert.include(failed.message, how === "fin" ? "closed the connection" : "reset the connection")
           assert.isBelow(millis, 1_000)
-          const recording = yield* peer.connection(0)
-          yield* recording.until((r) => r.find("client", "closed"), "the client's socket to close")
-          assert.deepStrictEqual(clientFrames(recording), sent)
+          assert.deepStrictEqual(yield* clientFrames(yield* peer.connection), sent)
         })))
     }
   }
 })
 
 describe("handshake against a peer that goes silent", () => {
-  const silences: ReadonlyArray<{ readonly stopAt: ScriptedPeer.StopPoint; readonly step: "start" | "tune" | "open" }> =
-    [
-      { stopAt: "header", step: "start" },
-      { stopAt: "start-ok", step: "tune" },
-      { stopAt: "tune", step: "open" }
-    ]
-  for (const { step, stopAt } of silences) {
+  // The peer neither answers nor returns the client's FIN, like a hung server.
+  const silences: ReadonlyArray<
+    { readonly stopAt: string; readonly step: "start" | "tune" | "open"; readonly script: Script }
+  > = [
+    { stopAt: "header", step: "start", script: upTo.header },
+    { stopAt: "start-ok", step: "tune", script: upTo["start-ok"] },
+    { stopAt: "tune", step: "open", script: upTo["tune-ok"] }
+  ]
+  for (const { script, step, stopAt } of silences) {
     it.live(`fails with Timeout at ${step} within handshakeTimeout when the peer is silent after ${stopAt}`, () =>
       leakChecked(Effect.gen(function*() {
-        const peer = yield* ScriptedPeer.make({ stopAt, how: "silent" })
+        const peer = yield* scriptedPeer(script)
         const { millis, reason } = yield* failedAttempt(peer.port, 400)
 
         assert.deepStrictEqual(reason, new Timeout({ step, afterMillis: 400 }))
@@ -94,37 +135,45 @@ describe("handshake against a peer that goes silent", () => {
 
   it.live("a timed-out handshake closes its socket and stops its heartbeat before the caller's scope closes", () =>
     leakChecked(Effect.gen(function*() {
-      const peer = yield* ScriptedPeer.make({ stopAt: "tune", how: "silent", heartbeat: 1 })
+      const peer = yield* scriptedPeer((c) => Effect.andThen(c.start(), c.tune({ heartbeat: 1 })))
       const options = { handshakeTimeout: 300, closeTimeout: 1_000 }
       const error = yield* AmqpConnection.fromUrl(url(peer.port), options).pipe(Effect.flip)
-      const failedAt = Date.now()
+      const connection = yield* peer.connection
+      const seenAtFailure = (yield* connection.received).length
       assert.deepStrictEqual((error as AmqpConnectionError).reason, new Timeout({ step: "open", afterMillis: 300 }))
 
-      const recording = yield* peer.connection(0)
-      yield* Effect.sleep("1200 millis")
-      const afterFailure = recording.steps.filter((s) => s.from === "client" && s.at > failedAt).map((s) => s.what)
-      assert.notInclude(afterFailure, "heartbeat")
-      assert.isDefined(recording.find("client", "closed"), `client after the failure: ${afterFailure.join(", ")}`)
+      // Closed within 1.2 s of the failure, and no heartbeat in those 1.2 s.
+      const [closed] = yield* Effect.all([
+        Effect.result(connection.awaitClose({ timeoutMillis: 1_200 })),
+        Effect.sleep("1200 millis")
+      ], { concurrency: 2 })
+      const afterFailure = names((yield* connection.received).slice(seenAtFailure))
+      assert.notInclude(afterFailure, "HeartbeatFrame")
+      assert.isTrue(closed._tag === "Success", `client after the failure: ${afterFailure.join(", ")}`)
     })))
 })
 
-/** An attempt against a peer running `script`; the client must have sent exactly `sent`. */
-const brokenPeerAttempt = (script: ScriptedPeer.Script, sent: ReadonlyArray<string>) =>
+/**
+ * An attempt against a peer running `script`, which then returns the client's FIN; the client must
+ * have sent exactly `sent`.
+ */
+const brokenPeerAttempt = (script: Script, sent: ReadonlyArray<string>) =>
   Effect.gen(function*() {
-    const peer = yield* ScriptedPeer.make(script)
+    const peer = yield* scriptedPeer((c) => Effect.andThen(script(c), answerEnd(c)))
     const { millis, reason } = yield* failedAttempt(peer.port, 5_000)
     assert.isBelow(millis, 1_000)
-    const recording = yield* peer.connection(0)
-    yield* recording.until((r) => r.find("client", "closed"), "the client's socket to close")
-    assert.deepStrictEqual(clientFrames(recording), sent)
+    assert.deepStrictEqual(yield* clientFrames(yield* peer.connection), sent)
     return reason
   })
+
+/** Answers the protocol header with `bytes` instead of connection.start. */
+const replyToHeader = (bytes: Uint8Array): Script => (c) => Effect.andThen(c.expectHeader(), c.sendRaw(bytes))
 
 describe("handshake against a peer that breaks the protocol", () => {
   it.live("fails at protocol-header when the server answers with another AMQP version's header", () =>
     leakChecked(Effect.gen(function*() {
       const amqp10 = Uint8Array.of(0x41, 0x4d, 0x51, 0x50, 0, 1, 0, 0)
-      const reason = yield* brokenPeerAttempt({ replyToHeader: amqp10 }, header)
+      const reason = yield* brokenPeerAttempt(replyToHeader(amqp10), header)
       assert.strictEqual(reason._tag, "HandshakeFailed")
       assert.strictEqual((reason as HandshakeFailed).step, "protocol-header")
       assert.isFalse((reason as HandshakeFailed).possiblyAuthenticationFailure)
@@ -135,14 +184,18 @@ describe("handshake against a peer that breaks the protocol", () => {
     leakChecked(Effect.gen(function*() {
       const start = encodeMethod(0, Methods.connectionStart({ serverProperties: {} }))
       start[start.length - 1] = 0x00
-      const reason = yield* brokenPeerAttempt({ replyToHeader: start }, header)
+      const reason = yield* brokenPeerAttempt(replyToHeader(start), header)
       assert.strictEqual(reason._tag, "ProtocolViolation")
       assert.strictEqual((reason as ProtocolViolation).replyCode, 501)
     })))
 
   it.live("fails at start when the server does not offer the configured mechanism", () =>
     leakChecked(Effect.gen(function*() {
-      const reason = yield* brokenPeerAttempt({ mechanisms: "AMQPLAIN EXTERNAL" }, header)
+      const offer = Methods.connectionStart({
+        serverProperties: ScriptedPeer.defaultServerProperties,
+        mechanisms: "AMQPLAIN EXTERNAL"
+      })
+      const reason = yield* brokenPeerAttempt(replyToHeader(encodeMethod(0, offer)), header)
       assert.deepStrictEqual(
         reason,
         new HandshakeFailed({
@@ -155,7 +208,8 @@ describe("handshake against a peer that breaks the protocol", () => {
 
   it.live("refuses a server frame_max below the protocol minimum of 4096", () =>
     leakChecked(Effect.gen(function*() {
-      const reason = yield* brokenPeerAttempt({ frameMax: 2048 }, startOk)
+      const tune = Methods.connectionTune({ channelMax: 2047, frameMax: 2048, heartbeat: 0 })
+      const reason = yield* brokenPeerAttempt((c) => Effect.andThen(c.start(), c.sendMethod(0, tune)), startOk)
       assert.deepStrictEqual(
         reason,
         new ProtocolViolation({ replyCode: 501, message: "server proposed frame_max 2048, below 4096" })

@@ -1,7 +1,7 @@
 /**
  * What went over one TCP connection between an AMQP client and a server, in the order a man in the
  * middle saw it: bytes each way, decoded into AMQP frames as they arrive, and how each side ended
- * (FIN, RST, error) and when its socket closed. The tap and the scripted peer fill one `Recording`
+ * (FIN, RST, error) and when its socket closed. The tap (Tap.ts) fills one `Recording`
  * per connection; tests read `steps` or wait on them with `until`.
  *
  * It records only plain TCP (a TLS stream cannot be decoded) and keeps everything in memory.
