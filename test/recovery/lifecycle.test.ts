@@ -251,6 +251,37 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
       })
     ))
 
+  it.effect("keeps a client channel's returns stream running across a reconnect", () =>
+    Support.probed(({ proxy }) =>
+      Effect.gen(function*() {
+        const client = yield* AmqpClient.make(yield* Support.options(proxy.port, "returns"), {
+          reconnect: Schedule.spaced("200 millis")
+        })
+        const log = yield* Support.eventLog(client)
+        const channel = yield* client.channel()
+        const returns = yield* channel.returns.pipe(
+          Stream.take(2),
+          Stream.runCollect,
+          Effect.forkScoped({ startImmediately: true })
+        )
+        const before = `nowhere-before-${randomUUID()}`
+        yield* channel.publish("", before, Buffer.from("before"), { mandatory: true })
+        yield* channel.queueDeclare("", { exclusive: true })
+
+        yield* proxy.dropAll("reset")
+        const disconnected = yield* log.next("Disconnected")
+        yield* log.next("Recovered", disconnected.index)
+        const after = `nowhere-after-${randomUUID()}`
+        yield* channel.publish("", after, Buffer.from("after"), { mandatory: true })
+
+        const got = yield* Fiber.join(returns).pipe(Effect.timeout("10 seconds"))
+        assert.deepStrictEqual(
+          got.map((r) => [r.replyCode, r.routingKey, Support.text(r.body)]),
+          [[312, before, "before"], [312, after, "after"]]
+        )
+      })
+    ))
+
   it.effect("opens a channel asked for during a reconnect once on the new link", () =>
     Support.probed(({ node, proxy }) =>
       Effect.gen(function*() {

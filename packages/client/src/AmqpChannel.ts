@@ -37,8 +37,10 @@ import {
   makeDelivery,
   startConsumer
 } from "./internal/consumer.ts"
+import { type ReturnedMessage, returnsStream } from "./internal/returns.ts"
 
 export type { AckError, ConsumeOptions, Delivery } from "./internal/consumer.ts"
+export type { ReturnedMessage } from "./internal/returns.ts"
 
 /**
  * The ways an operation on a channel can fail: the broker closed the channel, the connection
@@ -204,6 +206,11 @@ export interface AmqpChannel {
     handle: (delivery: Delivery) => Effect.Effect<void, E, R>,
     options?: ConsumeOptions
   ) => Effect.Effect<void, E | ChannelError | AmqpConsumerCancelled, R>
+  /**
+   * The messages the broker returns as unroutable (mandatory publishes), in confirm mode or not,
+   * from the moment the stream starts; it ends when the channel does.
+   */
+  readonly returns: Stream.Stream<ReturnedMessage>
   /** `basic.get`: one message, or none. */
   readonly get: (
     queue: string,
@@ -316,6 +323,7 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
     id: core.id,
     consume: (queue, options = {}) =>
       Stream.unwrap(Effect.map(startBuffered(queue, options), (buffer) => buffer.stream)),
+    returns: returnsStream(core.returns),
     consumeWith: (queue, handle, options = {}) =>
       Effect.scoped(Effect.flatMap(startBuffered(queue, options), (buffer) => buffer.forEach(handle))),
     exchangeDeclare: (exchange, type, o = {}) =>

@@ -51,6 +51,7 @@ import {
   startConsumer
 } from "./internal/consumer.ts"
 import { tracked } from "./internal/liveFibers.ts"
+import { ReturnListeners, returnsStream } from "./internal/returns.ts"
 import { Topology } from "./internal/topology.ts"
 
 /**
@@ -492,6 +493,8 @@ class LogicalChannel {
   qos: { readonly prefetchCount: number; readonly prefetchSize: number; readonly global: boolean } | undefined
   confirm = false
   readonly consumers = new Set<LogicalConsumer>()
+  /** Returns from every incarnation of this channel. */
+  readonly returns = new ReturnListeners()
   private ready = Deferred.makeUnsafe<ChannelCore, AmqpChannel.ChannelError>()
   /** The link this channel was last opened on. */
   private attachedTo: Link | undefined
@@ -511,6 +514,7 @@ class LogicalChannel {
     this.attachedTo = link
     return Effect.gen({ self: this }, function*() {
       const core = yield* Scope.provide(AmqpChannel.openCore(link.connection, this.options), link.scope)
+      core.returns.add({ returned: (message) => this.returns.returned(message), ended: () => {} })
       const api = apiOf(core)
       if (this.qos !== undefined) yield* api.qos(this.qos.prefetchCount, this.qos)
       if (this.confirm) yield* api.confirmSelect
@@ -554,6 +558,7 @@ class LogicalChannel {
     if (this.closedForGood !== undefined) return
     this.closedForGood = cause
     Deferred.doneUnsafe(this.ended, Exit.succeed(cause))
+    this.returns.end()
     this.core = undefined
     Deferred.doneUnsafe(this.ready, Exit.fail(cause))
     for (const consumer of this.consumers) Queue.failCauseUnsafe(consumer.buffer.queue, Cause.fail(cause))
@@ -659,6 +664,7 @@ class LogicalChannel {
         ),
       consume: (queue, o = {}) => this.consume(queue, o),
       consumeWith: (queue, handle, o = {}) => this.consumeWith(queue, handle, o),
+      returns: returnsStream(this.returns),
       get: (queue, o) => this.op((c) => c.get(queue, o)),
       ack: (deliveryTag, multiple) =>
         Effect.flatMap(this.current, (core) => acknowledge(core, "ack", deliveryTag, multiple ?? false, false)),

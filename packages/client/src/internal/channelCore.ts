@@ -25,6 +25,7 @@ import {
 } from "../AmqpError.ts"
 import { ConfirmTracker } from "./confirms.ts"
 import type { ChannelSink, ConnectionCore } from "./connectionCore.ts"
+import { ReturnListeners } from "./returns.ts"
 
 export type ChannelFailure = AmqpChannelError | AmqpConnectionError
 
@@ -67,6 +68,8 @@ export class ChannelCore implements ChannelSink {
   /** Publishers waiting for a slot, first come first served. */
   private readonly slotWaiters: Array<Deferred.Deferred<void>> = []
   readonly consumers = new Map<string, ConsumerSink>()
+  /** Who hears of `basic.return`s, in confirm mode or not. */
+  readonly returns = new ReturnListeners()
 
   /** The sink this channel registered its id with, so that only it can free that id. */
   readonly sink: ChannelSink
@@ -116,8 +119,16 @@ export class ChannelCore implements ChannelSink {
           exchange: method.exchange,
           routingKey: method.routingKey
         })
-        // Outside confirm mode nothing waits for the outcome of a publish, so a return has no taker.
-        if (this.confirmMode) this.confirms.returned(returned, command.body ?? EMPTY_BODY)
+        const body = command.body ?? EMPTY_BODY
+        if (this.confirmMode) this.confirms.returned(returned, body)
+        this.returns.returned({
+          replyCode: method.replyCode,
+          replyText: method.replyText,
+          exchange: method.exchange,
+          routingKey: method.routingKey,
+          properties: command.properties ?? {},
+          body
+        })
         return
       }
       case "basic.cancel": {
@@ -170,6 +181,7 @@ export class ChannelCore implements ChannelSink {
     this.failure = cause
     Deferred.doneUnsafe(this.ended, Exit.succeed(cause))
     Deferred.doneUnsafe(this.closeOk, Exit.void)
+    this.returns.end()
     const pending = this.pending
     this.pending = undefined
     if (pending !== undefined) Deferred.doneUnsafe(pending.deferred, Exit.fail(cause))
