@@ -26,6 +26,8 @@ export interface ClientMedians {
   readonly rate: number
   readonly cpuPerMessageUs: number
   readonly peakRssMiB: number
+  /** Peak RSS above the RSS before the measured part, over the body size. */
+  readonly rssGrowthPerBody: number
   readonly reps: number
 }
 
@@ -85,6 +87,7 @@ export const summarise = (samples: ReadonlyArray<Sample>, clients: ReadonlyArray
           rate: median(mine.map((r) => r.rate)),
           cpuPerMessageUs: median(mine.map((r) => r.cpuPerMessageUs)),
           peakRssMiB: median(mine.map((r) => r.peakRss / 1024 / 1024)),
+          rssGrowthPerBody: median(mine.map((r) => (r.peakRss - r.startRss) / scenario.bodySize)),
           reps: mine.length
         }
       }
@@ -173,6 +176,14 @@ const table = (
   return lines
 }
 
+/** The smallest growth of the other clients over ours; above 1 we grow less. */
+const growthRatio = (row: Row): number | undefined => {
+  const ours = row.medians[OURS]
+  const others = Object.entries(row.medians).filter(([c]) => c !== OURS && c !== REFERENCE).map(([, m]) => m)
+  if (ours === undefined || others.length === 0) return undefined
+  return Math.min(...others.map((m) => m.rssGrowthPerBody)) / ours.rssGrowthPerBody
+}
+
 export interface RunInfo {
   readonly generatedAt: string
   /** `git describe --always --dirty` of the work tree the clients were loaded from. */
@@ -233,8 +244,18 @@ export const markdown = (info: RunInfo, rows: ReadonlyArray<Row>, clients: Reado
         ]
       ]
     ]
+    const largeRows = rateRows.filter((r) => r.bodySize >= 1024 * 1024)
+    const growth: ReadonlyArray<readonly [string, ReadonlyArray<Row>, Cells]> = largeRows.length === 0 ? [] : [[
+      "Large messages: peak RSS above the RSS before the measured part, in multiples of one message's size:",
+      largeRows,
+      [
+        (row, c) => formatValue(row.medians[c]?.rssGrowthPerBody, "x"),
+        (row) => formatRatio(growthRatio(row)),
+        () => "x body"
+      ]
+    ]]
     out.push(`## ${brokerTitle[broker]}`)
-    for (const [heading, sectionRows, cells] of sections) {
+    for (const [heading, sectionRows, cells] of [...sections, ...growth]) {
       out.push("", heading, "", ...table(sectionRows, clients, cells))
     }
     out.push("")

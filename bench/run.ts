@@ -218,9 +218,9 @@ const runOne = async (broker: Broker, scenario: Scenario, client: string, rep: n
   const messages = values.messages !== undefined ? Number(values.messages) : messagesOf(scenario, quick)
   const queue = queueName(scenario, client)
   const warmupQueue = `${queue}-warmup`
-  const warmup = warmupOf(messages)
+  const warmup = warmupOf(scenario, messages)
   await broker.admin.declareQueue(queue, { "x-expires": 30 * 60 * 1000 })
-  await broker.admin.declareQueue(warmupQueue, { "x-expires": 30 * 60 * 1000 })
+  if (warmup > 0) await broker.admin.declareQueue(warmupQueue, { "x-expires": 30 * 60 * 1000 })
   try {
     if (scenario.kind === "consume") {
       await broker.admin.publish(warmupQueue, makeBody(scenario.bodySize), warmup)
@@ -251,13 +251,11 @@ const runOne = async (broker: Broker, scenario: Scenario, client: string, rep: n
       queue,
       "--messages",
       String(messages),
-      "--warmup-queue",
-      warmupQueue,
-      "--warmup",
-      String(warmup),
+      ...(warmup > 0 ? ["--warmup-queue", warmupQueue, "--warmup", String(warmup)] : []),
       ...(broker.tlsCaPath !== undefined ? ["--tls-ca", broker.tlsCaPath] : [])
     ])
-    for (const [name, count] of [[warmupQueue, warmup], [queue, messages]] as const) {
+    const used = warmup > 0 ? [[warmupQueue, warmup], [queue, messages]] as const : [[queue, messages]] as const
+    for (const [name, count] of used) {
       await awaitCount(broker.admin, name, expectedAfter(scenario, count), 10_000).catch((error: unknown) => {
         throw new Error(`${client} ${scenario.name} on ${broker.kind}: ${String(error)}`)
       })
@@ -265,7 +263,7 @@ const runOne = async (broker: Broker, scenario: Scenario, client: string, rep: n
     return result
   } finally {
     await broker.admin.deleteQueue(queue)
-    await broker.admin.deleteQueue(warmupQueue)
+    if (warmup > 0) await broker.admin.deleteQueue(warmupQueue)
   }
 }
 
@@ -292,7 +290,8 @@ const main = async () => {
     + " (it returns at once unless the socket is congested).",
     "effect-amqp runs compiled to JavaScript (tsc, types dropped), as a published package does;"
     + " the other clients ship JavaScript.",
-    "Every worker first runs an unmeasured pass of the scenario (a fifth of its messages, at most 10,000)"
+    "Every worker first runs an unmeasured pass of the scenario (a fifth of its messages, at most 10,000;"
+    + " none for messages of 1 MiB and more, whose memory is measured from a process that never held one)"
     + " on a queue of its own, so that each client is measured after the JIT has compiled its hot code.",
     "Round trip: publish to a queue the same client consumes, next publish on delivery; rate = 1 / mean round trip.",
     "The null broker ignores acks and prefetch; it acks publishes (multiple=true) once per read chunk.",
