@@ -103,7 +103,11 @@ describe("AmqpClient.defaultReconnect", () => {
       const proxy = yield* FaultProxy.make({ target: { host: "127.0.0.1", port: broker.amqpPort } })
       const before = yield* TestClock.withLive(LeakProbe.snapshot())
       const options = yield* Support.options(proxy.port, "wrong-password", { password: "not-the-password" })
-      const making = yield* Effect.forkChild(Effect.scoped(AmqpClient.make(options)), { startImmediately: true })
+      const events: Array<AmqpClient.LifecycleEvent> = []
+      const making = yield* Effect.forkChild(
+        Effect.scoped(AmqpClient.make(options, { onEvent: (event) => events.push(event) })),
+        { startImmediately: true }
+      )
       // The clock stands still until the broker has refused the login and closed the connection:
       // moving it during the handshake would time the handshake out (a failure worth a retry).
       yield* TestClock.withLive(proxy.awaitClosed(0))
@@ -126,6 +130,15 @@ describe("AmqpClient.defaultReconnect", () => {
         assert.isTrue(error.value.isPermanent)
       }
       assert.strictEqual((yield* proxy.stats).accepted, 1)
+      // The failed first connect is seen through onEvent: one attempt, then GaveUp with the 403.
+      assert.deepStrictEqual(
+        events.map((event) =>
+          event._tag === "GaveUp" ? [event._tag, event.cause.replyCode] : event._tag === "Connecting"
+            ? [event._tag, event.attempt]
+            : [event._tag]
+        ),
+        [["Connecting", 1], ["GaveUp", 403]]
+      )
       yield* TestClock.withLive(LeakProbe.assertNoLeaks(before))
     }))
 })

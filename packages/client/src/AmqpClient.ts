@@ -84,6 +84,12 @@ export interface ClientOptions {
   readonly reconnect?: Schedule.Schedule<unknown, AmqpConnectionError>
   /** Milliseconds an operation waits for a live link while reconnecting. Default 30,000. */
   readonly linkTimeout?: number
+  /**
+   * Called with every lifecycle event as it happens, from the first connection attempt on: also
+   * those of a first connect that ends in `GaveUp`, when `make` fails and there is no client to
+   * subscribe to. It must not throw or block.
+   */
+  readonly onEvent?: (event: LifecycleEvent) => void
 }
 
 /**
@@ -230,6 +236,7 @@ class Supervisor {
   }
 
   emit(event: LifecycleEvent): void {
+    this.clientOptions.onEvent?.(event)
     PubSub.publishUnsafe(this.events, event)
   }
 
