@@ -326,7 +326,9 @@ const main = async () => {
     for (const scenario of selected) {
       for (const broker of brokers) {
         if (!scenario.brokers.includes(broker.kind)) continue
-        const offset = turn++ % clients.length
+        // Who goes first moves on by one per scenario and again per repetition, so that no client
+        // always runs first (right after the previous scenario's queues were deleted).
+        const offset = (turn++ + rep) % clients.length
         const order = [...clients.slice(offset), ...clients.slice(0, offset)]
         for (const client of order) {
           const result = await runOne(broker, scenario, client, rep)
