@@ -189,6 +189,10 @@ export const fromUrl = (
   overrides: ConnectionOptionsInput = {}
 ): Effect.Effect<ConnectionOptions, AmqpConfigError> =>
   Effect.suspend(() => {
+    // A fragment means nothing to AMQP; taken silently it would cut off a password with a "#".
+    if (url.includes("#")) {
+      return Effect.fail(configError(`AMQP URL must not have a fragment (#...); encode "#" as %23: ${redactUrl(url)}`))
+    }
     let parsed: URL
     try {
       parsed = new URL(url)

@@ -38,7 +38,7 @@ describe("ConnectionConfig", () => {
       assert.strictEqual((yield* ConnectionConfig.fromUrl("amqps://h")).port, 5671)
     }))
 
-  it.effect("refuses a frame_max below 8192, unknown parameters and two-segment vhosts", () =>
+  it.effect("refuses a frame_max below 8192, unknown parameters, two-segment vhosts and fragments", () =>
     Effect.gen(function*() {
       const small = yield* Effect.flip(ConnectionConfig.fromUrl("amqp://h/?frame_max=4096"))
       assert.include(small.message, "frame_max must be 0 (no limit) or at least 8192")
@@ -48,6 +48,11 @@ describe("ConnectionConfig", () => {
       assert.include(segments.message, "one path segment")
       const scheme = yield* Effect.flip(ConnectionConfig.fromUrl("http://h/"))
       assert.include(scheme.message, "amqp:// or amqps://")
+      for (const url of ["amqp://h/v#frag", "amqp://h#", "amqp://guest:pa#ss@h/"]) {
+        const fragment = yield* Effect.flip(ConnectionConfig.fromUrl(url))
+        assert.include(fragment.message, "must not have a fragment", url)
+        assert.notInclude(fragment.message, "pa#ss", url)
+      }
       const port = yield* Effect.flip(ConnectionConfig.make({ port: 70000 }))
       assert.include(port.message, "port")
     }))
