@@ -1,5 +1,6 @@
 /**
- * Bytes that travel badly still arrive whole: a 16 MiB body published over TLS to a reader that
+ * Bytes that travel badly still arrive whole, and no faster than the reader takes them: publishers
+ * wait while 4 MiB wait in the socket; a 16 MiB body published over TLS to a reader that
  * stops and then reads slowly, and a whole session (handshake, declare, publish with confirm, get)
  * through a proxy that re-chunks every frame into 1-byte writes both ways.
  */
@@ -15,6 +16,63 @@ const names = new Names("connection-transfer")
 const sha256 = (bytes: Uint8Array) => Crypto.createHash("sha256").update(bytes).digest("hex")
 
 describe("transfer", () => {
+  it.live(
+    "makes publishers wait while 4 MiB wait in the socket, and lets them all through once the reader reads",
+    () =>
+      Effect.gen(function*() {
+        const broker = yield* SharedBroker.acquire
+        const queue = `effect-amqp-test.connection-transfer.backpressure.${process.pid}`
+        const body = Crypto.randomBytes(64 * 1024)
+        const total = 400 // 25 MiB: more than the socket may hold plus what the kernel buffers
+        yield* leakChecked(
+          Effect.gen(function*() {
+            const proxy = yield* FaultProxy.make({ target: { host: "127.0.0.1", port: broker.amqpPort } })
+            const connection = yield* AmqpConnection.fromUrl(`amqp://guest:guest@127.0.0.1:${proxy.port}`, {
+              connectionName: names.next("backpressure")
+            })
+            const channel = yield* AmqpChannel.make(connection)
+            yield* channel.queueDeclare(queue)
+
+            yield* proxy.stopReading("clientToServer")
+            let returned = 0
+            const publishing = yield* Effect.forkChild(
+              Effect.forEach(Array.from({ length: total }), () =>
+                Effect.map(channel.publish("", queue, body), () => {
+                  returned++
+                }), { discard: true }),
+              { startImmediately: true }
+            )
+            yield* Effect.sleep("1 second")
+            const stalledAt = returned
+            yield* Effect.sleep("300 millis")
+            // The publisher waits: no publish returned while the reader read nothing, and what this
+            // process holds for the socket stays under the limit plus the message that crossed it.
+            assert.strictEqual(returned, stalledAt)
+            assert.isBelow(stalledAt, total)
+            const socket = connection.core.transport.socket
+            assert.isAtMost(socket.writableLength, 4 * 1024 * 1024 + body.length + 64)
+            assert.isAtLeast(socket.writableLength, 4 * 1024 * 1024 - body.length)
+
+            yield* proxy.resumeReading("clientToServer")
+            yield* Fiber.join(publishing)
+            assert.strictEqual(returned, total)
+            const declared = yield* Effect.gen(function*() {
+              for (let i = 0; i < 100; i++) {
+                const ok = yield* channel.queueDeclare(queue, { passive: true })
+                if (ok.messageCount === total) return ok
+                yield* Effect.sleep("50 millis")
+              }
+              return yield* channel.queueDeclare(queue, { passive: true })
+            })
+            assert.strictEqual(declared.messageCount, total)
+            assert.strictEqual(yield* channel.queueDelete(queue), total)
+          }),
+          names.own(broker)
+        )
+      }),
+    60_000
+  )
+
   it.live(
     "publishes a 16 MiB body over TLS to a slow reader and the broker holds the exact bytes",
     () =>

@@ -56,8 +56,12 @@ export interface Transport {
   readonly abort: () => void
 }
 
-/** Bytes queued in the socket above which writers wait for `drain`. */
-const WRITE_LIMIT = 1024 * 1024
+/**
+ * Bytes queued in the socket above which writers wait for `drain`. At 1 MiB a publisher of 64 KiB
+ * messages waited every 16 messages, and published about a fifth slower, at a quarter more CPU
+ * per message, than at 4 MiB (medians of five runs against RabbitMQ); 8 MiB gained nothing more.
+ */
+const WRITE_LIMIT = 4 * 1024 * 1024
 
 const fail = (reason: ConnectionErrorReason, name: string | undefined) =>
   new AmqpConnectionError({ reason, connectionName: name })
