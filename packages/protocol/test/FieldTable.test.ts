@@ -78,6 +78,17 @@ describe("decoding", () => {
     assert.deepStrictEqual(decodeTable(tableBytes([[long, ["V", null]]])), { [long]: null })
   })
 
+  it("decodes keys that differ only between the bytes the string cache samples, each time right", () => {
+    // Nine bytes: the cache samples offsets 0, 2, 4, 6 and 8, so these share a cache slot.
+    const keys = ["a1b2c3d4e", "a9b8c7d6e", "a1b2c3d4e", "a0b0c0d0e", "a9b8c7d6e", "", "a0b0c0d0e"]
+    for (let round = 0; round < 3; round++) {
+      const decoded = keys.map((key, i) => Object.keys(decodeTable(tableBytes([[key, ["I", i]]])))[0])
+      assert.deepStrictEqual(decoded, keys)
+    }
+    const together = decodeTable(tableBytes(keys.map((key, i) => [key, ["I", i]] as const)))
+    assert.deepStrictEqual(together, { "a1b2c3d4e": 2, "a9b8c7d6e": 4, "a0b0c0d0e": 6, "": 5 })
+  })
+
   it("lets the last of two equal keys win", () => {
     assert.deepStrictEqual(decodeTable(tableBytes([["k", ["I", 1]], ["k", ["I", 2]]])), { k: 2 })
   })

@@ -83,9 +83,16 @@ export class BufferReader {
     const start = this.pos
     const end = start + length
     this.pos = end
+    if (length === 0) return ""
     if (length > KEY_CACHE_MAX_LENGTH) return buf.toString("utf8", start, end)
-    let hash = length
-    for (let i = start; i < end; i++) hash = Math.imul(hash ^ buf[i]!, 0x01000193)
+    // The slot comes from the length and five sampled bytes (both ends, the middle): a constant
+    // cost, where hashing every byte cost as much as the comparison below. Strings that differ
+    // only elsewhere share a slot and take turns in it; the comparison keeps every answer right.
+    let hash = Math.imul(length ^ buf[start]!, 0x01000193)
+    hash = Math.imul(hash ^ buf[end - 1]!, 0x01000193)
+    hash = Math.imul(hash ^ buf[start + (length >> 1)]!, 0x01000193)
+    hash = Math.imul(hash ^ buf[start + (length >> 2)]!, 0x01000193)
+    hash = Math.imul(hash ^ buf[end - 1 - (length >> 2)]!, 0x01000193)
     const slot = (hash ^ (hash >>> 15)) & (KEY_CACHE_SLOTS - 1)
     const cached = cachedKeyBytes[slot]
     if (cached !== undefined && cached.length === length) {
