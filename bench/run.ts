@@ -215,7 +215,7 @@ const runWorker = (nodeArgs: ReadonlyArray<string>, args: ReadonlyArray<string>)
   })
 
 const runOne = async (broker: Broker, scenario: Scenario, client: string, rep: number): Promise<WorkerResult> => {
-  const messages = values.messages !== undefined ? Number(values.messages) : messagesOf(scenario, quick)
+  const messages = values.messages !== undefined ? Number(values.messages) : messagesOf(scenario, quick, broker.kind)
   const queue = queueName(scenario, client)
   const warmupQueue = `${queue}-warmup`
   const warmup = warmupOf(scenario, messages)
