@@ -105,7 +105,13 @@ describe("AmqpClient.defaultReconnect", () => {
       const options = yield* Support.options(proxy.port, "wrong-password", { password: "not-the-password" })
       const events: Array<AmqpClient.LifecycleEvent> = []
       const making = yield* Effect.forkChild(
-        Effect.scoped(AmqpClient.make(options, { onEvent: (event) => events.push(event) })),
+        // The callback throws after recording: that must not stop the client from giving up.
+        Effect.scoped(AmqpClient.make(options, {
+          onEvent: (event) => {
+            events.push(event)
+            throw new Error(`callback failed on ${event._tag}`)
+          }
+        })),
         { startImmediately: true }
       )
       // The clock stands still until the broker has refused the login and closed the connection:

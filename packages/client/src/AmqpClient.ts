@@ -87,7 +87,7 @@ export interface ClientOptions {
   /**
    * Called with every lifecycle event as it happens, from the first connection attempt on: also
    * those of a first connect that ends in `GaveUp`, when `make` fails and there is no client to
-   * subscribe to. It must not throw or block.
+   * subscribe to. It must not block; what it throws is ignored.
    */
   readonly onEvent?: (event: LifecycleEvent) => void
 }
@@ -236,7 +236,11 @@ class Supervisor {
   }
 
   emit(event: LifecycleEvent): void {
-    this.clientOptions.onEvent?.(event)
+    try {
+      this.clientOptions.onEvent?.(event)
+    } catch {
+      // A callback that throws must not stop the supervisor (and with it the first connect).
+    }
     PubSub.publishUnsafe(this.events, event)
   }
 

@@ -48,6 +48,11 @@ describe("ConnectionConfig", () => {
       assert.include(segments.message, "one path segment")
       const scheme = yield* Effect.flip(ConnectionConfig.fromUrl("http://h/"))
       assert.include(scheme.message, "amqp:// or amqps://")
+      for (const url of ["amqp:rabbit.example:5672", "amqp:user:pw@rabbit", "amqps:/h", "http://h/"]) {
+        const slashes = yield* Effect.flip(ConnectionConfig.fromUrl(url))
+        assert.include(slashes.message, "must start with amqp:// or amqps://", url)
+        assert.notInclude(slashes.message, ":pw@", url)
+      }
       for (const url of ["amqp://h/v#frag", "amqp://h#", "amqp://guest:pa#ss@h/"]) {
         const fragment = yield* Effect.flip(ConnectionConfig.fromUrl(url))
         assert.include(fragment.message, "must not have a fragment", url)
