@@ -1,13 +1,15 @@
 /**
  * Orderings that broke the channel's bookkeeping once: a method whose caller gave up before the
  * reply, a return among publishes that route differently under one routing key, publishers woken
- * by a confirm that publish again at once, and update-secret calls that overlap.
+ * by a confirm that publish again at once, update-secret calls that overlap, and an ack or a
+ * publish on a channel whose `channel.close` is already on its way (once answered by the broker
+ * with 504 on channel 0, which closed the whole connection).
  */
-import { AmqpChannel, AmqpPublishError, Returned } from "@effect-amqp/client"
+import { AmqpChannel, AmqpClosedError, AmqpPublishError, AmqpStaleDelivery, Returned } from "@effect-amqp/client"
 import { FaultProxy } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Redacted } from "effect"
-import { onSharedBroker, unique, utf8 } from "../support/channelKit.ts"
+import { Effect, Exit, Fiber, Option, Redacted, Scope } from "effect"
+import { onSharedBroker, poll, unique, utf8 } from "../support/channelKit.ts"
 
 describe("a channel under awkward orderings", () => {
   it.live("gives the next method its own reply after a caller was interrupted while waiting", () =>
@@ -92,6 +94,39 @@ describe("a channel under awkward orderings", () => {
           { concurrency: "unbounded" }
         ).pipe(Effect.timeoutOption("3 seconds"))
         assert.strictEqual(both._tag, "Some")
+      })
+    ))
+
+  it.live("refuses an ack and a publish once channel.close is on its way, and the connection lives on", () =>
+    onSharedBroker((connect, broker) =>
+      Effect.gen(function*() {
+        const proxy = yield* FaultProxy.make({ target: { host: "127.0.0.1", port: broker.amqpPort } })
+        const connection = yield* connect({ port: proxy.port })
+        const other = yield* AmqpChannel.make(connection)
+        yield* other.confirmSelect
+        const queue = unique("q-closing")
+        yield* other.queueDeclare(queue)
+        yield* other.publish("", queue, utf8("x"))
+        const scope = yield* Scope.make()
+        const closing = yield* Scope.provide(AmqpChannel.make(connection), scope)
+        const got = Option.getOrThrow(yield* closing.get(queue))
+
+        // The broker's close-ok comes 400 ms late: the channel is closing all that time.
+        yield* proxy.setLatency(400, "serverToClient")
+        const closer = yield* Effect.forkChild(Scope.close(scope, Exit.void), { startImmediately: true })
+        yield* Effect.sleep("100 millis")
+        const ack = yield* Effect.flip(got.ack())
+        assert.deepStrictEqual(ack, new AmqpStaleDelivery({ deliveryTag: got.deliveryTag, operation: "ack" }))
+        const publish = yield* Effect.flip(closing.publish("", queue, utf8("late")))
+        assert.instanceOf(publish, AmqpClosedError)
+        yield* Fiber.join(closer)
+        yield* proxy.setLatency(0, "serverToClient")
+
+        // The unacked message went back to the queue; the connection and its other channel carry on.
+        const back = yield* poll(other.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount === 1)
+        assert.deepStrictEqual(back, { queue, messageCount: 1, consumerCount: 0 })
+        assert.strictEqual(yield* other.queueDelete(queue), 1)
+        assert.isTrue(yield* connection.isOpen)
       })
     ))
 })

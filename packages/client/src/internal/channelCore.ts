@@ -90,6 +90,15 @@ export class ChannelCore implements ChannelSink {
     return this.state === "closed"
   }
 
+  /**
+   * Whether a method may still be sent: not once `channel.close` is on its way. The broker drops
+   * what follows its close, but answers anything after our close with 504 CHANNEL_ERROR on
+   * channel 0, which closes the whole connection.
+   */
+  acceptsMethods(): boolean {
+    return this.state === "open"
+  }
+
   closedError(): AmqpClosedError {
     return new AmqpClosedError({ what: "channel", cause: this.failure })
   }
@@ -203,11 +212,18 @@ export class ChannelCore implements ChannelSink {
     this.connection.writeMethod(this.id, method)
   }
 
-  /** Sends a method that expects no reply, once the socket has room. */
+  /**
+   * Sends a method that expects no reply, once the socket has room; the channel is checked again
+   * after waiting, as it may have begun to close meanwhile.
+   */
   send(method: Method): Effect.Effect<void, AmqpClosedError | AmqpConnectionError> {
     return Effect.suspend((): Effect.Effect<void, AmqpClosedError | AmqpConnectionError> => {
-      if (this.state === "closed") return Effect.fail(this.closedError())
-      return this.connection.send(this.id, method)
+      if (!this.acceptsMethods()) return Effect.fail(this.closedError())
+      const connection = this.connection
+      if (connection.isClosed()) return Effect.fail(connection.closedError())
+      if (connection.transport.congested()) return Effect.andThen(connection.transport.drained, this.send(method))
+      connection.writeMethod(this.id, method)
+      return Effect.void
     })
   }
 
@@ -303,7 +319,7 @@ export class ChannelCore implements ChannelSink {
     mandatory: boolean
   ): Effect.Effect<Effect.Effect<void, AmqpPublishError>, AmqpPublishError | AmqpClosedError | ChannelFailure> {
     return Effect.suspend(() => {
-      if (this.state === "closed") return Effect.fail(this.closedError())
+      if (!this.acceptsMethods()) return Effect.fail(this.closedError())
       const connection = this.connection
       const ready = connection.blockedReason === undefined && !connection.transport.congested()
       if (!this.confirmMode) {
@@ -316,7 +332,7 @@ export class ChannelCore implements ChannelSink {
       }
       const confirmed = Effect.suspend(
         (): Effect.Effect<Effect.Effect<void, AmqpPublishError>, AmqpPublishError | AmqpClosedError> => {
-          if (this.state === "closed") {
+          if (!this.acceptsMethods()) {
             this.releaseSlot()
             return Effect.fail(this.unsent())
           }
@@ -375,7 +391,7 @@ export class ChannelCore implements ChannelSink {
     properties: BasicProperties,
     mandatory: boolean
   ): Effect.Effect<void, AmqpPublishError | AmqpClosedError> {
-    if (this.state === "closed") return Effect.fail(this.unsent())
+    if (!this.acceptsMethods()) return Effect.fail(this.unsent())
     this.writeFrames(this.encode(exchange, routingKey, body, properties, mandatory))
     return Effect.void
   }

@@ -69,7 +69,7 @@ export const acknowledge = (
   requeue: boolean
 ): Effect.Effect<void, AckError> =>
   Effect.suspend((): Effect.Effect<void, AckError> => {
-    if (core.isClosed()) return Effect.fail(new AmqpStaleDelivery({ deliveryTag, operation }))
+    if (!core.acceptsMethods()) return Effect.fail(new AmqpStaleDelivery({ deliveryTag, operation }))
     switch (operation) {
       case "ack":
         return core.send(Methods.basicAck({ deliveryTag, multiple }))
