@@ -122,6 +122,72 @@ describe("consumeWith", () => {
       })
     ))
 
+  it.live(
+    "without a prefetch, is not deadlocked by paused reading when its handler waits for confirms",
+    () =>
+      onSharedBroker((connect) =>
+        Effect.gen(function*() {
+          // More than the 8,192 buffered deliveries that make the connection stop reading. Each
+          // handler waits for a confirm that only that same connection can read.
+          const total = 12_000
+          const { channel, consumer, queue } = yield* queueWithMessages(connect, "q-with-stall", total)
+          const out = unique("q-with-stall-out")
+          yield* channel.queueDeclare(out)
+          let handled = 0
+          const done = yield* Deferred.make<void>()
+          const handle = (delivery: AmqpChannel.Delivery) =>
+            Effect.gen(function*() {
+              yield* channel.publish("", out, delivery.body)
+              yield* delivery.ack()
+              if (++handled === total) yield* Deferred.done(done, Exit.void)
+            })
+          yield* Effect.raceFirst(consumer.consumeWith(queue, handle), Deferred.await(done)).pipe(
+            Effect.timeout("60 seconds")
+          )
+          assert.strictEqual(handled, total)
+          assert.strictEqual(yield* channel.queueDelete(out), total)
+          assert.strictEqual(yield* channel.queueDelete(queue), 0)
+        })
+      ),
+    90_000
+  )
+
+  it.live(
+    "when interrupted while its buffer paused reading, cancels at once and leaves nothing unaccounted",
+    () =>
+      onSharedBroker((connect, broker) =>
+        Effect.gen(function*() {
+          const total = 12_000
+          const { channel, connection, consumer, queue } = yield* queueWithMessages(connect, "q-with-paused", total)
+          let acked = 0
+          const handle = (delivery: AmqpChannel.Delivery) =>
+            Effect.sleep("1 millis").pipe(
+              Effect.andThen(delivery.ack()),
+              Effect.andThen(Effect.sync(() => acked++))
+            )
+          const fiber = yield* Effect.forkChild(consumer.consumeWith(queue, handle), { startImmediately: true })
+          yield* Effect.sleep("700 millis")
+          const started = Date.now()
+          yield* Fiber.interrupt(fiber)
+          const tookMillis = Date.now() - started
+          // closeTimeout is 5 s: a cancel-ok that could not be read would have taken all of it.
+          assert.isBelow(tookMillis, 2500)
+
+          const onBroker = yield* brokerChannel(broker, connection.name, consumer.id)
+          assert.deepStrictEqual(onBroker.map((c) => c.consumerCount), [0])
+          const unacked = onBroker[0]!.messagesUnacknowledged
+          assert.isAtMost(unacked, 1)
+          const ready = yield* poll(
+            channel.queueDeclare(queue, { passive: true }),
+            (ok) => ok.messageCount + acked + unacked === total
+          )
+          assert.strictEqual(ready.messageCount + acked + unacked, total)
+          assert.isAbove(ready.messageCount, 0)
+        })
+      ),
+    60_000
+  )
+
   it.live("fails with AmqpConsumerCancelled when the queue is deleted", () =>
     onSharedBroker((connect) =>
       Effect.gen(function*() {

@@ -312,6 +312,8 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
         }),
         (consumer) =>
           Effect.gen(function*() {
+            // Reading must go on for the cancel-ok to arrive: a buffer that paused it lets go first.
+            buffer.release()
             yield* consumer.cancel
             yield* buffer.drain(options.noAck !== true)
           })

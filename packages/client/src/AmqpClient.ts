@@ -767,6 +767,8 @@ class LogicalChannel {
         () =>
           Effect.suspend(() => {
             this.consumers.delete(consumer)
+            // Reading must go on for the cancel-ok to arrive: a buffer that paused it lets go first.
+            buffer.release()
             return (consumer.handle?.cancel ?? Effect.void).pipe(
               Effect.andThen(buffer.drain(options.noAck !== true))
             )

@@ -195,19 +195,33 @@ export const startConsumer = (
   )
 }
 
-/** Deliveries buffered by a consumer above which the connection stops reading from its socket. */
+/** Deliveries, or body bytes, buffered by a consumer above which the connection stops reading. */
 const HIGH_WATER = 8192
+const HIGH_WATER_BYTES = 64 * 1024 * 1024
 /** ... and below which it reads again. */
 const LOW_WATER = 1024
+const LOW_WATER_BYTES = 16 * 1024 * 1024
+/**
+ * A consumer that takes nothing for this long while reading is paused may be waiting for a reply
+ * that sits unread behind its own deliveries (a confirm, a method's reply): reading resumes.
+ */
+const STALL_MILLIS = 2000
 
 /**
  * The stream side of a consumer's buffer, with read backpressure: while more than `HIGH_WATER`
- * deliveries wait (possible without a prefetch), the connection stops reading from its socket, so
- * the broker's TCP window fills instead of this process's memory.
+ * deliveries or `HIGH_WATER_BYTES` of bodies wait (possible without a prefetch), the connection
+ * stops reading from its socket, so the broker's TCP window fills instead of this process's
+ * memory. If the consumer then takes nothing for `STALL_MILLIS`, it may be waiting for something
+ * only the paused connection could read, so reading resumes and this consumer never pauses it
+ * again: its memory is then bounded by its prefetch alone.
  */
 export class DeliveryBuffer<E> {
   readonly queue: Queue.Queue<Delivery, E | Cause.Done>
   private paused: ChannelCore | undefined
+  private bytes = 0
+  private takenCount = 0
+  private stallTimer: ReturnType<typeof setTimeout> | undefined
+  private stalled = false
   readonly stream: Stream.Stream<Delivery, Exclude<E, Cause.Done>>
 
   constructor(queue: Queue.Queue<Delivery, E | Cause.Done>) {
@@ -245,10 +259,28 @@ export class DeliveryBuffer<E> {
 
   offer(core: ChannelCore, delivery: Delivery): void {
     Queue.offerUnsafe(this.queue, delivery)
-    if (this.paused === undefined && Queue.sizeUnsafe(this.queue) >= HIGH_WATER) {
+    this.bytes += delivery.body.length
+    if (
+      this.paused === undefined && !this.stalled &&
+      (Queue.sizeUnsafe(this.queue) >= HIGH_WATER || this.bytes >= HIGH_WATER_BYTES)
+    ) {
       this.paused = core
       core.connection.pauseReading(this)
+      this.watchForStall()
     }
+  }
+
+  /** While paused, checks every `STALL_MILLIS` that the consumer took something meanwhile. */
+  private watchForStall(): void {
+    const takenBefore = this.takenCount
+    this.stallTimer = setTimeout(() => {
+      this.stallTimer = undefined
+      if (this.paused === undefined) return
+      if (this.takenCount !== takenBefore) return this.watchForStall()
+      this.stalled = true
+      this.release()
+    }, STALL_MILLIS)
+    this.stallTimer.unref()
   }
 
   /**
@@ -266,12 +298,18 @@ export class DeliveryBuffer<E> {
 
   /** A delivery leaves the buffer: the connection reads again once it has room. */
   private taken(delivery: Delivery): Delivery {
-    if (this.paused !== undefined && Queue.sizeUnsafe(this.queue) <= LOW_WATER) this.release()
+    this.takenCount++
+    this.bytes -= delivery.body.length
+    if (this.paused !== undefined && Queue.sizeUnsafe(this.queue) <= LOW_WATER && this.bytes <= LOW_WATER_BYTES) {
+      this.release()
+    }
     return delivery
   }
 
   /** Lets the connection read again, for example when the consumer ends. */
   release(): void {
+    if (this.stallTimer !== undefined) clearTimeout(this.stallTimer)
+    this.stallTimer = undefined
     const core = this.paused
     this.paused = undefined
     core?.connection.resumeReading(this)
