@@ -8,7 +8,7 @@
  * A private node for the file (users are added and connections closed on it), used by one test at
  * a time. The block runs without test services: the clock is the real one.
  */
-import { AmqpClient } from "@effect-amqp/client"
+import { type AmqpChannel, AmqpClient } from "@effect-amqp/client"
 import { BrokerNode } from "@effect-amqp/testing"
 import { assert, layer } from "@effect/vitest"
 import { Effect, Exit, Fiber, Queue, Schedule, Scope, Stream } from "effect"
@@ -247,6 +247,53 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
           return (yield* channel.queueDeclare(queue, { passive: true })).messageCount
         })
         assert.strictEqual(ready, 4)
+        yield* channel.queueDelete(queue)
+      })
+    ))
+
+  it.effect("keeps a consumeWith consumer running across a reconnect, without stale deliveries", () =>
+    Support.probed(({ proxy }) =>
+      Effect.gen(function*() {
+        const client = yield* AmqpClient.make(yield* Support.options(proxy.port, "consume-with"), {
+          reconnect: Schedule.spaced("200 millis")
+        })
+        const log = yield* Support.eventLog(client)
+        const channel = yield* client.channel()
+        const queue = `recovery-consume-with-${randomUUID()}`
+        yield* channel.queueDeclare(queue)
+        yield* channel.confirmSelect
+        const total = 300
+        for (let i = 0; i < total; i++) yield* channel.publish("", queue, Buffer.from(`m${i}`))
+        yield* channel.qos(50)
+
+        const handled: Array<string> = []
+        const handle = (delivery: AmqpChannel.Delivery) =>
+          Effect.sleep("2 millis").pipe(
+            Effect.andThen(Effect.sync(() => handled.push(Support.text(delivery.body)))),
+            Effect.andThen(delivery.ack())
+          )
+        const consuming = yield* Effect.forkChild(channel.consumeWith(queue, handle), { startImmediately: true })
+        while (handled.length < 100) yield* Support.realDelay(5)
+        yield* proxy.dropAll("reset")
+        const disconnected = yield* log.next("Disconnected")
+        yield* log.next("Recovered", disconnected.index)
+        for (let i = 0; i < 400 && new Set(handled).size < total; i++) yield* Support.realDelay(50)
+
+        // Every message was handled; the buffered deliveries of the dead channel were dropped, not
+        // handed out, so only the one being handled at the drop may come twice.
+        assert.strictEqual(new Set(handled).size, total)
+        assert.isAtMost(handled.length, total + 1)
+        assert.isUndefined(consuming.pollUnsafe(), "the consumer ended")
+        const left = yield* Effect.gen(function*() {
+          for (let i = 0; i < 50; i++) {
+            const ok = yield* channel.queueDeclare(queue, { passive: true })
+            if (ok.messageCount === 0) return ok.messageCount
+            yield* Support.realDelay(100)
+          }
+          return (yield* channel.queueDeclare(queue, { passive: true })).messageCount
+        })
+        assert.strictEqual(left, 0)
+        yield* Fiber.interrupt(consuming)
         yield* channel.queueDelete(queue)
       })
     ))

@@ -301,7 +301,8 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
   const startBuffered = (queue: string, options: ConsumeOptions) =>
     Effect.gen(function*() {
       const buffer = new DeliveryBuffer(
-        yield* Queue.unbounded<Delivery, ChannelError | AmqpConsumerCancelled | Cause.Done>()
+        yield* Queue.unbounded<Delivery, ChannelError | AmqpConsumerCancelled | Cause.Done>(),
+        { noAck: options.noAck ?? false }
       )
       yield* Effect.acquireRelease(
         startConsumer(core, queue, options, {

@@ -38,7 +38,8 @@ import {
   AmqpClosedError,
   AmqpConnectionError,
   AmqpConsumerCancelled,
-  AmqpPublishError
+  AmqpPublishError,
+  AmqpStaleDelivery
 } from "./AmqpError.ts"
 import type { ConnectionOptions } from "./ConnectionConfig.ts"
 import type { ChannelCore } from "./internal/channelCore.ts"
@@ -736,14 +737,19 @@ class LogicalChannel {
     handle: (delivery: Delivery) => Effect.Effect<void, E, R>,
     options: ConsumeOptions
   ): Effect.Effect<void, E | AmqpChannel.ChannelError | AmqpConsumerCancelled, R> {
-    return Effect.scoped(Effect.flatMap(this.startBuffered(queue, options), (buffer) => buffer.forEach(handle)))
+    // A handler whose ack found its delivery's channel gone with the link does not end the
+    // consumer: the broker redelivers that message, on the next link.
+    const handleLive = (delivery: Delivery) =>
+      Effect.catchIf(handle(delivery), (error) => error instanceof AmqpStaleDelivery, () => Effect.void)
+    return Effect.scoped(Effect.flatMap(this.startBuffered(queue, options), (buffer) => buffer.forEach(handleLive)))
   }
 
   /** A logical consumer feeding a buffer, across reconnects, for as long as the scope lasts. */
   private startBuffered(queue: string, options: ConsumeOptions) {
     return Effect.gen({ self: this }, function*() {
       const buffer = new DeliveryBuffer(
-        yield* Queue.unbounded<Delivery, AmqpChannel.ChannelError | AmqpConsumerCancelled | Cause.Done>()
+        yield* Queue.unbounded<Delivery, AmqpChannel.ChannelError | AmqpConsumerCancelled | Cause.Done>(),
+        { noAck: options.noAck ?? false }
       )
       const consumer = new LogicalConsumer(
         queue,

@@ -112,7 +112,18 @@ class DeliveryImpl implements Delivery {
   reject(options?: { readonly requeue?: boolean }): Effect.Effect<void, AckError> {
     return acknowledge(this.core, "reject", this.deliveryTag, false, options?.requeue ?? true)
   }
+
+  /** Whether the channel it came from can no longer take its acknowledgement. */
+  isStale(): boolean {
+    return !this.core.acceptsMethods()
+  }
 }
+
+/**
+ * A delivery to acknowledge whose channel has ended before anyone took it from the buffer: the
+ * broker requeues it (and delivers it again, to this consumer after a reconnect), so it is dropped.
+ */
+const isStale = (delivery: Delivery): boolean => delivery instanceof DeliveryImpl && delivery.isStale()
 
 interface DeliveryFields {
   readonly consumerTag: string
@@ -224,19 +235,43 @@ export class DeliveryBuffer<E> {
   private stalled = false
   readonly stream: Stream.Stream<Delivery, Exclude<E, Cause.Done>>
 
-  constructor(queue: Queue.Queue<Delivery, E | Cause.Done>) {
+  /** Deliveries need acknowledging (no `noAck`): those whose channel has ended are dropped. */
+  private readonly dropsStale: boolean
+
+  constructor(queue: Queue.Queue<Delivery, E | Cause.Done>, options: { readonly noAck?: boolean } = {}) {
     this.queue = queue
+    this.dropsStale = options.noAck !== true
     // One delivery per pull, never a whole batch: a delivery that downstream does not take (say,
     // after `Stream.take`) stays in the buffer, where ending the consumer finds it and requeues it.
-    const taken = (delivery: Delivery): readonly [Delivery] => [this.taken(delivery)]
-    const waitForOne = Effect.map(Queue.take(queue), taken)
-    // A delivery already buffered is taken without suspending; otherwise wait for the next one.
-    const pull = Effect.suspend((): Effect.Effect<readonly [Delivery], E | Cause.Done> => {
-      const exit = Queue.takeUnsafe(queue)
-      if (exit === undefined) return waitForOne
-      return exit._tag === "Success" ? Effect.succeed(taken(exit.value)) : Effect.failCause(exit.cause)
-    })
+    const pull: Effect.Effect<readonly [Delivery], E | Cause.Done> = this.next((delivery) =>
+      Effect.succeed([delivery] as const)
+    )
     this.stream = Stream.fromPull(Effect.succeed(pull)) as Stream.Stream<Delivery, Exclude<E, Cause.Done>>
+  }
+
+  /**
+   * Takes the next live delivery and continues with `use`: one already buffered without
+   * suspending, otherwise the next to arrive.
+   */
+  private next<A, E2, R>(
+    use: (delivery: Delivery) => Effect.Effect<A, E2, R>
+  ): Effect.Effect<A, E | E2 | Cause.Done, R> {
+    const queue = this.queue
+    const again: Effect.Effect<A, E | E2 | Cause.Done, R> = Effect.suspend(() => self)
+    const fromWait = Effect.flatMap(Queue.take(queue), (delivery) => {
+      const taken = this.taken(delivery)
+      return this.dropsStale && isStale(taken) ? again : use(taken)
+    })
+    const self: Effect.Effect<A, E | E2 | Cause.Done, R> = Effect.suspend(() => {
+      while (true) {
+        const exit = Queue.takeUnsafe(queue)
+        if (exit === undefined) return fromWait
+        if (exit._tag === "Failure") return Effect.failCause(exit.cause)
+        const taken = this.taken(exit.value)
+        if (!(this.dropsStale && isStale(taken))) return use(taken)
+      }
+    })
+    return self
   }
 
   /**
@@ -245,14 +280,7 @@ export class DeliveryBuffer<E> {
    * A delivery already buffered is handled without suspending.
    */
   forEach<E2, R>(handle: (delivery: Delivery) => Effect.Effect<void, E2, R>): Effect.Effect<void, E | E2, R> {
-    const queue = this.queue
-    const takeAndHandle = Effect.flatMap(Queue.take(queue), (delivery) => handle(this.taken(delivery)))
-    const next = Effect.suspend((): Effect.Effect<void, E | E2 | Cause.Done, R> => {
-      const exit = Queue.takeUnsafe(queue)
-      if (exit === undefined) return takeAndHandle
-      return exit._tag === "Success" ? handle(this.taken(exit.value)) : Effect.failCause(exit.cause)
-    })
-    return Effect.forever(next, { disableYield: true }).pipe(
+    return Effect.forever(this.next(handle), { disableYield: true }).pipe(
       Effect.catchIf(Cause.isDone, () => Effect.void)
     ) as Effect.Effect<void, E | E2, R>
   }
