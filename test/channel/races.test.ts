@@ -58,6 +58,39 @@ describe("a channel under awkward orderings", () => {
       })
     ))
 
+  it.live("returns the unroutable publish of two with the same body that differ in their headers", () =>
+    onSharedBroker((connect) =>
+      Effect.gen(function*() {
+        const channel = yield* AmqpChannel.make(yield* connect())
+        const exchange = unique("headers-same-body")
+        const queue = unique("headers-same-body-queue")
+        yield* channel.exchangeDeclare(exchange, "headers", { autoDelete: true })
+        yield* channel.queueDeclare(queue, { durable: true })
+        yield* channel.queueBind(queue, exchange, "", { "x-match": "all", route: "yes" })
+        yield* channel.confirmSelect
+        for (let round = 0; round < 20; round++) {
+          // Persistent to a durable queue, the routed one is confirmed after the return of the other.
+          const routed = yield* channel.publishAsync(exchange, "", utf8("same"), {
+            mandatory: true,
+            properties: { deliveryMode: 2, headers: { route: "yes", round } }
+          })
+          const unroutable = yield* channel.publishAsync(exchange, "", utf8("same"), {
+            mandatory: true,
+            properties: { deliveryMode: 2, headers: { route: "no", round } }
+          })
+          assert.isTrue(Exit.isSuccess(yield* Effect.exit(routed)), `round ${round}: the routed publish`)
+          const returned = yield* Effect.flip(unroutable)
+          assert.deepStrictEqual(
+            returned,
+            new AmqpPublishError({
+              reason: new Returned({ replyCode: 312, replyText: "NO_ROUTE", exchange, routingKey: "" })
+            })
+          )
+        }
+        assert.strictEqual(yield* channel.queueDelete(queue), 20)
+      })
+    ))
+
   it.live("keeps the whole confirm window after publishers woken by confirms publish again", () =>
     onSharedBroker((connect, broker) =>
       Effect.gen(function*() {

@@ -129,7 +129,7 @@ export class ChannelCore implements ChannelSink {
           routingKey: method.routingKey
         })
         const body = command.body ?? EMPTY_BODY
-        if (this.confirmMode) this.confirms.returned(returned, body)
+        if (this.confirmMode) this.confirms.returned(returned, body, command.properties ?? {})
         this.returns.returned({
           replyCode: method.replyCode,
           replyText: method.replyText,
@@ -344,6 +344,7 @@ export class ChannelCore implements ChannelSink {
             routingKey,
             mandatory,
             body: mandatory ? body : undefined,
+            properties: mandatory ? properties : undefined,
             returned: undefined
           })
           this.writeFrames(frames)

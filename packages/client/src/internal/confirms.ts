@@ -6,13 +6,15 @@
  *
  * RabbitMQ sends the `basic.return` of an unroutable mandatory message, with the message itself,
  * before the ack that confirms it. The return is given to the oldest unsettled mandatory publish
- * with the same exchange, routing key and body, so that its ack completes it as returned. Acks do
- * not say which message was returned, and between a return and its ack other confirms may come,
- * so the message's own bytes are what identify it; of identical messages, any one is the right one.
+ * with the same exchange, routing key, body and properties, so that its ack completes it as
+ * returned. Acks do not say which message was returned, and between a return and its ack other
+ * confirms may come, so the message itself is what identifies it (a headers exchange routes by
+ * properties alone); of identical messages, any one is the right one.
  *
  * State is brought up to date before any waiting publish is woken: completing a `Deferred` can run
  * the waiting fiber at once, and that fiber may publish again.
  */
+import { type BasicProperties, Decimal, Typed } from "@effect-amqp/protocol"
 import * as Deferred from "effect/Deferred"
 import * as Exit from "effect/Exit"
 import { AmqpPublishError, Nacked, type Returned, Unconfirmed } from "../AmqpError.ts"
@@ -23,9 +25,45 @@ export interface PendingConfirm {
   readonly exchange: string
   readonly routingKey: string
   readonly mandatory: boolean
-  /** The body of a mandatory publish, to recognise it in a `basic.return`. */
+  /** The body and properties of a mandatory publish, to recognise it in a `basic.return`. */
   readonly body: Uint8Array | undefined
+  readonly properties: BasicProperties | undefined
   returned: Returned | undefined
+}
+
+/**
+ * Whether a value as published and the same value as the broker sent it back are equal: numbers
+ * and 64-bit integers alike, a timestamp to the second it travels as, a typed value as its value.
+ */
+const sameFieldValue = (published: unknown, received: unknown): boolean => {
+  if (published instanceof Typed) return sameFieldValue(published.value, received)
+  if (published === undefined || published === null) return received === undefined || received === null
+  if (typeof published === "number" || typeof published === "bigint") {
+    if (typeof received !== "number" && typeof received !== "bigint") return false
+    return typeof published === typeof received ? published === received : Number(published) === Number(received)
+  }
+  if (published instanceof Date) {
+    return received instanceof Date && Math.floor(published.getTime() / 1000) === Math.floor(received.getTime() / 1000)
+  }
+  if (published instanceof Uint8Array) {
+    return received instanceof Uint8Array && Buffer.compare(published, received) === 0
+  }
+  if (published instanceof Decimal) {
+    return received instanceof Decimal && published.scale === received.scale && published.value === received.value
+  }
+  if (Array.isArray(published)) {
+    return Array.isArray(received) && published.length === received.length &&
+      published.every((value, i) => sameFieldValue(value, received[i]))
+  }
+  if (typeof published === "object") {
+    if (typeof received !== "object" || received === null || Array.isArray(received)) return false
+    const ours = Object.entries(published).filter(([, value]) => value !== undefined)
+    const theirs = Object.entries(received).filter(([, value]) => value !== undefined)
+    if (ours.length !== theirs.length) return false
+    const lookup = new Map(theirs)
+    return ours.every(([key, value]) => lookup.has(key) && sameFieldValue(value, lookup.get(key)))
+  }
+  return published === received
 }
 
 interface Settled {
@@ -48,8 +86,13 @@ export class ConfirmTracker {
     return this.nextTag++
   }
 
-  /** Marks the publish a `basic.return` of `body` belongs to; false when none is waiting. */
-  returned(returned: Returned, body: Uint8Array): boolean {
+  /**
+   * Marks the publish a `basic.return` of `body` with `properties` belongs to: the oldest waiting
+   * mandatory publish of the same route with the same body and properties, else with the same
+   * body, else of the same route. False when none is waiting.
+   */
+  returned(returned: Returned, body: Uint8Array, properties: BasicProperties): boolean {
+    let sameBody: PendingConfirm | undefined
     let sameRoute: PendingConfirm | undefined
     for (let i = this.head; i < this.entries.length; i++) {
       const entry = this.entries[i]
@@ -58,13 +101,17 @@ export class ConfirmTracker {
         entry.exchange !== returned.exchange || entry.routingKey !== returned.routingKey
       ) continue
       if (entry.body !== undefined && Buffer.compare(entry.body, body) === 0) {
-        entry.returned = returned
-        return true
+        if (sameFieldValue(entry.properties ?? {}, properties)) {
+          entry.returned = returned
+          return true
+        }
+        sameBody ??= entry
       }
       sameRoute ??= entry
     }
-    if (sameRoute === undefined) return false
-    sameRoute.returned = returned
+    const taker = sameBody ?? sameRoute
+    if (taker === undefined) return false
+    taker.returned = returned
     return true
   }
 
