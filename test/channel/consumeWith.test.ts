@@ -3,7 +3,13 @@
  * published, in order; interrupting it cancels the consumer and requeues what it had buffered; a
  * handler's failure, a broker cancel and a closed channel each end it with their own error.
  */
-import { AmqpChannel, AmqpChannelError, AmqpConsumerCancelled } from "@effect-amqp/client"
+import {
+  AmqpChannel,
+  AmqpChannelError,
+  AmqpConnectionError,
+  AmqpConsumerCancelled,
+  ServerClosed
+} from "@effect-amqp/client"
 import { assert, describe, it } from "@effect/vitest"
 import { Data, Deferred, Effect, Exit, Fiber } from "effect"
 import {
@@ -204,6 +210,26 @@ describe("consumeWith", () => {
         const error = yield* Fiber.join(fiber).pipe(Effect.timeout("5 seconds"))
         assert.deepStrictEqual(error, new AmqpConsumerCancelled({ consumerTag: "with-doomed", queue }))
         assert.isTrue(yield* consumer.isOpen)
+      })
+    ))
+
+  it.live("fails with the connection's error when the broker closes the connection mid-handler", () =>
+    onSharedBroker((connect, broker) =>
+      Effect.gen(function*() {
+        const { connection, consumer, queue } = yield* queueWithMessages(connect, "q-with-forced", 20)
+        yield* consumer.qos(5)
+        // Each handler acks after 100 ms: the close lands while one is running, and its ack finds
+        // the channel gone. The consumer ends with why it went, not with that stale ack.
+        const fiber = yield* Effect.forkScoped(
+          Effect.flip(consumer.consumeWith(queue, (delivery) => Effect.andThen(Effect.sleep(100), delivery.ack())))
+        )
+        yield* Effect.sleep("250 millis")
+        assert.strictEqual(yield* broker.closeConnection(connection.name!, "consumeWith test"), 1)
+        const error = yield* Fiber.join(fiber).pipe(Effect.timeout("5 seconds"))
+        assert.instanceOf(error, AmqpConnectionError)
+        const reason = (error as AmqpConnectionError).reason
+        assert.instanceOf(reason, ServerClosed)
+        assert.strictEqual((reason as ServerClosed).replyCode, 320)
       })
     ))
 

@@ -25,7 +25,8 @@ import {
   AmqpClosedError,
   type AmqpConnectionError,
   AmqpConsumerCancelled,
-  type AmqpPublishError
+  type AmqpPublishError,
+  AmqpStaleDelivery
 } from "./AmqpError.ts"
 import { ChannelCore, type ChannelFailure } from "./internal/channelCore.ts"
 import {
@@ -327,8 +328,16 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
     consume: (queue, options = {}) =>
       Stream.unwrap(Effect.map(startBuffered(queue, options), (buffer) => buffer.stream)),
     returns: returnsStream(core.returns),
-    consumeWith: (queue, handle, options = {}) =>
-      Effect.scoped(Effect.flatMap(startBuffered(queue, options), (buffer) => buffer.forEach(handle))),
+    consumeWith: (queue, handle, options = {}) => {
+      // An ack that found the channel gone fails as stale; the consumer ends with why it went.
+      const handleOrEnd = (delivery: Delivery) =>
+        Effect.catchIf(
+          handle(delivery),
+          (error) => error instanceof AmqpStaleDelivery && core.failure !== undefined,
+          () => Effect.fail(core.failure!)
+        )
+      return Effect.scoped(Effect.flatMap(startBuffered(queue, options), (buffer) => buffer.forEach(handleOrEnd)))
+    },
     exchangeDeclare: (exchange, type, o = {}) =>
       Effect.asVoid(rpc(Methods.exchangeDeclare({
         exchange,
