@@ -189,10 +189,6 @@ export const fromUrl = (
   overrides: ConnectionOptionsInput = {}
 ): Effect.Effect<ConnectionOptions, AmqpConfigError> =>
   Effect.suspend(() => {
-    // Without "//" the URL parser reads the host as a path: "amqp:host" would mean 127.0.0.1.
-    if (!/^amqps?:\/\//i.test(url)) {
-      return Effect.fail(configError(`AMQP URL must start with amqp:// or amqps://: ${redactUrl(url)}`))
-    }
     // A fragment means nothing to AMQP; taken silently it would cut off a password with a "#".
     if (url.includes("#")) {
       return Effect.fail(configError(`AMQP URL must not have a fragment (#...); encode "#" as %23: ${redactUrl(url)}`))
@@ -206,6 +202,10 @@ export const fromUrl = (
     const secure = parsed.protocol === "amqps:"
     if (!secure && parsed.protocol !== "amqp:") {
       return Effect.fail(configError(`AMQP URL must start with amqp:// or amqps://, got ${parsed.protocol}//`))
+    }
+    // Without "//" the URL parser reads the host as a path: "amqp:host" would mean 127.0.0.1.
+    if (!/^amqps?:\/\//i.test(url)) {
+      return Effect.fail(configError(`AMQP URL must start with amqp:// or amqps://: ${redactUrl(url)}`))
     }
     const input: Record<string, unknown> = {
       tls: secure ? {} : undefined,

@@ -49,6 +49,7 @@ describe("ConnectionConfig", () => {
       const scheme = yield* Effect.flip(ConnectionConfig.fromUrl("http://h/"))
       assert.include(scheme.message, "amqp:// or amqps://")
       for (const url of ["amqp:rabbit.example:5672", "amqp:user:pw@rabbit", "amqps:/h", "http://h/"]) {
+        // http:// is refused for its scheme, the others for their missing "//".
         const slashes = yield* Effect.flip(ConnectionConfig.fromUrl(url))
         assert.include(slashes.message, "must start with amqp:// or amqps://", url)
         assert.notInclude(slashes.message, ":pw@", url)
