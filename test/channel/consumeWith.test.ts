@@ -159,6 +159,50 @@ describe("consumeWith", () => {
   )
 
   it.live(
+    "pauses reading once 64 MiB of bodies wait, and resumes it when the handler takes nothing for 2 s",
+    () =>
+      onSharedBroker((connect) =>
+        Effect.gen(function*() {
+          // 1,200 bodies of 64 KiB: 75 MiB, far fewer than the 8,192 deliveries that also pause.
+          const connection = yield* connect()
+          const channel = yield* AmqpChannel.make(connection)
+          yield* channel.confirmSelect
+          const queue = unique("q-with-bytes")
+          yield* channel.queueDeclare(queue)
+          const body = new Uint8Array(64 * 1024)
+          yield* Effect.forEach(Array.from({ length: 1_200 }), () => channel.publish("", queue, body), {
+            concurrency: 100,
+            discard: true
+          })
+          const consumer = yield* AmqpChannel.make(connection)
+          const socket = connection.core.transport.socket
+          // The handler holds its first delivery: everything else stays in the buffer.
+          const fiber = yield* Effect.forkChild(consumer.consumeWith(queue, () => Effect.never), {
+            startImmediately: true
+          })
+          let pausedAt: number | undefined
+          for (let i = 0; i < 500 && pausedAt === undefined; i++) {
+            if (socket.isPaused()) pausedAt = Date.now()
+            else yield* Effect.sleep("10 millis")
+          }
+          assert.isDefined(pausedAt, "reading never paused")
+          let resumedAt: number | undefined
+          for (let i = 0; i < 500 && resumedAt === undefined; i++) {
+            if (!socket.isPaused()) resumedAt = Date.now()
+            else yield* Effect.sleep("10 millis")
+          }
+          assert.isDefined(resumedAt, "reading never resumed")
+          assert.isAtLeast(resumedAt! - pausedAt!, 1_500)
+          yield* Fiber.interrupt(fiber)
+          const left = yield* poll(channel.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount === 1_199)
+          assert.strictEqual(left.messageCount, 1_199)
+          assert.strictEqual(yield* channel.queueDelete(queue), 1_199)
+        })
+      ),
+    60_000
+  )
+
+  it.live(
     "when interrupted while its buffer paused reading, cancels at once and leaves nothing unaccounted",
     () =>
       onSharedBroker((connect, broker) =>
