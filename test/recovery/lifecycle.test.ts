@@ -279,10 +279,12 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
         yield* log.next("Recovered", disconnected.index)
         for (let i = 0; i < 400 && new Set(handled).size < total; i++) yield* Support.realDelay(50)
 
-        // Every message was handled; the buffered deliveries of the dead channel were dropped, not
-        // handed out, so only the one being handled at the drop may come twice.
+        // Every message was handled. Those whose ack was lost with the link come again (at least
+        // once: the one being handled at the drop, and an ack or two in flight); the buffered
+        // deliveries of the dead channel are dropped, not handed out (with a prefetch of 50 they
+        // came twice by the dozen).
         assert.strictEqual(new Set(handled).size, total)
-        assert.isAtMost(handled.length, total + 1)
+        assert.isAtMost(handled.length, total + 10)
         assert.isUndefined(consuming.pollUnsafe(), "the consumer ended")
         const left = yield* Effect.gen(function*() {
           for (let i = 0; i < 50; i++) {
