@@ -328,16 +328,14 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
     consume: (queue, options = {}) =>
       Stream.unwrap(Effect.map(startBuffered(queue, options), (buffer) => buffer.stream)),
     returns: returnsStream(core.returns),
-    consumeWith: (queue, handle, options = {}) => {
-      // An ack that found the channel gone fails as stale; the consumer ends with why it went.
-      const handleOrEnd = (delivery: Delivery) =>
+    consumeWith: (queue, handle, options = {}) =>
+      Effect.scoped(Effect.flatMap(startBuffered(queue, options), (buffer) => buffer.forEach(handle))).pipe(
+        // A handler's ack that found the channel gone fails as stale; the consumer ends with why it went.
         Effect.catchIf(
-          handle(delivery),
           (error) => error instanceof AmqpStaleDelivery && core.failure !== undefined,
           () => Effect.fail(core.failure!)
         )
-      return Effect.scoped(Effect.flatMap(startBuffered(queue, options), (buffer) => buffer.forEach(handleOrEnd)))
-    },
+      ),
     exchangeDeclare: (exchange, type, o = {}) =>
       Effect.asVoid(rpc(Methods.exchangeDeclare({
         exchange,

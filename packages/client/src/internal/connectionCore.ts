@@ -338,18 +338,6 @@ export class ConnectionCore {
     return this.failure ?? this.error(new ClosedByApplication())
   }
 
-  /** Writes a method once the socket has room; fails if the connection has ended. */
-  send(channel: number, method: Method): Effect.Effect<void, AmqpConnectionError> {
-    return Effect.suspend(() => {
-      if (this.isClosed()) return Effect.fail(this.closedError())
-      if (this.transport.congested()) {
-        return Effect.andThen(this.transport.drained, this.send(channel, method))
-      }
-      this.writeMethod(channel, method)
-      return Effect.void
-    })
-  }
-
   // -------------------------------------------------------------------------------------------
   // channels
   // -------------------------------------------------------------------------------------------
