@@ -11,12 +11,10 @@
  * @since 0.1.0
  */
 import { type BasicProperties, type Command, type FieldTable, Methods } from "@effect-amqp/protocol"
-import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { AmqpConnection } from "./AmqpConnection.ts"
@@ -301,16 +299,12 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
   // A consumer feeding a buffer, for as long as the scope lasts.
   const startBuffered = (queue: string, options: ConsumeOptions) =>
     Effect.gen(function*() {
-      const buffer = new DeliveryBuffer(
-        yield* Queue.unbounded<Delivery, ChannelError | AmqpConsumerCancelled | Cause.Done>(),
-        { noAck: options.noAck ?? false }
-      )
+      const buffer = new DeliveryBuffer<ChannelError | AmqpConsumerCancelled>({ noAck: options.noAck ?? false })
       yield* Effect.acquireRelease(
         startConsumer(core, queue, options, {
           offer: (from, delivery) => buffer.offer(from, delivery),
-          cancelledByBroker: (consumerTag) =>
-            Queue.failCauseUnsafe(buffer.queue, Cause.fail(new AmqpConsumerCancelled({ consumerTag, queue }))),
-          channelClosed: (cause) => Queue.failCauseUnsafe(buffer.queue, Cause.fail(cause))
+          cancelledByBroker: (consumerTag) => buffer.fail(new AmqpConsumerCancelled({ consumerTag, queue })),
+          channelClosed: (cause) => buffer.fail(cause)
         }),
         (consumer) =>
           Effect.gen(function*() {

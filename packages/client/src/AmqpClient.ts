@@ -25,7 +25,6 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Metric from "effect/Metric"
 import * as PubSub from "effect/PubSub"
-import * as Queue from "effect/Queue"
 import type * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
@@ -485,14 +484,11 @@ class LogicalConsumer {
       offer: (from, delivery) => this.buffer.offer(from, delivery),
       cancelledByBroker: (consumerTag) => {
         this.channel.consumers.delete(this)
-        Queue.failCauseUnsafe(
-          this.buffer.queue,
-          Cause.fail(new AmqpConsumerCancelled({ consumerTag, queue: this.queue }))
-        )
+        this.buffer.fail(new AmqpConsumerCancelled({ consumerTag, queue: this.queue }))
       },
       channelClosed: (cause) => {
         this.buffer.release()
-        if (cause._tag === "AmqpChannelError") Queue.failCauseUnsafe(this.buffer.queue, Cause.fail(cause))
+        if (cause._tag === "AmqpChannelError") this.buffer.fail(cause)
       }
     }).pipe(Effect.tap((handle) => Effect.sync(() => (this.handle = handle))), Effect.asVoid)
   }
@@ -573,7 +569,7 @@ class LogicalChannel {
     this.returns.end()
     this.core = undefined
     Deferred.doneUnsafe(this.ready, Exit.fail(cause))
-    for (const consumer of this.consumers) Queue.failCauseUnsafe(consumer.buffer.queue, Cause.fail(cause))
+    for (const consumer of this.consumers) consumer.buffer.fail(cause)
     this.consumers.clear()
     this.supervisor.channels.delete(this)
   }
@@ -747,10 +743,9 @@ class LogicalChannel {
   /** A logical consumer feeding a buffer, across reconnects, for as long as the scope lasts. */
   private startBuffered(queue: string, options: ConsumeOptions) {
     return Effect.gen({ self: this }, function*() {
-      const buffer = new DeliveryBuffer(
-        yield* Queue.unbounded<Delivery, AmqpChannel.ChannelError | AmqpConsumerCancelled | Cause.Done>(),
-        { noAck: options.noAck ?? false }
-      )
+      const buffer = new DeliveryBuffer<AmqpChannel.ChannelError | AmqpConsumerCancelled>({
+        noAck: options.noAck ?? false
+      })
       const consumer = new LogicalConsumer(
         queue,
         { ...options, consumerTag: options.consumerTag ?? `effect-amqp-${randomUUID()}` },

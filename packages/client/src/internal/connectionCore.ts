@@ -146,11 +146,36 @@ export class ConnectionCore {
     this.transport.lastReceived = Date.now()
     if (this.isClosed()) return
     if (this.state === "handshake" && !this.tuneSent && this.notAmqp(chunk)) return
+    this.reading = true
     try {
       this.decoder.pushEach(chunk, this.route)
     } catch (error) {
       this.violation(error)
+    } finally {
+      this.reading = false
+      this.runAfterRead()
     }
+  }
+
+  /** True while a chunk is being decoded and routed. */
+  private reading = false
+  private afterRead: Array<() => void> = []
+
+  /**
+   * Runs `f` once the chunk being decoded has been routed whole, or in a microtask when no chunk
+   * is: a consumer woken for a delivery then takes every delivery of that read at once, and its
+   * handler never runs inside the decoder.
+   */
+  whenReadEnds(f: () => void): void {
+    if (this.reading) this.afterRead.push(f)
+    else queueMicrotask(f)
+  }
+
+  private runAfterRead(): void {
+    if (this.afterRead.length === 0) return
+    const callbacks = this.afterRead
+    this.afterRead = []
+    for (const f of callbacks) f()
   }
 
   /** Routes one decoded frame, as soon as it is decoded. */

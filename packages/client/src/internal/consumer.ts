@@ -8,9 +8,7 @@
  */
 import { type Command, type FieldTable, Methods } from "@effect-amqp/protocol"
 import type { BasicProperties } from "@effect-amqp/protocol"
-import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
-import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
 import { type AmqpClosedError, type AmqpConnectionError, AmqpStaleDelivery } from "../AmqpError.ts"
 import type { ChannelCore, ChannelFailure, ConsumerSink } from "./channelCore.ts"
@@ -217,85 +215,124 @@ const LOW_WATER_BYTES = 16 * 1024 * 1024
  * that sits unread behind its own deliveries (a confirm, a method's reply): reading resumes.
  */
 const STALL_MILLIS = 2000
+/** Taken deliveries at the front of the buffer's array above which the array is compacted. */
+const COMPACT_AT = 1024
 
 /**
- * The stream side of a consumer's buffer, with read backpressure: while more than `HIGH_WATER`
- * deliveries or `HIGH_WATER_BYTES` of bodies wait (possible without a prefetch), the connection
- * stops reading from its socket, so the broker's TCP window fills instead of this process's
- * memory. If the consumer then takes nothing for `STALL_MILLIS`, it may be waiting for something
- * only the paused connection could read, so reading resumes and this consumer never pauses it
- * again: its memory is then bounded by its prefetch alone.
+ * A consumer's buffer: deliveries in arrival order, then the consumer's end (a broker cancel, a
+ * closed channel), taken by one stream or one `consumeWith` loop.
+ *
+ * A consumer waiting on an empty buffer is woken once the socket read that brought a delivery has
+ * been decoded whole: every delivery of that read is then taken without suspending. Waking it
+ * inside the decoder would run the handler there, in the middle of a read.
+ *
+ * Read backpressure: while more than `HIGH_WATER` deliveries or `HIGH_WATER_BYTES` of bodies
+ * wait (possible without a prefetch), the connection stops reading from its socket, so the
+ * broker's TCP window fills instead of this process's memory. If the consumer then takes nothing
+ * for `STALL_MILLIS`, it may be waiting for something only the paused connection could read, so
+ * reading resumes and this consumer never pauses it again: its memory is then bounded by its
+ * prefetch alone.
  */
 export class DeliveryBuffer<E> {
-  readonly queue: Queue.Queue<Delivery, E | Cause.Done>
+  private items: Array<Delivery> = []
+  /** Index of the first delivery not yet taken. */
+  private head = 0
+  private end: { readonly error: E } | undefined
+  private waiters: Array<() => void> = []
+  private wakeQueued = false
   private paused: ChannelCore | undefined
   private bytes = 0
   private takenCount = 0
   private stallTimer: ReturnType<typeof setTimeout> | undefined
   private stalled = false
-  readonly stream: Stream.Stream<Delivery, Exclude<E, Cause.Done>>
+  readonly stream: Stream.Stream<Delivery, E>
 
   /** Deliveries need acknowledging (no `noAck`): those whose channel has ended are dropped. */
   private readonly dropsStale: boolean
 
-  constructor(queue: Queue.Queue<Delivery, E | Cause.Done>, options: { readonly noAck?: boolean } = {}) {
-    this.queue = queue
+  constructor(options: { readonly noAck?: boolean } = {}) {
     this.dropsStale = options.noAck !== true
     // One delivery per pull, never a whole batch: a delivery that downstream does not take (say,
     // after `Stream.take`) stays in the buffer, where ending the consumer finds it and requeues it.
-    const pull: Effect.Effect<readonly [Delivery], E | Cause.Done> = this.next((delivery) =>
-      Effect.succeed([delivery] as const)
-    )
-    this.stream = Stream.fromPull(Effect.succeed(pull)) as Stream.Stream<Delivery, Exclude<E, Cause.Done>>
+    const pull: Effect.Effect<readonly [Delivery], E> = this.next((delivery) => Effect.succeed([delivery] as const))
+    this.stream = Stream.fromPull(Effect.succeed(pull))
+  }
+
+  /** Deliveries buffered and not yet taken. */
+  get size(): number {
+    return this.items.length - this.head
+  }
+
+  /** Waits until a delivery or the end arrives. */
+  private readonly arrival: Effect.Effect<void> = Effect.callback<void>((resume) => {
+    const waiter = () => resume(Effect.void)
+    this.waiters.push(waiter)
+    return Effect.sync(() => {
+      const index = this.waiters.indexOf(waiter)
+      if (index >= 0) this.waiters.splice(index, 1)
+    })
+  })
+
+  private readonly wake = (): void => {
+    this.wakeQueued = false
+    const waiters = this.waiters
+    this.waiters = []
+    for (const waiter of waiters) waiter()
+  }
+
+  private queueWake(core: ChannelCore | undefined): void {
+    if (this.wakeQueued || this.waiters.length === 0) return
+    this.wakeQueued = true
+    if (core !== undefined) core.connection.whenReadEnds(this.wake)
+    else queueMicrotask(this.wake)
   }
 
   /**
    * Takes the next live delivery and continues with `use`: one already buffered without
-   * suspending, otherwise the next to arrive.
+   * suspending, otherwise the next to arrive. Fails with the consumer's end once the buffer is
+   * empty.
    */
-  private next<A, E2, R>(
-    use: (delivery: Delivery) => Effect.Effect<A, E2, R>
-  ): Effect.Effect<A, E | E2 | Cause.Done, R> {
-    const queue = this.queue
-    const again: Effect.Effect<A, E | E2 | Cause.Done, R> = Effect.suspend(() => self)
-    const fromWait = Effect.flatMap(Queue.take(queue), (delivery) => {
-      const taken = this.taken(delivery)
-      return this.dropsStale && isStale(taken) ? again : use(taken)
-    })
-    const self: Effect.Effect<A, E | E2 | Cause.Done, R> = Effect.suspend(() => {
-      while (true) {
-        const exit = Queue.takeUnsafe(queue)
-        if (exit === undefined) return fromWait
-        if (exit._tag === "Failure") return Effect.failCause(exit.cause)
-        const taken = this.taken(exit.value)
-        if (!(this.dropsStale && isStale(taken))) return use(taken)
+  private next<A, E2, R>(use: (delivery: Delivery) => Effect.Effect<A, E2, R>): Effect.Effect<A, E | E2, R> {
+    const self: Effect.Effect<A, E | E2, R> = Effect.suspend(() => {
+      while (this.head < this.items.length) {
+        const delivery = this.take()
+        if (!(this.dropsStale && isStale(delivery))) return use(delivery)
       }
+      if (this.end !== undefined) return Effect.fail(this.end.error)
+      return Effect.andThen(this.arrival, self)
     })
     return self
   }
 
   /**
-   * Runs `handle` on each delivery in turn, until the buffer ends: with success when it was
-   * ended, with the buffer's error (a broker cancel, a closed channel) or with the handler's.
-   * A delivery already buffered is handled without suspending.
+   * Runs `handle` on each delivery in turn until the consumer ends, then fails with why it ended
+   * (a broker cancel, a closed channel) or with the handler's error. A delivery already buffered
+   * is handled without suspending.
    */
-  forEach<E2, R>(handle: (delivery: Delivery) => Effect.Effect<void, E2, R>): Effect.Effect<void, E | E2, R> {
-    return Effect.forever(this.next(handle), { disableYield: true }).pipe(
-      Effect.catchIf(Cause.isDone, () => Effect.void)
-    ) as Effect.Effect<void, E | E2, R>
+  forEach<E2, R>(handle: (delivery: Delivery) => Effect.Effect<void, E2, R>): Effect.Effect<never, E | E2, R> {
+    return Effect.forever(this.next(handle), { disableYield: true })
   }
 
   offer(core: ChannelCore, delivery: Delivery): void {
-    Queue.offerUnsafe(this.queue, delivery)
+    if (this.end !== undefined) return
+    this.items.push(delivery)
     this.bytes += delivery.body.length
     if (
       this.paused === undefined && !this.stalled &&
-      (Queue.sizeUnsafe(this.queue) >= HIGH_WATER || this.bytes >= HIGH_WATER_BYTES)
+      (this.size >= HIGH_WATER || this.bytes >= HIGH_WATER_BYTES)
     ) {
       this.paused = core
       core.connection.pauseReading(this)
       this.watchForStall()
     }
+    this.queueWake(core)
+  }
+
+  /** Ends the consumer with `error`, once: it is taken after the deliveries still buffered. */
+  fail(error: E): void {
+    if (this.end !== undefined) return
+    this.end = { error }
+    this.queueWake(undefined)
   }
 
   /** While paused, checks every `STALL_MILLIS` that the consumer took something meanwhile. */
@@ -317,18 +354,30 @@ export class DeliveryBuffer<E> {
    * earlier channel incarnation is stale and the broker requeued it already).
    */
   readonly drain = (requeue: boolean): Effect.Effect<void> =>
-    Effect.gen({ self: this }, function*() {
+    Effect.suspend(() => {
       this.release()
-      if (!requeue) return
-      const left = yield* Queue.clear(this.queue).pipe(Effect.orElseSucceed((): Array<Delivery> => []))
-      for (const delivery of left) yield* Effect.ignore(delivery.reject({ requeue: true }))
+      const left = this.items.slice(this.head)
+      this.items = []
+      this.head = 0
+      this.bytes = 0
+      if (!requeue) return Effect.void
+      return Effect.forEach(left, (delivery) => Effect.ignore(delivery.reject({ requeue: true })), { discard: true })
     })
 
   /** A delivery leaves the buffer: the connection reads again once it has room. */
-  private taken(delivery: Delivery): Delivery {
+  private take(): Delivery {
+    const delivery = this.items[this.head]!
+    this.head++
+    if (this.head === this.items.length) {
+      this.items = []
+      this.head = 0
+    } else if (this.head >= COMPACT_AT && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.head = 0
+    }
     this.takenCount++
     this.bytes -= delivery.body.length
-    if (this.paused !== undefined && Queue.sizeUnsafe(this.queue) <= LOW_WATER && this.bytes <= LOW_WATER_BYTES) {
+    if (this.paused !== undefined && this.size <= LOW_WATER && this.bytes <= LOW_WATER_BYTES) {
       this.release()
     }
     return delivery
