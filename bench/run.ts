@@ -290,7 +290,8 @@ const main = async () => {
     + " (it returns at once unless the socket is congested).",
     "effect-amqp runs compiled to JavaScript (tsc, types dropped), as a published package does;"
     + " the other clients ship JavaScript.",
-    "Every worker first runs an unmeasured pass of the scenario (a fifth of its messages, at most 10,000;"
+    "Every worker first runs an unmeasured pass of the scenario (a fifth of its messages, at most 10,000,"
+    + " and 10,000 for the one-at-a-time confirm and the round trip, whose counts are over before the JIT is done;"
     + " none for messages of 1 MiB and more, whose memory is measured from a process that never held one)"
     + " on a queue of its own, so that each client is measured after the JIT has compiled its hot code.",
     "Round trip: publish to a queue the same client consumes, next publish on delivery; rate = 1 / mean round trip.",
