@@ -11,13 +11,20 @@
 import { type AmqpChannel, AmqpClient } from "@effect-amqp/client"
 import { BrokerNode } from "@effect-amqp/testing"
 import { assert, layer } from "@effect/vitest"
-import { Effect, Exit, Fiber, Queue, Schedule, Scope, Stream } from "effect"
+import { Effect, Exit, Fiber, Option, Queue, Schedule, Scope, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import * as Support from "./support.ts"
 
 /** The AMQP connection the broker lists under `connectionName`. */
 const brokerConnection = (node: BrokerNode.BrokerNode, connectionName: string) =>
   Effect.map(node.listConnections, (all) => all.filter((c) => c.clientProvidedName === connectionName))
+
+/** Ready messages in `queue`, by a passive declare. */
+const readyCount = (channel: AmqpClient.ClientChannel, queue: string) =>
+  Effect.map(channel.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount)
+
+/** Polling for a broker-side count, for at most 5 s. */
+const pollEvery = Schedule.max([Schedule.spaced("20 millis"), Schedule.recurs(250)])
 
 layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("AmqpClient after a reconnect", (it) => {
   it.effect("re-declares a server-named exclusive queue under a new name and the fanout still reaches it", () =>
@@ -111,6 +118,68 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
         assert.strictEqual(yield* Queue.size(inbox), 0)
         const after = (yield* node.listQueues()).find((q) => q.name === queue)
         assert.strictEqual(after?.messages, 0)
+        const channelsAfter = (yield* brokerConnection(node, options.connectionName!)).map((c) => c.channels)
+        assert.deepStrictEqual(channelsAfter, channelsBefore)
+        assert.strictEqual(log.all("Disconnected").length, 1)
+        yield* channel.queueDelete(queue)
+      })
+    ))
+
+  it.effect("reports raw delivery tags from before the reconnect as stale; the new channel's tags go on past them", () =>
+    Support.probed(({ node, proxy }) =>
+      Effect.gen(function*() {
+        const options = yield* Support.options(proxy.port, "stale-tags")
+        const client = yield* AmqpClient.make(options)
+        const log = yield* Support.eventLog(client)
+        const channel = yield* client.channel()
+        const queue = `recovery-stale-tags-${randomUUID()}`
+        yield* channel.queueDeclare(queue)
+        const bodies = ["m1", "m2", "m3"]
+        for (const body of bodies) yield* channel.publish("", queue, Buffer.from(body))
+        yield* readyCount(channel, queue).pipe(Effect.repeat({ until: (n) => n === 3, schedule: pollEvery }))
+        const getOne = Effect.flatMap(channel.get(queue), (got) => {
+          assert.isTrue(Option.isSome(got), "a message to get")
+          return Effect.succeed(Option.getOrThrow(got))
+        })
+        const old = [yield* getOne, yield* getOne, yield* getOne]
+        assert.deepStrictEqual(old.map((d) => Support.text(d.body)), bodies)
+        assert.deepStrictEqual(old.map((d) => d.deliveryTag), [1, 2, 3])
+
+        yield* proxy.reset()
+        const disconnected = yield* log.next("Disconnected")
+        yield* log.next("Recovered", disconnected.index)
+        const channelsBefore = (yield* brokerConnection(node, options.connectionName!)).map((c) => c.channels)
+        assert.deepStrictEqual(channelsBefore, [1])
+
+        // The broker requeued all three. The first one got again is tag 1 on the new channel, which
+        // the application sees as 4: tags 1 to 3 still mean the dead channel's deliveries.
+        const again = yield* getOne
+        assert.isTrue(again.redelivered)
+        assert.strictEqual(again.deliveryTag, 4)
+        // Sent as they are, tag 1 would ack the message just got and tag 3 would close the new
+        // channel with 406 PRECONDITION_FAILED (unknown delivery tag).
+        const stale = [
+          yield* Effect.flip(channel.ack(3)),
+          yield* Effect.flip(channel.nack(2, false, true)),
+          yield* Effect.flip(channel.reject(1, false))
+        ]
+        assert.deepStrictEqual(
+          stale.map((e) => (e._tag === "AmqpStaleDelivery" ? [e._tag, e.operation, e.deliveryTag] : [e._tag])),
+          [["AmqpStaleDelivery", "ack", 3], ["AmqpStaleDelivery", "nack", 2], ["AmqpStaleDelivery", "reject", 1]]
+        )
+
+        // The new channel's own tags work, a multiple ack included, and nothing was acked by an old tag.
+        const rest = [yield* getOne, yield* getOne]
+        assert.deepStrictEqual(rest.map((d) => d.deliveryTag), [5, 6])
+        assert.deepStrictEqual([again, ...rest].map((d) => Support.text(d.body)).toSorted(), bodies)
+        yield* channel.ack(5, true)
+        // Ready and unacknowledged together: a message is gone only once acked.
+        const oneLeft = node.listQueues().pipe(Effect.map((all) => all.find((q) => q.name === queue)?.messages))
+        assert.strictEqual(yield* oneLeft.pipe(Effect.repeat({ until: (n) => n === 1, schedule: pollEvery })), 1)
+        // Tag 0 with multiple: every outstanding delivery of the live channel.
+        yield* channel.ack(0, true)
+        assert.strictEqual(yield* oneLeft.pipe(Effect.repeat({ until: (n) => n === 0, schedule: pollEvery })), 0)
+        assert.isTrue(yield* channel.isOpen)
         const channelsAfter = (yield* brokerConnection(node, options.connectionName!)).map((c) => c.channels)
         assert.deepStrictEqual(channelsAfter, channelsBefore)
         assert.strictEqual(log.all("Disconnected").length, 1)

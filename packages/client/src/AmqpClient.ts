@@ -506,6 +506,8 @@ class LogicalChannel {
   private ready = Deferred.makeUnsafe<ChannelCore, AmqpChannel.ChannelError>()
   /** The link this channel was last opened on. */
   private attachedTo: Link | undefined
+  /** The incarnation opened last, live or not: where the next one's delivery tags start. */
+  private lastCore: ChannelCore | undefined
 
   readonly supervisor: Supervisor
   readonly options: AmqpChannel.ChannelOptions
@@ -522,6 +524,10 @@ class LogicalChannel {
     this.attachedTo = link
     return Effect.gen({ self: this }, function*() {
       const core = yield* Scope.provide(AmqpChannel.openCore(link.connection, this.options), link.scope)
+      // Delivery tags go on from where the last incarnation's ended: an old one is then told apart.
+      const previous = this.lastCore
+      core.tagOffset = previous === undefined ? 0 : previous.tagOffset + previous.lastDeliveryTag
+      this.lastCore = core
       core.returns.add({ returned: (message) => this.returns.returned(message), ended: () => {} })
       const api = apiOf(core)
       if (this.qos !== undefined) yield* api.qos(this.qos.prefetchCount, this.qos)

@@ -70,6 +70,14 @@ export class ChannelCore implements ChannelSink {
   readonly consumers = new Map<string, ConsumerSink>()
   /** Who hears of `basic.return`s, in confirm mode or not. */
   readonly returns = new ReturnListeners()
+  /**
+   * Added to the broker's delivery tags in what the application sees. A recovering channel gives
+   * each incarnation the offset past every tag of the ones before, so a tag the application kept
+   * from an earlier incarnation can be told from the new incarnation's tags, which start at 1.
+   */
+  tagOffset = 0
+  /** The highest delivery tag the broker gave on this incarnation (a delivery or a `get-ok`). */
+  lastDeliveryTag = 0
 
   /** The sink this channel registered its id with, so that only it can free that id. */
   readonly sink: ChannelSink
@@ -111,6 +119,7 @@ export class ChannelCore implements ChannelSink {
     const method = command.method
     switch (method._tag) {
       case "basic.deliver": {
+        this.lastDeliveryTag = method.deliveryTag
         const consumer = this.consumers.get(method.consumerTag)
         if (consumer !== undefined) consumer.onDelivery(command)
         return
@@ -169,6 +178,7 @@ export class ChannelCore implements ChannelSink {
         this.write(Methods.channelFlowOk({ active: method.active }))
         return
       default: {
+        if (method._tag === "basic.get-ok") this.lastDeliveryTag = method.deliveryTag
         const pending = this.pending
         if (pending !== undefined && pending.expect.includes(method._tag)) {
           this.pending = undefined

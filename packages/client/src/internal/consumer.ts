@@ -58,7 +58,11 @@ export interface ConsumeOptions {
 
 const EMPTY = new Uint8Array(0)
 
-/** Sends an acknowledgement on `core`, or reports it stale when that channel has ended. */
+/**
+ * Sends an acknowledgement on `core` for `deliveryTag` as the application saw it (the broker's tag
+ * plus the incarnation's offset), or reports it stale: when that channel has ended, or when the
+ * tag belongs to an earlier incarnation of a recovering channel.
+ */
 export const acknowledge = (
   core: ChannelCore,
   operation: "ack" | "nack" | "reject",
@@ -67,16 +71,30 @@ export const acknowledge = (
   requeue: boolean
 ): Effect.Effect<void, AckError> =>
   Effect.suspend((): Effect.Effect<void, AckError> => {
-    if (!core.acceptsMethods()) return Effect.fail(new AmqpStaleDelivery({ deliveryTag, operation }))
-    switch (operation) {
-      case "ack":
-        return core.send(Methods.basicAck({ deliveryTag, multiple }))
-      case "nack":
-        return core.send(Methods.basicNack({ deliveryTag, multiple, requeue }))
-      case "reject":
-        return core.send(Methods.basicReject({ deliveryTag, requeue }))
+    // Tag 0 with `multiple` means every outstanding delivery, of the live incarnation.
+    const all = deliveryTag === 0 && multiple
+    if (!core.acceptsMethods() || (deliveryTag <= core.tagOffset && !all)) {
+      return Effect.fail(new AmqpStaleDelivery({ deliveryTag, operation }))
     }
+    return sendAcknowledgement(core, operation, all ? 0 : deliveryTag - core.tagOffset, multiple, requeue)
   })
+
+const sendAcknowledgement = (
+  core: ChannelCore,
+  operation: "ack" | "nack" | "reject",
+  deliveryTag: number,
+  multiple: boolean,
+  requeue: boolean
+): Effect.Effect<void, AckError> => {
+  switch (operation) {
+    case "ack":
+      return core.send(Methods.basicAck({ deliveryTag, multiple }))
+    case "nack":
+      return core.send(Methods.basicNack({ deliveryTag, multiple, requeue }))
+    case "reject":
+      return core.send(Methods.basicReject({ deliveryTag, requeue }))
+  }
+}
 
 class DeliveryImpl implements Delivery {
   readonly consumerTag: string
@@ -91,7 +109,7 @@ class DeliveryImpl implements Delivery {
   constructor(core: ChannelCore, command: Command, fields: DeliveryFields) {
     this.core = core
     this.consumerTag = fields.consumerTag
-    this.deliveryTag = fields.deliveryTag
+    this.deliveryTag = core.tagOffset + fields.deliveryTag
     this.redelivered = fields.redelivered
     this.exchange = fields.exchange
     this.routingKey = fields.routingKey
