@@ -15,10 +15,9 @@ import { Data, Deferred, Effect, Exit, Fiber } from "effect"
 import {
   brokerChannel,
   checkRequeuedAfterEnd,
-  type Connect,
   onSharedBroker,
   poll,
-  publishNumbered,
+  queueWithMessages,
   randomBytes,
   sha256,
   text,
@@ -28,18 +27,6 @@ import {
 class HandlerFailed extends Data.TaggedError("HandlerFailed")<{ readonly body: string }> {}
 
 /** A confirm-mode channel, a fresh queue holding `m0`, `m1`, ... (`count` of them) and a consumer channel. */
-const queueWithMessages = (connect: Connect, prefix: string, count: number) =>
-  Effect.gen(function*() {
-    const connection = yield* connect()
-    const channel = yield* AmqpChannel.make(connection)
-    yield* channel.confirmSelect
-    const queue = unique(prefix)
-    yield* channel.queueDeclare(queue)
-    yield* publishNumbered(channel, queue, count)
-    const consumer = yield* AmqpChannel.make(connection)
-    return { connection, channel, queue, consumer }
-  })
-
 describe("consumeWith", () => {
   it.live("hands every delivery to the handler in publish order, bodies intact", () =>
     onSharedBroker((connect) =>

@@ -92,6 +92,22 @@ export const publishNumbered = (channel: AmqpChannel.AmqpChannel, queue: string,
     { discard: true }
   )
 
+/**
+ * A confirm-mode channel, a queue holding `count` messages "m0".. published on it, and a second
+ * channel on the same connection to consume with.
+ */
+export const queueWithMessages = (connect: Connect, prefix: string, count: number) =>
+  Effect.gen(function*() {
+    const connection = yield* connect()
+    const channel = yield* AmqpChannel.make(connection)
+    yield* channel.confirmSelect
+    const queue = unique(prefix)
+    yield* channel.queueDeclare(queue)
+    yield* publishNumbered(channel, queue, count)
+    const consumer = yield* AmqpChannel.make(connection)
+    return { connection, channel, queue, consumer }
+  })
+
 /** The number of ready messages in `queue`, from a passive declare. */
 export const readyCount = (channel: AmqpChannel.AmqpChannel, queue: string) =>
   Effect.map(channel.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount)

@@ -1,0 +1,192 @@
+/**
+ * A consumer's buffer against a scripted peer, where what arrives in one socket read is exact:
+ * a broker cancel behind deliveries to acknowledge hands them over (and their acks go out) before
+ * the consumer ends, and a consumer interrupted between a delivery's arrival and its wake (by
+ * another consumer's handler, woken earlier by the same read) leaves that delivery buffered, and
+ * it is rejected with requeue after the cancel-ok.
+ */
+import { AmqpChannel, AmqpConnection, AmqpConsumerCancelled } from "@effect-amqp/client"
+import { encodeFrame, encodeMethod, type Frame, Methods } from "@effect-amqp/protocol"
+import { ScriptedPeer } from "@effect-amqp/testing"
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Effect, Fiber, Stream } from "effect"
+import { leakChecked } from "../support/Probe.ts"
+
+const CHANNEL = 1
+
+/** `basic.deliver`, its content header and its body. */
+const delivery = (consumerTag: string, deliveryTag: number, text: string): Uint8Array => {
+  const body = new TextEncoder().encode(text)
+  const header: Frame = { _tag: "HeaderFrame", channel: CHANNEL, classId: 60, bodySize: body.length, properties: {} }
+  const content: Frame = { _tag: "BodyFrame", channel: CHANNEL, payload: body }
+  return Buffer.concat([
+    encodeMethod(
+      CHANNEL,
+      Methods.basicDeliver({ consumerTag, deliveryTag, redelivered: false, exchange: "", routingKey: "q" })
+    ),
+    encodeFrame(header),
+    encodeFrame(content)
+  ])
+}
+
+/**
+ * After the scripted part: answers the client's cancels and closes, and records what it sent
+ * (acks, rejects, cancels, closes) until the connection ends.
+ */
+const recordUntilEnd = (connection: ScriptedPeer.PeerConnection) =>
+  Effect.gen(function*() {
+    const seen: Array<string> = []
+    while (true) {
+      const frame = yield* connection.nextFrame({ timeoutMillis: 10_000 })
+      if (frame._tag !== "MethodFrame") continue
+      const m = frame.method
+      switch (m._tag) {
+        case "basic.ack":
+          seen.push(`ack ${m.deliveryTag}${m.multiple ? " multiple" : ""}`)
+          break
+        case "basic.reject":
+          seen.push(`reject ${m.deliveryTag}${m.requeue ? " requeue" : ""}`)
+          break
+        case "basic.nack":
+          seen.push(`nack ${m.deliveryTag}`)
+          break
+        case "basic.cancel":
+          seen.push(`cancel ${m.consumerTag}`)
+          yield* connection.sendMethod(CHANNEL, Methods.basicCancelOk({ consumerTag: m.consumerTag }))
+          break
+        case "basic.cancel-ok":
+          seen.push(`cancel-ok ${m.consumerTag}`)
+          break
+        case "channel.close":
+          seen.push("channel.close")
+          yield* connection.sendMethod(CHANNEL, Methods.channelCloseOk())
+          break
+        case "connection.close":
+          seen.push("connection.close")
+          yield* connection.sendMethod(0, Methods.connectionCloseOk())
+          yield* connection.awaitEnd()
+          yield* connection.close("fin")
+          return seen
+        default:
+          seen.push(m._tag)
+      }
+    }
+  })
+
+/** Handshake, channel.open, and one consume-ok per expected consume. */
+const openAndConsume = (connection: ScriptedPeer.PeerConnection, tags: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    yield* connection.handshake({ tune: { heartbeat: 0 } })
+    yield* connection.expect("channel.open")
+    yield* connection.sendMethod(CHANNEL, Methods.channelOpenOk())
+    for (const tag of tags) {
+      const consume = yield* connection.expect("basic.consume")
+      assert.strictEqual(consume.consumerTag, tag)
+      yield* connection.sendMethod(CHANNEL, Methods.basicConsumeOk({ consumerTag: tag }))
+    }
+  })
+
+describe("a consumer's buffer, one read at a time", () => {
+  it.live("a broker cancel behind deliveries to acknowledge: all three handled and acked, then the cancel", () =>
+    leakChecked(Effect.gen(function*() {
+      const peer = yield* ScriptedPeer.make()
+      const served = yield* Effect.forkScoped(
+        Effect.flatMap(peer.accept(), (connection) =>
+          Effect.gen(function*() {
+            yield* openAndConsume(connection, ["ctag"])
+            yield* connection.sendRaw(Buffer.concat([
+              delivery("ctag", 1, "one"),
+              delivery("ctag", 2, "two"),
+              delivery("ctag", 3, "three"),
+              encodeMethod(CHANNEL, Methods.basicCancel({ consumerTag: "ctag", nowait: false }))
+            ]))
+            return yield* recordUntilEnd(connection)
+          })),
+        { startImmediately: true }
+      )
+      const outcome = yield* Effect.scoped(Effect.gen(function*() {
+        const connection = yield* AmqpConnection.fromUrl(`amqp://guest:guest@127.0.0.1:${peer.port}`)
+        const channel = yield* AmqpChannel.make(connection)
+        const seen: Array<string> = []
+        const ended = yield* Effect.flip(
+          channel.consumeWith("q", (d) =>
+            Effect.andThen(
+              Effect.sync(() => seen.push(new TextDecoder().decode(d.body))),
+              d.ack()
+            ), { consumerTag: "ctag" })
+        ).pipe(Effect.timeout("5 seconds"))
+        return { seen, ended }
+      }))
+      const sent = yield* Fiber.join(served)
+      assert.deepStrictEqual(outcome.seen, ["one", "two", "three"])
+      assert.deepStrictEqual(outcome.ended, new AmqpConsumerCancelled({ consumerTag: "ctag", queue: "q" }))
+      assert.deepStrictEqual(sent, [
+        "cancel-ok ctag",
+        "ack 1",
+        "ack 2",
+        "ack 3",
+        "channel.close",
+        "connection.close"
+      ])
+    })))
+
+  for (const how of ["consumeWith", "consume"] as const) {
+    it.live(`a ${how} consumer interrupted while its wake is queued: its delivery is rejected with requeue`, () =>
+      leakChecked(Effect.gen(function*() {
+        const peer = yield* ScriptedPeer.make()
+        const served = yield* Effect.forkScoped(
+          Effect.flatMap(peer.accept(), (connection) =>
+            Effect.gen(function*() {
+              yield* openAndConsume(connection, ["ctag-a", "ctag-b"])
+              // Both consumers are waiting on empty buffers by now.
+              yield* Effect.sleep("100 millis")
+              // One read: a's delivery first, so a is woken first, and its handler interrupts b
+              // before b's wake runs.
+              yield* connection.sendRaw(Buffer.concat([delivery("ctag-a", 1, "a1"), delivery("ctag-b", 2, "b1")]))
+              return yield* recordUntilEnd(connection)
+            })),
+          { startImmediately: true }
+        )
+        const result = yield* Effect.scoped(Effect.gen(function*() {
+          const connection = yield* AmqpConnection.fromUrl(`amqp://guest:guest@127.0.0.1:${peer.port}`)
+          const channel = yield* AmqpChannel.make(connection)
+          const seenA: Array<string> = []
+          const seenB: Array<string> = []
+          const fiberB = yield* Deferred.make<Fiber.Fiber<unknown, unknown>>()
+          const handledA = yield* Deferred.make<void>()
+          const fiberA = yield* Effect.forkChild(
+            channel.consumeWith("q", (d) =>
+              Effect.gen(function*() {
+                seenA.push(new TextDecoder().decode(d.body))
+                yield* Fiber.interrupt(yield* Deferred.await(fiberB))
+                yield* d.ack()
+                yield* Deferred.succeed(handledA, undefined)
+              }), { consumerTag: "ctag-a" }),
+            { startImmediately: true }
+          )
+          const recordB = (d: AmqpChannel.Delivery) => Effect.sync(() => seenB.push(new TextDecoder().decode(d.body)))
+          const b = how === "consumeWith"
+            ? channel.consumeWith("q", recordB, { consumerTag: "ctag-b" })
+            : Stream.runForEach(channel.consume("q", { consumerTag: "ctag-b" }), recordB)
+          const forkedB = yield* Effect.forkChild(b, { startImmediately: true })
+          yield* Deferred.succeed(fiberB, forkedB)
+          yield* Deferred.await(handledA).pipe(Effect.timeout("5 seconds"))
+          const exitB = yield* Fiber.await(forkedB)
+          yield* Fiber.interrupt(fiberA)
+          return { seenA, seenB, exitB }
+        }))
+        const sent = yield* Fiber.join(served)
+        assert.deepStrictEqual(result.seenA, ["a1"])
+        assert.deepStrictEqual(result.seenB, [])
+        assert.isTrue(result.exitB._tag === "Failure")
+        assert.deepStrictEqual(sent, [
+          "cancel ctag-b",
+          "reject 2 requeue",
+          "ack 1",
+          "cancel ctag-a",
+          "channel.close",
+          "connection.close"
+        ])
+      })))
+  }
+})
