@@ -6,72 +6,12 @@
  * it is rejected with requeue after the cancel-ok.
  */
 import { AmqpChannel, AmqpConnection, AmqpConsumerCancelled } from "@effect-amqp/client"
-import { encodeFrame, encodeMethod, type Frame, Methods } from "@effect-amqp/protocol"
+import { encodeMethod, Methods } from "@effect-amqp/protocol"
 import { ScriptedPeer } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Stream } from "effect"
 import { leakChecked } from "../support/Probe.ts"
-
-const CHANNEL = 1
-
-/** `basic.deliver`, its content header and its body. */
-const delivery = (consumerTag: string, deliveryTag: number, text: string): Uint8Array => {
-  const body = new TextEncoder().encode(text)
-  const header: Frame = { _tag: "HeaderFrame", channel: CHANNEL, classId: 60, bodySize: body.length, properties: {} }
-  const content: Frame = { _tag: "BodyFrame", channel: CHANNEL, payload: body }
-  return Buffer.concat([
-    encodeMethod(
-      CHANNEL,
-      Methods.basicDeliver({ consumerTag, deliveryTag, redelivered: false, exchange: "", routingKey: "q" })
-    ),
-    encodeFrame(header),
-    encodeFrame(content)
-  ])
-}
-
-/**
- * After the scripted part: answers the client's cancels and closes, and records what it sent
- * (acks, rejects, cancels, closes) until the connection ends.
- */
-const recordUntilEnd = (connection: ScriptedPeer.PeerConnection) =>
-  Effect.gen(function*() {
-    const seen: Array<string> = []
-    while (true) {
-      const frame = yield* connection.nextFrame({ timeoutMillis: 10_000 })
-      if (frame._tag !== "MethodFrame") continue
-      const m = frame.method
-      switch (m._tag) {
-        case "basic.ack":
-          seen.push(`ack ${m.deliveryTag}${m.multiple ? " multiple" : ""}`)
-          break
-        case "basic.reject":
-          seen.push(`reject ${m.deliveryTag}${m.requeue ? " requeue" : ""}`)
-          break
-        case "basic.nack":
-          seen.push(`nack ${m.deliveryTag}`)
-          break
-        case "basic.cancel":
-          seen.push(`cancel ${m.consumerTag}`)
-          yield* connection.sendMethod(CHANNEL, Methods.basicCancelOk({ consumerTag: m.consumerTag }))
-          break
-        case "basic.cancel-ok":
-          seen.push(`cancel-ok ${m.consumerTag}`)
-          break
-        case "channel.close":
-          seen.push("channel.close")
-          yield* connection.sendMethod(CHANNEL, Methods.channelCloseOk())
-          break
-        case "connection.close":
-          seen.push("connection.close")
-          yield* connection.sendMethod(0, Methods.connectionCloseOk())
-          yield* connection.awaitEnd()
-          yield* connection.close("fin")
-          return seen
-        default:
-          seen.push(m._tag)
-      }
-    }
-  })
+import { CHANNEL, delivery, recordUntilEnd } from "../support/scriptedAmqp.ts"
 
 /** Handshake, channel.open, and one consume-ok per expected consume. */
 const openAndConsume = (connection: ScriptedPeer.PeerConnection, tags: ReadonlyArray<string>) =>

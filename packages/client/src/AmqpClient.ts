@@ -476,9 +476,14 @@ class LogicalConsumer {
 
   /** The channel incarnation this consumer was last started on; it is started once per incarnation. */
   private attachedTo: ChannelCore | undefined
+  /**
+   * Set when the application's consumer has ended. It is not started again, and a start that was
+   * in flight then (a recovery's `basic.consume`) is cancelled as soon as its `consume-ok` comes.
+   */
+  ended = false
 
   attach(core: ChannelCore): Effect.Effect<void, AmqpChannel.ChannelError> {
-    if (this.attachedTo === core) return Effect.void
+    if (this.ended || this.attachedTo === core) return Effect.void
     this.attachedTo = core
     return startConsumer(core, this.queue, this.options, {
       offer: (from, delivery) => this.buffer.offer(from, delivery),
@@ -490,7 +495,14 @@ class LogicalConsumer {
         this.buffer.release()
         if (cause._tag === "AmqpChannelError") this.buffer.fail(cause)
       }
-    }).pipe(Effect.tap((handle) => Effect.sync(() => (this.handle = handle))), Effect.asVoid)
+    }).pipe(
+      Effect.flatMap((handle) => {
+        this.handle = handle
+        if (!this.ended) return Effect.void
+        // Nobody reads this buffer any more: what arrived before the cancel-ok goes back.
+        return handle.cancel.pipe(Effect.andThen(this.buffer.drain(this.options.noAck !== true)))
+      })
+    )
   }
 }
 
@@ -773,6 +785,7 @@ class LogicalChannel {
         }),
         () =>
           Effect.suspend(() => {
+            consumer.ended = true
             this.consumers.delete(consumer)
             // Reading must go on for the cancel-ok to arrive: a buffer that paused it lets go first.
             buffer.release()

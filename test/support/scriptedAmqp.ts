@@ -1,0 +1,68 @@
+/**
+ * Pieces of scripted AMQP conversations for tests against `ScriptedPeer`: a delivery's frames, and
+ * a recorder of what the client sends once the scripted part is over.
+ */
+import { encodeFrame, encodeMethod, type Frame, Methods } from "@effect-amqp/protocol"
+import type { ScriptedPeer } from "@effect-amqp/testing"
+import { Effect } from "effect"
+
+/** The channel the scripted conversations use. */
+export const CHANNEL = 1
+
+/** `basic.deliver`, its content header and its body. */
+export const delivery = (consumerTag: string, deliveryTag: number, text: string): Uint8Array => {
+  const body = new TextEncoder().encode(text)
+  const header: Frame = { _tag: "HeaderFrame", channel: CHANNEL, classId: 60, bodySize: body.length, properties: {} }
+  const content: Frame = { _tag: "BodyFrame", channel: CHANNEL, payload: body }
+  return Buffer.concat([
+    encodeMethod(
+      CHANNEL,
+      Methods.basicDeliver({ consumerTag, deliveryTag, redelivered: false, exchange: "", routingKey: "q" })
+    ),
+    encodeFrame(header),
+    encodeFrame(content)
+  ])
+}
+
+/**
+ * After the scripted part: answers the client's cancels and closes, and records in `seen` what it
+ * sent (acks, rejects, cancels, closes) until the connection ends.
+ */
+export const recordUntilEnd = (connection: ScriptedPeer.PeerConnection, seen: Array<string> = []) =>
+  Effect.gen(function*() {
+    while (true) {
+      const frame = yield* connection.nextFrame({ timeoutMillis: 10_000 })
+      if (frame._tag !== "MethodFrame") continue
+      const m = frame.method
+      switch (m._tag) {
+        case "basic.ack":
+          seen.push(`ack ${m.deliveryTag}${m.multiple ? " multiple" : ""}`)
+          break
+        case "basic.reject":
+          seen.push(`reject ${m.deliveryTag}${m.requeue ? " requeue" : ""}`)
+          break
+        case "basic.nack":
+          seen.push(`nack ${m.deliveryTag}`)
+          break
+        case "basic.cancel":
+          seen.push(`cancel ${m.consumerTag}`)
+          yield* connection.sendMethod(CHANNEL, Methods.basicCancelOk({ consumerTag: m.consumerTag }))
+          break
+        case "basic.cancel-ok":
+          seen.push(`cancel-ok ${m.consumerTag}`)
+          break
+        case "channel.close":
+          seen.push("channel.close")
+          yield* connection.sendMethod(CHANNEL, Methods.channelCloseOk())
+          break
+        case "connection.close":
+          seen.push("connection.close")
+          yield* connection.sendMethod(0, Methods.connectionCloseOk())
+          yield* connection.awaitEnd()
+          yield* connection.close("fin")
+          return seen
+        default:
+          seen.push(m._tag)
+      }
+    }
+  })
