@@ -125,7 +125,7 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
       })
     ))
 
-  it.effect("reports raw delivery tags from before the reconnect as stale; the new channel's tags go on past them", () =>
+  it.effect("reports raw delivery tags from before the reconnect as stale; new tags go on past them", () =>
     Support.probed(({ node, proxy }) =>
       Effect.gen(function*() {
         const options = yield* Support.options(proxy.port, "stale-tags")
