@@ -10,9 +10,15 @@
  * `Effect.gen(function*() {...})` inside the handler makes a new generator function per delivery,
  * which V8 runs about four times slower, and whose garbage outlives young-generation collections
  * (they then took 2-3 ms each instead of 0.3 ms, which showed in the round trip's p99).
+ *
+ * Effect's modules are imported one by one, as the client itself imports them. The `effect` barrel
+ * would load every module of effect, several MiB of RSS that an application pays by its own choice.
  */
 import { AmqpChannel, AmqpConnection } from "@effect-amqp/client"
-import { Deferred, Effect, Exit, Scope } from "effect"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import { type BenchClient, check, type Session } from "../adapter.ts"
 
 const connect = async (target: { readonly url: string; readonly tlsCa?: string }): Promise<Session> => {

@@ -133,5 +133,5 @@ export const layer = (
  */
 export const layerConfig: Layer.Layer<
   AmqpConnection,
-  AmqpConnectionError | AmqpConfigError | import("effect").Config.ConfigError
+  AmqpConnectionError | AmqpConfigError
 > = Layer.effect(AmqpConnection, Effect.flatMap(ConnectionConfig.fromConfig, make))

@@ -1,6 +1,8 @@
 /**
- * Connection options: from an `amqp://` / `amqps://` URL, from `Config` (`AMQP_URL`), or written
- * out, always checked against one Schema so that a bad value is a clear `AmqpConfigError`.
+ * Connection options: from an `amqp://` / `amqps://` URL, from the `ConfigProvider` (`AMQP_URL`), or
+ * written out, always put through the same checks so that a bad value is a clear `AmqpConfigError`.
+ * The checks are plain functions rather than a Schema: `effect/Schema` and `effect/Config` would
+ * add about 20 MiB to every process that imports the client.
  *
  * URL rules follow RabbitMQ's URI spec: user and password and the vhost are percent-decoded, the
  * vhost is one path segment (`/%2f` is the vhost `/`; no path means `/`; a bare `/` means the
@@ -11,10 +13,9 @@
  * @since 0.1.0
  */
 import type { FieldTable } from "@effect-amqp/protocol"
-import * as Config from "effect/Config"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as Redacted from "effect/Redacted"
-import * as Schema from "effect/Schema"
 import { AmqpConfigError } from "./AmqpError.ts"
 
 /**
@@ -79,33 +80,6 @@ export interface ConnectionOptions {
   readonly typedHeaders: boolean
 }
 
-const Port = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 65535 }))
-const UShort = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }))
-const Millis = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 3_600_000 }))
-const FrameMax = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 4294967295 })).check(
-  Schema.makeFilter((n: number) => n === 0 || n >= 8192 || "frame_max must be 0 (no limit) or at least 8192")
-)
-
-/**
- * The checks every set of options passes before a connection is attempted.
- *
- * @since 0.1.0
- * @category schemas
- */
-export const ConnectionOptionsSchema = Schema.Struct({
-  host: Schema.NonEmptyString,
-  port: Port,
-  username: Schema.String,
-  vhost: Schema.String.check(Schema.isMaxLength(255)),
-  heartbeat: UShort,
-  frameMax: FrameMax,
-  channelMax: UShort,
-  connectionTimeout: Millis,
-  handshakeTimeout: Millis,
-  closeTimeout: Millis,
-  authMechanism: Schema.Literals(["PLAIN", "AMQPLAIN", "EXTERNAL"])
-})
-
 /**
  * The defaults of every option.
  *
@@ -162,11 +136,56 @@ export const make = (input: ConnectionOptionsInput = {}): Effect.Effect<Connecti
 const stripUndefined = <A extends object>(input: A): Partial<A> =>
   Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined)) as Partial<A>
 
-const validate = (options: ConnectionOptions): Effect.Effect<ConnectionOptions, AmqpConfigError> =>
-  Schema.decodeUnknownEffect(ConnectionOptionsSchema)(options, { errors: "all" }).pipe(
-    Effect.as(options),
-    Effect.mapError((error) => new AmqpConfigError({ message: `invalid connection options: ${error.message}` }))
-  )
+const validate = (options: ConnectionOptions): Effect.Effect<ConnectionOptions, AmqpConfigError> => {
+  const problems = optionChecks.flatMap(([name, check]) => {
+    const problem = check(options[name])
+    return problem === undefined ? [] : [`${name} ${problem}`]
+  })
+  return problems.length === 0
+    ? Effect.succeed(options)
+    : Effect.fail(configError(`invalid connection options: ${problems.join("; ")}`))
+}
+
+/** What is wrong with a value, or `undefined` when nothing is. */
+type Check = (value: unknown) => string | undefined
+
+const shown = (value: unknown): string => typeof value === "string" ? JSON.stringify(value) : String(value)
+
+const integer = (minimum: number, maximum: number): Check => (value) =>
+  typeof value === "number" && Number.isInteger(value) && value >= minimum && value <= maximum
+    ? undefined
+    : `must be an integer from ${minimum} to ${maximum}, got ${shown(value)}`
+
+const text: Check = (value) => typeof value === "string" ? undefined : `must be a string, got ${shown(value)}`
+
+const millis = integer(1, 3_600_000)
+
+const optionChecks: ReadonlyArray<readonly [keyof ConnectionOptions, Check]> = [
+  [
+    "host",
+    (value) => typeof value === "string" && value !== "" ? undefined : `must be a non-empty string, got ${shown(value)}`
+  ],
+  ["port", integer(1, 65535)],
+  ["username", text],
+  // The vhost travels as a short string: at most 255 bytes.
+  [
+    "vhost",
+    (value) =>
+      text(value) ?? (Buffer.byteLength(value as string) <= 255 ? undefined : "must be at most 255 bytes in UTF-8")
+  ],
+  ["heartbeat", integer(0, 65535)],
+  ["frameMax", (value) =>
+    integer(0, 4294967295)(value) ??
+      (value === 0 || (value as number) >= 8192 ? undefined : `must be 0 (no limit) or at least 8192, got ${value}`)],
+  ["channelMax", integer(0, 65535)],
+  ["connectionTimeout", millis],
+  ["handshakeTimeout", millis],
+  ["closeTimeout", millis],
+  ["authMechanism", (value) =>
+    value === "PLAIN" || value === "AMQPLAIN" || value === "EXTERNAL"
+      ? undefined
+      : `must be PLAIN, AMQPLAIN or EXTERNAL, got ${shown(value)}`]
+]
 
 const configError = (message: string) => new AmqpConfigError({ message })
 
@@ -296,14 +315,19 @@ export const redactUrl = (url: string): string => {
 }
 
 /**
- * Options from the environment: `AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672`).
+ * Options from `AMQP_URL` as the current `ConfigProvider` gives it (by default the environment),
+ * or `amqp://guest:guest@127.0.0.1:5672` when it is not set. The environment provider reads an
+ * empty variable as not set, as `${AMQP_URL:-default}` would in a shell.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const fromConfig: Effect.Effect<ConnectionOptions, AmqpConfigError | Config.ConfigError> = Effect.gen(
-  function*() {
-    const url = yield* Config.String("AMQP_URL").pipe(Config.withDefault("amqp://guest:guest@127.0.0.1:5672"))
-    return yield* fromUrl(url)
-  }
-)
+export const fromConfig: Effect.Effect<ConnectionOptions, AmqpConfigError> = Effect.gen(function*() {
+  const provider = yield* ConfigProvider.ConfigProvider
+  const node = yield* provider.load(["AMQP_URL"]).pipe(
+    Effect.mapError((error) => configError(`AMQP_URL could not be read: ${error.message}`))
+  )
+  if (node === undefined) return yield* fromUrl("amqp://guest:guest@127.0.0.1:5672")
+  if (node.value === undefined) return yield* Effect.fail(configError("AMQP_URL must be a string"))
+  return yield* fromUrl(node.value)
+})

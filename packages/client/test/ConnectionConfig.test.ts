@@ -41,7 +41,10 @@ describe("ConnectionConfig", () => {
   it.effect("refuses a frame_max below 8192, unknown parameters, two-segment vhosts and fragments", () =>
     Effect.gen(function*() {
       const small = yield* Effect.flip(ConnectionConfig.fromUrl("amqp://h/?frame_max=4096"))
-      assert.include(small.message, "frame_max must be 0 (no limit) or at least 8192")
+      assert.strictEqual(
+        small.message,
+        "invalid connection options: frameMax must be 0 (no limit) or at least 8192, got 4096"
+      )
       const unknown = yield* Effect.flip(ConnectionConfig.fromUrl("amqp://h/?nope=1"))
       assert.include(unknown.message, "unknown query parameter nope")
       const segments = yield* Effect.flip(ConnectionConfig.fromUrl("amqp://h/a/b"))
