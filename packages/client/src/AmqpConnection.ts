@@ -7,7 +7,7 @@
  * step bounded by `closeTimeout`. A dead peer skips the polite steps. Whatever ends the connection,
  * every pending operation ends with the same typed `AmqpConnectionError`.
  *
- * This module does not reconnect; `AmqpRecovery` wraps it for that.
+ * This module does not reconnect; `AmqpClient` wraps it for that.
  *
  * @since 0.1.0
  */
