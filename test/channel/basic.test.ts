@@ -3,7 +3,7 @@
  * reject, recover; and the confirm and tx classes. What the broker did is read back through
  * `basic.get`, passive declares and its channel listing.
  */
-import { AmqpChannel, AmqpChannelError } from "@effect-amqp/client"
+import { AmqpChannel, AmqpChannelError, AmqpUnknownDeliveryTag } from "@effect-amqp/client"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Option, Queue, Stream } from "effect"
 import {
@@ -214,18 +214,28 @@ describe("basic.get and acknowledgements", () => {
       })
     ))
 
-  it.live("an ack of an unknown delivery tag closes the channel with 406", () =>
+  it.live("a tag never delivered is refused; a raw tag acked twice closes the channel with 406", () =>
     onSharedBroker((connect) =>
       Effect.gen(function*() {
         const channel = yield* AmqpChannel.make(yield* connect())
-        yield* channel.ack(99)
+        const refused = yield* Effect.flip(channel.ack(99))
+        assert.deepStrictEqual(
+          refused,
+          new AmqpUnknownDeliveryTag({ deliveryTag: 99, operation: "ack", reason: "never-delivered" })
+        )
+        const { queue } = yield* channel.queueDeclare("", { exclusive: true })
+        yield* channel.publish("", queue, new Uint8Array([1]))
+        yield* poll(channel.get(queue), Option.isSome)
+        // Raw tags keep no per-tag state: the second single ack of tag 1 reaches the broker.
+        yield* channel.ack(1)
+        yield* channel.ack(1)
         const cause = yield* channel.closed
         assert.instanceOf(cause, AmqpChannelError)
         assert.deepStrictEqual({ ...cause }, {
           _tag: "AmqpChannelError",
           channel: channel.id,
           replyCode: 406,
-          replyText: "PRECONDITION_FAILED - unknown delivery tag 99",
+          replyText: "PRECONDITION_FAILED - unknown delivery tag 1",
           classId: 60,
           methodId: 80,
           method: "basic.ack"

@@ -390,7 +390,7 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
       Effect.map(rpc(Methods.basicGet({ queue, noAck: o.noAck ?? false })), (reply) => {
         const m = reply.method
         if (m._tag !== "basic.get-ok") return Option.none()
-        return Option.some(Object.assign(makeDelivery(core, reply, { ...m, consumerTag: "" }), {
+        return Option.some(Object.assign(makeDelivery(core, reply, { ...m, consumerTag: "" }, o.noAck ?? false), {
           messageCount: m.messageCount
         }))
       }),

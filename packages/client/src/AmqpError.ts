@@ -384,6 +384,30 @@ export class AmqpStaleDelivery extends Data.TaggedError("AmqpStaleDelivery")<{
 }
 
 /**
+ * An acknowledgement for a delivery tag the channel does not hold unsettled: the delivery was
+ * already acked, nacked or rejected (alone or by a `multiple` one after it), came from a no-ack
+ * consumer or `get`, or was never delivered. It was not sent: the broker would close the channel
+ * with 406 PRECONDITION_FAILED "unknown delivery tag".
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AmqpUnknownDeliveryTag extends Data.TaggedError("AmqpUnknownDeliveryTag")<{
+  readonly deliveryTag: number
+  readonly operation: "ack" | "nack" | "reject"
+  readonly reason: "settled" | "no-ack" | "never-delivered"
+}> {
+  override get message(): string {
+    const why = this.reason === "settled"
+      ? "it was already settled"
+      : this.reason === "no-ack"
+      ? "it was delivered without acknowledgement (no-ack)"
+      : "the channel has not delivered it"
+    return `${this.operation} of delivery ${this.deliveryTag} not sent: ${why}`
+  }
+}
+
+/**
  * Why a channel ended: the broker closed it, its connection ended, or the application closed it.
  *
  * @since 0.1.0

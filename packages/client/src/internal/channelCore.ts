@@ -78,6 +78,8 @@ export class ChannelCore implements ChannelSink {
   tagOffset = 0
   /** The highest delivery tag the broker gave on this incarnation (a delivery or a `get-ok`). */
   lastDeliveryTag = 0
+  /** Every broker delivery tag up to this one has been settled by a `multiple` ack, nack or reject. */
+  settledThrough = 0
 
   /** The sink this channel registered its id with, so that only it can free that id. */
   readonly sink: ChannelSink

@@ -10,14 +10,19 @@ import { type Command, type FieldTable, Methods } from "@effect-amqp/protocol"
 import type { BasicProperties } from "@effect-amqp/protocol"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
-import { type AmqpClosedError, type AmqpConnectionError, AmqpStaleDelivery } from "../AmqpError.ts"
+import {
+  type AmqpClosedError,
+  type AmqpConnectionError,
+  AmqpStaleDelivery,
+  AmqpUnknownDeliveryTag
+} from "../AmqpError.ts"
 import type { ChannelCore, ChannelFailure, ConsumerSink } from "./channelCore.ts"
 
 /**
  * @since 0.1.0
  * @category errors
  */
-export type AckError = AmqpStaleDelivery | AmqpClosedError | AmqpConnectionError
+export type AckError = AmqpStaleDelivery | AmqpUnknownDeliveryTag | AmqpClosedError | AmqpConnectionError
 
 /**
  * A message delivered to a consumer or fetched with `get`.
@@ -60,24 +65,35 @@ const EMPTY = new Uint8Array(0)
 
 /**
  * Sends an acknowledgement on `core` for `deliveryTag` as the application saw it (the broker's tag
- * plus the incarnation's offset), or reports it stale: when that channel has ended, or when the
- * tag belongs to an earlier incarnation of a recovering channel.
+ * plus the incarnation's offset), or refuses it: stale when that channel has ended or the tag
+ * belongs to an earlier incarnation of a recovering channel; unknown when the broker never gave
+ * the tag or a `multiple` acknowledgement already settled it. Either would close the channel.
  */
-export const acknowledge = (
+export const acknowledge = (...args: Parameters<typeof acknowledgeNow>): Effect.Effect<void, AckError> =>
+  Effect.suspend(() => acknowledgeNow(...args))
+
+const acknowledgeNow = (
   core: ChannelCore,
   operation: "ack" | "nack" | "reject",
   deliveryTag: number,
   multiple: boolean,
   requeue: boolean
-): Effect.Effect<void, AckError> =>
-  Effect.suspend((): Effect.Effect<void, AckError> => {
-    // Tag 0 with `multiple` means every outstanding delivery, of the live incarnation.
-    const all = deliveryTag === 0 && multiple
-    if (!core.acceptsMethods() || (deliveryTag <= core.tagOffset && !all)) {
-      return Effect.fail(new AmqpStaleDelivery({ deliveryTag, operation }))
-    }
-    return sendAcknowledgement(core, operation, all ? 0 : deliveryTag - core.tagOffset, multiple, requeue)
-  })
+): Effect.Effect<void, AckError> => {
+  // Tag 0 with `multiple` means every outstanding delivery, of the live incarnation.
+  const all = deliveryTag === 0 && multiple
+  if (!core.acceptsMethods() || (deliveryTag <= core.tagOffset && !all)) {
+    return Effect.fail(new AmqpStaleDelivery({ deliveryTag, operation }))
+  }
+  const brokerTag = all ? core.lastDeliveryTag : deliveryTag - core.tagOffset
+  if (brokerTag > core.lastDeliveryTag) {
+    return Effect.fail(new AmqpUnknownDeliveryTag({ deliveryTag, operation, reason: "never-delivered" }))
+  }
+  if (brokerTag <= core.settledThrough && !all) {
+    return Effect.fail(new AmqpUnknownDeliveryTag({ deliveryTag, operation, reason: "settled" }))
+  }
+  if (multiple && brokerTag > core.settledThrough) core.settledThrough = brokerTag
+  return sendAcknowledgement(core, operation, all ? 0 : brokerTag, multiple, requeue)
+}
 
 const sendAcknowledgement = (
   core: ChannelCore,
@@ -105,8 +121,10 @@ class DeliveryImpl implements Delivery {
   readonly properties: BasicProperties
   readonly body: Uint8Array
   private readonly core: ChannelCore
+  /** Why this delivery can take no acknowledgement any more, once it cannot. */
+  private settled: "settled" | "no-ack" | undefined
 
-  constructor(core: ChannelCore, command: Command, fields: DeliveryFields) {
+  constructor(core: ChannelCore, command: Command, fields: DeliveryFields, noAck: boolean) {
     this.core = core
     this.consumerTag = fields.consumerTag
     this.deliveryTag = core.tagOffset + fields.deliveryTag
@@ -115,18 +133,35 @@ class DeliveryImpl implements Delivery {
     this.routingKey = fields.routingKey
     this.properties = command.properties ?? {}
     this.body = command.body ?? EMPTY
+    this.settled = noAck ? "no-ack" : undefined
   }
 
   ack(options?: { readonly multiple?: boolean }): Effect.Effect<void, AckError> {
-    return acknowledge(this.core, "ack", this.deliveryTag, options?.multiple ?? false, false)
+    return this.settle("ack", options?.multiple ?? false, false)
   }
 
   nack(options?: { readonly multiple?: boolean; readonly requeue?: boolean }): Effect.Effect<void, AckError> {
-    return acknowledge(this.core, "nack", this.deliveryTag, options?.multiple ?? false, options?.requeue ?? true)
+    return this.settle("nack", options?.multiple ?? false, options?.requeue ?? true)
   }
 
   reject(options?: { readonly requeue?: boolean }): Effect.Effect<void, AckError> {
-    return acknowledge(this.core, "reject", this.deliveryTag, false, options?.requeue ?? true)
+    return this.settle("reject", false, options?.requeue ?? true)
+  }
+
+  /** One acknowledgement per delivery: whatever becomes of it, a second could only close the channel. */
+  private settle(
+    operation: "ack" | "nack" | "reject",
+    multiple: boolean,
+    requeue: boolean
+  ): Effect.Effect<void, AckError> {
+    return Effect.suspend(() => {
+      const reason = this.settled
+      if (reason !== undefined) {
+        return Effect.fail(new AmqpUnknownDeliveryTag({ deliveryTag: this.deliveryTag, operation, reason }))
+      }
+      this.settled = "settled"
+      return acknowledgeNow(this.core, operation, this.deliveryTag, multiple, requeue)
+    })
   }
 
   /** Whether the channel it came from can no longer take its acknowledgement. */
@@ -149,8 +184,12 @@ interface DeliveryFields {
   readonly routingKey: string
 }
 
-export const makeDelivery = (core: ChannelCore, command: Command, fields: DeliveryFields): Delivery =>
-  new DeliveryImpl(core, command, fields)
+export const makeDelivery = (
+  core: ChannelCore,
+  command: Command,
+  fields: DeliveryFields,
+  noAck: boolean
+): Delivery => new DeliveryImpl(core, command, fields, noAck)
 
 /** Where a consumer's deliveries and its end go. */
 export interface ConsumerOutlet {
@@ -187,7 +226,7 @@ export const startConsumer = (
         if (!noAck) core.write(Methods.basicReject({ deliveryTag: m.deliveryTag, requeue: true }))
         return
       }
-      outlet.offer(core, makeDelivery(core, command, m))
+      outlet.offer(core, makeDelivery(core, command, m, noAck))
     },
     onCancelledByBroker: () => outlet.cancelledByBroker(consumerTag),
     onChannelClosed: (cause) => outlet.channelClosed(cause)
