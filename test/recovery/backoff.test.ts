@@ -82,6 +82,13 @@ describe("AmqpClient.defaultReconnect", () => {
         assert.isTrue(measured.some((gap, k) => gap !== 100 * 2 ** k))
         assert.strictEqual(attempts().length, gaps + 1)
         assert.deepStrictEqual(stamped.filter((s) => s.event._tag === "GaveUp"), [])
+        // Each refused attempt was reported, with its number and the refusal.
+        const failures = () => stamped.flatMap((s) => s.event._tag === "AttemptFailed" ? [s.event] : [])
+        yield* waitReal("the last refusal", () => failures().length === gaps + 1)
+        assert.deepStrictEqual(
+          failures().map((event) => [event.attempt, event.port, event.error.reason._tag]),
+          attempts().map((s) => [(s.event as { readonly attempt: number }).attempt, proxy.port, "ConnectFailed"])
+        )
 
         // The port listens again: the next attempt (after 6.4 s, jittered) recovers the link.
         yield* proxy.acceptNew
@@ -139,11 +146,15 @@ describe("AmqpClient.defaultReconnect", () => {
       // The failed first connect is seen through onEvent: one attempt, then GaveUp with the 403.
       assert.deepStrictEqual(
         events.map((event) =>
-          event._tag === "GaveUp" ? [event._tag, event.cause.replyCode] : event._tag === "Connecting"
+          event._tag === "GaveUp"
+            ? [event._tag, event.cause.replyCode]
+            : event._tag === "AttemptFailed"
+            ? [event._tag, event.attempt, event.error.replyCode]
+            : event._tag === "Connecting"
             ? [event._tag, event.attempt]
             : [event._tag]
         ),
-        [["Connecting", 1], ["GaveUp", 403]]
+        [["Connecting", 1], ["AttemptFailed", 1, 403], ["GaveUp", 403]]
       )
       yield* TestClock.withLive(LeakProbe.assertNoLeaks(before))
     }))

@@ -8,7 +8,7 @@
  * A private node for the file (users are added and connections closed on it), used by one test at
  * a time. The block runs without test services: the clock is the real one.
  */
-import { type AmqpChannel, AmqpClient } from "@effect-amqp/client"
+import { type AmqpChannel, AmqpClient, AmqpClosedError } from "@effect-amqp/client"
 import { BrokerNode } from "@effect-amqp/testing"
 import { assert, layer } from "@effect/vitest"
 import { Effect, Exit, Fiber, Option, Queue, Schedule, Scope, Stream } from "effect"
@@ -270,6 +270,7 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
         yield* node.setPermissions(user)
         const options = yield* Support.options(proxy.port, "rotated", { username: user, password: "first-password" })
         const client = yield* AmqpClient.make(options)
+        const channel = yield* client.channel()
         const log = yield* Support.eventLog(client)
         yield* node.rabbitmqctl(["change_password", user, "second-password"])
         assert.strictEqual(yield* node.closeConnection(options.connectionName!, "password rotated"), 1)
@@ -280,6 +281,14 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
         assert.strictEqual(gaveUp.event.cause.reason._tag, "ServerClosed")
         assert.strictEqual(gaveUp.event.cause.replyCode, 403)
         assert.isTrue(gaveUp.event.cause.isPermanent)
+        // The one attempt is reported with its own error before the client gives up.
+        const connecting = log.all("Connecting", disconnected.index)
+        const failed = yield* log.next("AttemptFailed", disconnected.index)
+        assert.isBelow(failed.index, gaveUp.index)
+        assert.deepStrictEqual(
+          [failed.event.host, failed.event.port, failed.event.attempt, failed.event.error],
+          ["127.0.0.1", proxy.port, connecting[0]!.attempt, gaveUp.event.cause]
+        )
         yield* Effect.sleep(1_000)
         assert.strictEqual(log.all("Connecting", disconnected.index).length, 1)
         assert.strictEqual((yield* proxy.stats).accepted, 2)
@@ -289,6 +298,9 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
         const closed = yield* Effect.flip(client.connection)
         assert.strictEqual(closed._tag, "AmqpClosedError")
         assert.strictEqual(closed.cause?._tag === "AmqpConnectionError" ? closed.cause.replyCode : undefined, 403)
+        // And so does a channel of it.
+        const declare = yield* Effect.flip(channel.queueDeclare("", { exclusive: true }))
+        assert.deepStrictEqual(declare, new AmqpClosedError({ what: "channel", cause: gaveUp.event.cause }))
       })
     ))
 

@@ -58,6 +58,8 @@ const describeEvent = (event: LifecycleEvent): string => {
       return `${event._tag}(${event.step})`
     case "Connecting":
       return `${event._tag}(${event.port} #${event.attempt})`
+    case "AttemptFailed":
+      return `${event._tag}(${event.port} #${event.attempt}: ${event.error.reason._tag})`
     default:
       return event._tag
   }

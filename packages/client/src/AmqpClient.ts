@@ -62,6 +62,13 @@ import { Topology } from "./internal/topology.ts"
  */
 export type LifecycleEvent =
   | { readonly _tag: "Connecting"; readonly host: string; readonly port: number; readonly attempt: number }
+  | {
+    readonly _tag: "AttemptFailed"
+    readonly host: string
+    readonly port: number
+    readonly attempt: number
+    readonly error: AmqpConnectionError
+  }
   | { readonly _tag: "Connected"; readonly host: string; readonly port: number }
   | { readonly _tag: "Blocked"; readonly reason: string }
   | { readonly _tag: "Unblocked" }
@@ -218,7 +225,8 @@ class Supervisor {
   private secret: Redacted.Redacted<string>
   private reconnectCount = 0
   private lastRecovery: number | undefined
-  private lastCause: AmqpConnectionError | undefined
+  /** Why the link was last lost or given up, for the errors of operations that find it down. */
+  lastCause: AmqpConnectionError | undefined
   readonly linkTimeout: number
 
   readonly options: ConnectionOptions
@@ -257,13 +265,19 @@ class Supervisor {
   private readonly connectOnce: Effect.Effect<Link, AmqpConnectionError> = Effect.suspend(() => {
     const target = this.hosts[this.attempt % this.hosts.length]!
     this.attempt++
-    this.emit({ _tag: "Connecting", host: target.host, port: target.port, attempt: this.attempt })
+    const attempt = this.attempt
+    this.emit({ _tag: "Connecting", host: target.host, port: target.port, attempt })
     const options = { ...this.options, host: target.host, port: target.port, password: this.secret }
     return Effect.gen({ self: this }, function*() {
       const scope = yield* Scope.make()
       const exit = yield* Effect.exit(Scope.provide(AmqpConnection.make(options), scope))
       if (Exit.isFailure(exit)) {
         yield* Scope.close(scope, exit)
+        const error = Cause.findErrorOption(exit.cause)
+        if (error._tag === "Some") {
+          this.lastCause = error.value
+          this.emit({ _tag: "AttemptFailed", host: target.host, port: target.port, attempt, error: error.value })
+        }
         return yield* Effect.failCause(exit.cause)
       }
       return { connection: exit.value, scope, host: target.host }
@@ -317,6 +331,7 @@ class Supervisor {
   /** The application closes the client: no more recovery, the link closes politely. */
   readonly stop: Effect.Effect<void> = Effect.suspend(() => {
     this.stopped = true
+    this.lastCause = undefined
     const link = this.link
     this.link = undefined
     Deferred.doneUnsafe(this.live, Exit.fail(new AmqpClosedError({ what: "connection", cause: undefined })))
@@ -608,11 +623,12 @@ class LogicalChannel {
       }
       this.detach(core)
     }
-    if (this.supervisor.stopped) return Effect.fail(new AmqpClosedError({ what: "channel", cause: undefined }))
+    const supervisor = this.supervisor
+    if (supervisor.stopped) return Effect.fail(new AmqpClosedError({ what: "channel", cause: supervisor.lastCause }))
     return Deferred.await(this.ready).pipe(
       Effect.timeoutOrElse({
-        duration: this.supervisor.linkTimeout,
-        orElse: () => Effect.fail(new AmqpClosedError({ what: "connection", cause: undefined }))
+        duration: supervisor.linkTimeout,
+        orElse: () => Effect.fail(new AmqpClosedError({ what: "connection", cause: supervisor.lastCause }))
       })
     )
   })
