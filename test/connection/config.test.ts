@@ -97,7 +97,11 @@ describe("URL config", () => {
       )
       assert.strictEqual(
         yield* configError(`amqp://guest:${password}@127.0.0.1:99999`),
-        "malformed AMQP URL: amqp://guest:***@127.0.0.1:99999"
+        "invalid connection options: port must be an integer from 1 to 65535, got 99999"
+      )
+      assert.strictEqual(
+        yield* configError(`amqps://[::1]:65536/vhost?heartbeat=5`),
+        "invalid connection options: port must be an integer from 1 to 65535, got 65536"
       )
       assert.strictEqual(
         yield* configError(`amqp://guest:${password}@127.0.0.1:port`),

@@ -60,13 +60,23 @@ export const bytes = (n: number): string => {
 }
 
 /**
+ * `count` and the noun, plural unless the count is 1: `1 message`, `3 messages`.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const counted = (count: number, noun: string): string => `${count} ${noun}${count === 1 ? "" : "s"}`
+
+/**
  * `"<verb> <count> messages, <bytes> bytes in <seconds> s (<rate>)"`.
  *
  * @since 0.1.0
  * @category formatting
  */
 export const summary = (verb: string, count: number, byteCount: number, seconds: number): string =>
-  `${verb} ${count} messages, ${byteCount} bytes (${bytes(byteCount)}) in ${seconds.toFixed(2)} s ` +
+  `${verb} ${counted(count, "message")}, ${counted(byteCount, "byte")} (${bytes(byteCount)}) in ${
+    seconds.toFixed(2)
+  } s ` +
   `(${rate(count, seconds)})`
 
 /**

@@ -216,7 +216,13 @@ export const fromUrl = (
     try {
       parsed = new URL(url)
     } catch {
-      return Effect.fail(configError(`malformed AMQP URL: ${redactUrl(url)}`))
+      // The URL parser refuses a port above 65535 like any other error; name it as the options do.
+      const port = /^amqps?:\/\/(?:[^@/?]*@)?(?:\[[^\]/]*\]|[^:/?]*):(\d+)(?:[/?]|$)/i.exec(url)?.[1]
+      return Effect.fail(configError(
+        port !== undefined && Number(port) > 65535
+          ? `invalid connection options: port must be an integer from 1 to 65535, got ${Number(port)}`
+          : `malformed AMQP URL: ${redactUrl(url)}`
+      ))
     }
     const secure = parsed.protocol === "amqps:"
     if (!secure && parsed.protocol !== "amqp:") {

@@ -429,7 +429,8 @@ export const run = Effect.fn("effect-amqp perf")(function*(options: Options) {
   const { connection: admin } = yield* Broker.connect(target, { connectionName: "effect-amqp perf admin" })
   const queue = yield* setupQueue(admin, options)
   yield* Console.error(
-    `perf: ${options.producers} producers, ${options.consumers} consumers, ${options.queueType} queue ${queue} ` +
+    `perf: ${Report.counted(options.producers, "producer")}, ${Report.counted(options.consumers, "consumer")}, ` +
+      `${options.queueType} queue ${queue} ` +
       `on ${Broker.describe(target)}`
   )
   const counters = new Counters(Math.floor(Math.random() * 0x1_0000_0000))

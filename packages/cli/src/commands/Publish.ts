@@ -82,7 +82,9 @@ export const command = Command.make("publish", {
   queue: Flags.queue,
   count: Flags.count("Messages to publish.", 1000),
   size: Flag.Int("size").pipe(
-    Flag.withDescription("Body size in bytes; each body starts with \"<id>:\" followed by letters. Default 100."),
+    Flag.withDescription(
+      "Body size in bytes: \"<id>:\" followed by letters, cut short to fit (0 sends empty bodies). Default 100."
+    ),
     Flag.withDefault(100),
     Flag.filter((n) => n >= 0 && n <= 128 * 1024 * 1024, (n) => `--size must be 0 to 134217728 bytes, got ${n}`)
   ),
