@@ -95,7 +95,8 @@ export class CommandAssembler {
   reset(): void {
     this.method = undefined
     this.header = undefined
-    this.chunks.length = 0
+    // Writing an array's length is a call into the engine; a body in one frame never used it.
+    if (this.chunks.length !== 0) this.chunks.length = 0
     this.received = 0
     this.runEnd = -1
     this.body = undefined

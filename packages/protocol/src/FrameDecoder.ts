@@ -11,7 +11,7 @@
  */
 import { type Frame, FRAME_END, FRAME_MIN_SIZE, FrameType } from "./Frame.ts"
 import { readMethod } from "./generated/Methods.ts"
-import { BufferReader } from "./internal/BufferReader.ts"
+import { BufferReader, uint32 } from "./internal/BufferReader.ts"
 import { readProperties } from "./Properties.ts"
 import { AmqpFrameError, frameError, syntaxError, unexpectedFrame } from "./ProtocolError.ts"
 
@@ -186,7 +186,7 @@ export class FrameDecoder {
     if (type !== FrameType.method && type !== FrameType.header && type !== FrameType.body && type !== 8) {
       throw frameError(`unknown frame type ${type}`)
     }
-    const size = buf.readUInt32BE(at + 3)
+    const size = uint32(buf, at + 3)
     if (size + HEADER_SIZE + 1 > this.frameMax) {
       throw frameError(`frame of ${size + HEADER_SIZE + 1} bytes exceeds frame_max ${this.frameMax}`)
     }

@@ -53,6 +53,11 @@ export interface ChannelSink {
   readonly onConnectionClosed: (error: AmqpConnectionError) => void
 }
 
+interface OpenChannel {
+  readonly sink: ChannelSink
+  readonly assembler: CommandAssembler
+}
+
 /**
  * @since 0.1.0
  * @category models
@@ -94,8 +99,8 @@ export class ConnectionCore {
   private closeOk = Deferred.makeUnsafe<void>()
   /** Callers of update-secret waiting for their `update-secret-ok`, in the order they asked. */
   private readonly updateSecretOk: Array<Deferred.Deferred<void>> = []
-  private readonly sinks = new Map<number, ChannelSink>()
-  private readonly assemblers = new Map<number, CommandAssembler>()
+  /** Each open channel's sink and the assembler of its commands: one lookup per frame. */
+  private readonly channels = new Map<number, OpenChannel>()
   private heartbeatFiber: Fiber.Fiber<unknown, unknown> | undefined
   private secret: Redacted.Redacted<string>
   private nextChannel = 1
@@ -116,7 +121,7 @@ export class ConnectionCore {
     this.decoder = new FrameDecoder({
       frameMax: 131072,
       typedHeaders: options.typedHeaders,
-      bodyTarget: (channel, size) => this.assemblers.get(channel)?.bodyTarget(size)
+      bodyTarget: (channel, size) => this.channels.get(channel)?.assembler.bodyTarget(size)
     })
     transport.socket.on("data", (chunk: Buffer) => this.onData(chunk))
     transport.socket.on("close", () => this.onSocketClosed())
@@ -218,21 +223,16 @@ export class ConnectionCore {
   }
 
   private onChannelFrame(frame: Frame): void {
-    const sink = this.sinks.get(frame.channel)
-    if (sink === undefined) return
-    let assembler = this.assemblers.get(frame.channel)
-    if (assembler === undefined) {
-      assembler = new CommandAssembler(frame.channel, { joinInPlace: true })
-      this.assemblers.set(frame.channel, assembler)
-    }
+    const open = this.channels.get(frame.channel)
+    if (open === undefined) return
     let command: Command | undefined
     try {
-      command = assembler.push(frame)
+      command = open.assembler.push(frame)
     } catch (error) {
       this.violation(error)
       return
     }
-    if (command !== undefined) sink.onCommand(command)
+    if (command !== undefined) open.sink.onCommand(command)
   }
 
   private onChannel0(method: Method): void {
@@ -322,9 +322,8 @@ export class ConnectionCore {
     Deferred.doneUnsafe(this.unblocked, Exit.void)
     for (const waiter of this.updateSecretOk.splice(0)) Deferred.doneUnsafe(waiter, Exit.void)
     Queue.endUnsafe(this.inbox)
-    for (const sink of this.sinks.values()) sink.onConnectionClosed(error)
-    this.sinks.clear()
-    this.assemblers.clear()
+    for (const open of this.channels.values()) open.sink.onConnectionClosed(error)
+    this.channels.clear()
     PubSub.publishUnsafe(this.events, { _tag: "Closed", error })
   }
 
@@ -370,12 +369,12 @@ export class ConnectionCore {
   /** Reserves the lowest free channel id (cycling), or undefined when all are in use. */
   allocateChannel(sink: ChannelSink): number | undefined {
     const max = this.tuned.channelMax === 0 ? 65535 : this.tuned.channelMax
-    if (this.sinks.size >= max) return undefined
+    if (this.channels.size >= max) return undefined
     for (let i = 0; i < max; i++) {
       const id = ((this.nextChannel - 1 + i) % max) + 1
-      if (!this.sinks.has(id)) {
+      if (!this.channels.has(id)) {
         this.nextChannel = (id % max) + 1
-        this.sinks.set(id, sink)
+        this.channels.set(id, { sink, assembler: new CommandAssembler(id, { joinInPlace: true }) })
         return id
       }
     }
@@ -384,14 +383,13 @@ export class ConnectionCore {
 
   /** Frees `id` if `sink` still holds it (a later channel may have been given the id since). */
   releaseChannel(id: number, sink: ChannelSink): void {
-    if (this.sinks.get(id) !== sink) return
-    this.sinks.delete(id)
-    this.assemblers.delete(id)
+    if (this.channels.get(id)?.sink !== sink) return
+    this.channels.delete(id)
   }
 
   /** Forgets a partly received message on a channel (after channel.close). */
   resetAssembler(id: number): void {
-    this.assemblers.get(id)?.reset()
+    this.channels.get(id)?.assembler.reset()
   }
 
   private readonly pausers = new Set<unknown>()
@@ -409,7 +407,7 @@ export class ConnectionCore {
   }
 
   get openChannels(): number {
-    return this.sinks.size
+    return this.channels.size
   }
 
   // -------------------------------------------------------------------------------------------

@@ -2758,6 +2758,7 @@ export const writeMethod = (w: BufferWriter, m: Method): void => {
  */
 export const readMethod = (r: BufferReader): Method => {
   const id = r.long()
+  if (id === 3932220) return readBasicDeliver(r)
   switch (id) {
     case 655370:
       return readConnectionStart(r)

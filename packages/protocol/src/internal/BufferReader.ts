@@ -17,6 +17,13 @@ const KEY_CACHE_MAX_LENGTH = 64
 const cachedKeyBytes: Array<Uint8Array | undefined> = Array.from({ length: KEY_CACHE_SLOTS }, () => undefined)
 const cachedKeys: Array<string> = Array.from({ length: KEY_CACHE_SLOTS }, () => "")
 
+/**
+ * A big-endian unsigned 32-bit integer at `at`, which the caller has bounds-checked. Plain index
+ * reads: `Buffer#readUInt32BE` checks the bounds again and costs a call the engine does not inline.
+ */
+export const uint32 = (buf: Uint8Array, at: number): number =>
+  buf[at]! * 0x1000000 + ((buf[at + 1]! << 16) | (buf[at + 2]! << 8) | buf[at + 3]!)
+
 export class BufferReader {
   readonly buf: Buffer
   pos: number
@@ -52,7 +59,7 @@ export class BufferReader {
 
   long(): number {
     this.need(4)
-    const value = this.buf.readUInt32BE(this.pos)
+    const value = uint32(this.buf, this.pos)
     this.pos += 4
     return value
   }
@@ -68,8 +75,8 @@ export class BufferReader {
   /** An unsigned 64-bit integer as a number; values past 2^53 are refused as a syntax error. */
   longlong(): number {
     this.need(8)
-    const high = this.buf.readUInt32BE(this.pos)
-    const low = this.buf.readUInt32BE(this.pos + 4)
+    const high = uint32(this.buf, this.pos)
+    const low = uint32(this.buf, this.pos + 4)
     this.pos += 8
     if (high >= 0x200000) throw syntaxError("64-bit value exceeds 2^53")
     return high * TWO_32 + low
