@@ -184,8 +184,18 @@ interface Link {
   readonly host: string
 }
 
+/** Errors that mean an operation's wait for a link ran out: another try would only wait again. */
+const linkWaits = new WeakSet<object>()
+
+const linkWaitTimedOut = (cause: AmqpConnectionError | undefined): AmqpClosedError => {
+  const error = new AmqpClosedError({ what: "connection", cause })
+  linkWaits.add(error)
+  return error
+}
+
+/** The link died under an operation, which may be tried again on the next one. */
 const isConnectionLoss = (error: { readonly _tag: string }): boolean =>
-  error._tag === "AmqpConnectionError" || error._tag === "AmqpClosedError"
+  (error._tag === "AmqpConnectionError" || error._tag === "AmqpClosedError") && !linkWaits.has(error)
 
 /**
  * Connects (under the reconnect policy) and keeps the link alive until the scope closes.
@@ -298,6 +308,7 @@ class Supervisor {
           this.emit({ _tag: "GaveUp", cause: error.value })
           Deferred.doneUnsafe(this.firstLink, Exit.fail(error.value))
           Deferred.doneUnsafe(this.live, Exit.fail(new AmqpClosedError({ what: "connection", cause: error.value })))
+          this.endChannels(error.value)
         }
         this.stopped = true
         return
@@ -321,7 +332,7 @@ class Supervisor {
       lostAt = Date.now()
       this.link = undefined
       this.live = Deferred.makeUnsafe<Link, AmqpClosedError>()
-      this.lastCause = cause
+      if (!this.stopped) this.lastCause = cause
       yield* Scope.close(link.scope, Exit.void)
       if (this.stopped || cause.reason._tag === "ClosedByApplication") return
       this.emit({ _tag: "Disconnected", cause })
@@ -335,8 +346,17 @@ class Supervisor {
     const link = this.link
     this.link = undefined
     Deferred.doneUnsafe(this.live, Exit.fail(new AmqpClosedError({ what: "connection", cause: undefined })))
+    this.endChannels(undefined)
     return link === undefined ? Effect.void : Scope.close(link.scope, Exit.void)
   })
+
+  /**
+   * No link will come again: every channel handle ends, and with it what waits on it (operations,
+   * consumer streams, `closed`).
+   */
+  private endChannels(cause: AmqpConnectionError | undefined): void {
+    for (const channel of [...this.channels]) channel.end(new AmqpClosedError({ what: "channel", cause }))
+  }
 
   private forwardBlocked(link: Link): Effect.Effect<void> {
     return link.connection.events.pipe(
@@ -595,7 +615,7 @@ class LogicalChannel {
     if (Deferred.isDoneUnsafe(this.ready)) this.ready = Deferred.makeUnsafe()
   }
 
-  private end(cause: AmqpChannel.ChannelError): void {
+  end(cause: AmqpChannel.ChannelError): void {
     if (this.closedForGood !== undefined) return
     this.closedForGood = cause
     Deferred.doneUnsafe(this.ended, Exit.succeed(cause))
@@ -628,7 +648,7 @@ class LogicalChannel {
     return Deferred.await(this.ready).pipe(
       Effect.timeoutOrElse({
         duration: supervisor.linkTimeout,
-        orElse: () => Effect.fail(new AmqpClosedError({ what: "connection", cause: supervisor.lastCause }))
+        orElse: () => Effect.fail(linkWaitTimedOut(supervisor.lastCause))
       })
     )
   })
@@ -786,29 +806,28 @@ class LogicalChannel {
         buffer,
         this
       )
+      const stop = Effect.suspend(() => {
+        consumer.ended = true
+        this.consumers.delete(consumer)
+        // Reading must go on for the cancel-ok to arrive: a buffer that paused it lets go first.
+        buffer.release()
+        return (consumer.handle?.cancel ?? Effect.void).pipe(Effect.andThen(buffer.drain(options.noAck !== true)))
+      })
       yield* Effect.acquireRelease(
         Effect.gen({ self: this }, function*() {
           // Known to the channel first, so that a reconnect during basic.consume starts it on the
           // next link; a lost link is then no failure of this stream.
           this.consumers.add(consumer)
-          yield* Effect.flatMap(this.current, (core) => consumer.attach(core)).pipe(
+          // Waiting for a link may be interrupted; a basic.consume on its way is seen through.
+          yield* Effect.flatMap(Effect.interruptible(this.current), (core) => consumer.attach(core)).pipe(
             Effect.retry({
               times: 3,
               while: (error) => isConnectionLoss(error) && this.closedForGood === undefined && !this.supervisor.stopped
             }),
-            Effect.tapError(() => Effect.sync(() => this.consumers.delete(consumer)))
+            Effect.onError(() => stop)
           )
         }),
-        () =>
-          Effect.suspend(() => {
-            consumer.ended = true
-            this.consumers.delete(consumer)
-            // Reading must go on for the cancel-ok to arrive: a buffer that paused it lets go first.
-            buffer.release()
-            return (consumer.handle?.cancel ?? Effect.void).pipe(
-              Effect.andThen(buffer.drain(options.noAck !== true))
-            )
-          })
+        () => stop
       )
       return buffer
     })
