@@ -13,6 +13,10 @@ import * as Support from "../recovery/support.ts"
 const upTo = (times: number) =>
   Schedule.spaced("100 millis").pipe(Schedule.upTo({ times }), Schedule.setInputType<AmqpConnectionError>())
 
+/** How `effect` ended, if it did within 3 s. */
+const within = <A, E>(effect: Effect.Effect<A, E>) =>
+  Effect.map(Effect.timeoutOption(Effect.exit(effect), "3 seconds"), Option.getOrUndefined)
+
 layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("AmqpClient giving up", (it) => {
   it.effect("reports every failed attempt in order, and GaveUp with the last one's error", () =>
     Support.probed(({ proxy }) =>
@@ -59,8 +63,6 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
         // Made while the link is down: it waits for the next link, which never comes.
         const pending = yield* Effect.forkScoped(Effect.flip(channel.queueDeclare(queue, { passive: true })))
         const gaveUp = yield* log.next("GaveUp", disconnected.index)
-        const within = <A, E>(effect: Effect.Effect<A, E>) =>
-          Effect.map(Effect.timeoutOption(Effect.exit(effect), "3 seconds"), Option.getOrUndefined)
         const expected = new AmqpClosedError({ what: "channel", cause: gaveUp.event.cause })
         const ended = {
           pendingOperation: yield* within(Fiber.join(pending)),

@@ -355,7 +355,8 @@ class Supervisor {
    * consumer streams, `closed`).
    */
   private endChannels(cause: AmqpConnectionError | undefined): void {
-    for (const channel of [...this.channels]) channel.end(new AmqpClosedError({ what: "channel", cause }))
+    // Each removes itself from the set; a Set's iteration allows deleting the entry it is on.
+    for (const channel of this.channels) channel.end(new AmqpClosedError({ what: "channel", cause }))
   }
 
   private forwardBlocked(link: Link): Effect.Effect<void> {
