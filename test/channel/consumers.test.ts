@@ -1,26 +1,22 @@
 /**
  * How a consumer stream ends: the application ends it (basic.cancel, buffered deliveries
  * requeued), the broker cancels it (its queue was deleted), or its channel or connection dies.
- * And acknowledgements that would close the channel, refused before they are sent.
  */
 import {
   AmqpChannel,
   AmqpChannelError,
   AmqpConnectionError,
   AmqpConsumerCancelled,
-  AmqpUnknownDeliveryTag,
   ServerClosed
 } from "@effect-amqp/client"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Option, Queue, Scope, Stream } from "effect"
+import { Effect, Fiber, Queue, Stream } from "effect"
 import {
   checkRequeuedAfterEnd,
   confirmingChannel,
   onSharedBroker,
   poll,
   publishNumbered,
-  queueWithMessages,
-  readyCount,
   text,
   unique
 } from "../support/channelKit.ts"
@@ -141,50 +137,6 @@ describe("consumer streams", () => {
         assert.instanceOf(reason, ServerClosed)
         assert.strictEqual((reason as ServerClosed).replyCode, 320)
         assert.strictEqual((reason as ServerClosed).replyText, "CONNECTION_FORCED - consumer test")
-      })
-    ))
-})
-
-const refused = (
-  deliveryTag: number,
-  operation: "ack" | "nack" | "reject",
-  reason: "settled" | "no-ack" | "never-delivered"
-) => new AmqpUnknownDeliveryTag({ deliveryTag, operation, reason })
-
-describe("acknowledgements the broker would close the channel for", () => {
-  it.live("are refused without being sent: twice, after a multiple ack, on a no-ack delivery, never delivered", () =>
-    onSharedBroker((connect) =>
-      Effect.gen(function*() {
-        const { channel, connection, queue } = yield* queueWithMessages(connect, "q-settled", 6)
-        const consumerScope = yield* Scope.make()
-        const consumer = yield* Scope.provide(AmqpChannel.make(connection), consumerScope)
-        const take = Effect.map(consumer.get(queue), Option.getOrThrow)
-        const [d1, d2, d3, d4] = [yield* take, yield* take, yield* take, yield* take]
-        assert.deepStrictEqual([d1, d2, d3, d4].map((d) => d.deliveryTag), [1, 2, 3, 4])
-
-        yield* d1.ack()
-        assert.deepStrictEqual(yield* Effect.flip(d1.ack()), refused(1, "ack", "settled"))
-        assert.deepStrictEqual(yield* Effect.flip(d1.nack()), refused(1, "nack", "settled"))
-
-        yield* d3.ack({ multiple: true })
-        assert.deepStrictEqual(yield* Effect.flip(d2.reject()), refused(2, "reject", "settled"))
-        assert.deepStrictEqual(yield* Effect.flip(consumer.ack(2)), refused(2, "ack", "settled"))
-        assert.deepStrictEqual(yield* Effect.flip(consumer.nack(99)), refused(99, "nack", "never-delivered"))
-
-        const unacknowledged = Option.getOrThrow(yield* consumer.get(queue, { noAck: true }))
-        assert.strictEqual(unacknowledged.deliveryTag, 5)
-        assert.deepStrictEqual(yield* Effect.flip(unacknowledged.ack()), refused(5, "ack", "no-ack"))
-        yield* d4.ack()
-
-        // Nothing refused reached the broker: the channel is open, and closing it requeues nothing.
-        assert.strictEqual(yield* readyCount(consumer, queue), 1)
-        yield* Scope.close(consumerScope, Exit.void)
-        assert.strictEqual(yield* readyCount(channel, queue), 1)
-        assert.deepStrictEqual(
-          [d1, d2, d3, d4, unacknowledged].map((d) => text(d.body)),
-          ["m0", "m1", "m2", "m3", "m4"]
-        )
-        assert.strictEqual(yield* channel.queueDelete(queue), 1)
       })
     ))
 })

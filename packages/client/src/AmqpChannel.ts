@@ -390,6 +390,7 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
       Effect.map(rpc(Methods.basicGet({ queue, noAck: o.noAck ?? false })), (reply) => {
         const m = reply.method
         if (m._tag !== "basic.get-ok") return Option.none()
+        if (o.noAck === true) core.settlements.settle(m.deliveryTag)
         return Option.some(Object.assign(makeDelivery(core, reply, { ...m, consumerTag: "" }, o.noAck ?? false), {
           messageCount: m.messageCount
         }))
@@ -397,8 +398,12 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
     ack: (deliveryTag, multiple = false) => acknowledge(core, "ack", deliveryTag, multiple, false),
     nack: (deliveryTag, multiple = false, requeue = true) => acknowledge(core, "nack", deliveryTag, multiple, requeue),
     reject: (deliveryTag, requeue = true) => acknowledge(core, "reject", deliveryTag, false, requeue),
-    recover: (requeue = true) => Effect.asVoid(rpc(Methods.basicRecover({ requeue }))),
-    txSelect: Effect.asVoid(rpc(Methods.txSelect())),
+    // Every delivery before the recover-ok is requeued (or, without requeue, delivered again).
+    recover: (requeue = true) =>
+      Effect.asVoid(rpc(Methods.basicRecover({ requeue }), () => core.settlements.settleThrough(core.lastDeliveryTag))),
+    txSelect: Effect.asVoid(rpc(Methods.txSelect(), () => {
+      core.transactional = true
+    })),
     txCommit: Effect.asVoid(rpc(Methods.txCommit())),
     txRollback: Effect.asVoid(rpc(Methods.txRollback())),
     closed: Effect.suspend(() => core.awaitEnd),

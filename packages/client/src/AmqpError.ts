@@ -386,8 +386,9 @@ export class AmqpStaleDelivery extends Data.TaggedError("AmqpStaleDelivery")<{
 /**
  * An acknowledgement for a delivery tag the channel does not hold unsettled: the delivery was
  * already acked, nacked or rejected (alone or by a `multiple` one after it), came from a no-ack
- * consumer or `get`, or was never delivered. It was not sent: the broker would close the channel
- * with 406 PRECONDITION_FAILED "unknown delivery tag".
+ * consumer or `get`, was requeued by `basic.recover`, or was never delivered (or the tag is not a
+ * whole number). It was not sent: the broker would close the channel with 406 PRECONDITION_FAILED
+ * "unknown delivery tag".
  *
  * @since 0.1.0
  * @category errors

@@ -26,6 +26,7 @@ import {
 import { ConfirmTracker } from "./confirms.ts"
 import type { ChannelSink, ConnectionCore } from "./connectionCore.ts"
 import { ReturnListeners } from "./returns.ts"
+import { Settlements } from "./settlements.ts"
 
 export type ChannelFailure = AmqpChannelError | AmqpConnectionError
 
@@ -78,8 +79,13 @@ export class ChannelCore implements ChannelSink {
   tagOffset = 0
   /** The highest delivery tag the broker gave on this incarnation (a delivery or a `get-ok`). */
   lastDeliveryTag = 0
-  /** Every broker delivery tag up to this one has been settled by a `multiple` ack, nack or reject. */
-  settledThrough = 0
+  /** The broker's delivery tags on this incarnation that no acknowledgement may name again. */
+  readonly settlements = new Settlements()
+  /**
+   * In tx mode (after `tx.select`) acknowledgements count only once committed: a rollback makes
+   * them outstanding again, so nothing is refused as settled.
+   */
+  transactional = false
 
   /** The sink this channel registered its id with, so that only it can free that id. */
   readonly sink: ChannelSink

@@ -67,7 +67,10 @@ const EMPTY = new Uint8Array(0)
  * Sends an acknowledgement on `core` for `deliveryTag` as the application saw it (the broker's tag
  * plus the incarnation's offset), or refuses it: stale when that channel has ended or the tag
  * belongs to an earlier incarnation of a recovering channel; unknown when the broker never gave
- * the tag or a `multiple` acknowledgement already settled it. Either would close the channel.
+ * the tag or it is settled already. Sent, either would close the channel.
+ *
+ * Tag 0 with `multiple` means every delivery the channel has received and not settled: it is sent
+ * as the highest such tag, so that deliveries still on their way are not acknowledged unseen.
  */
 export const acknowledge = (...args: Parameters<typeof acknowledgeNow>): Effect.Effect<void, AckError> =>
   Effect.suspend(() => acknowledgeNow(...args))
@@ -79,20 +82,33 @@ const acknowledgeNow = (
   multiple: boolean,
   requeue: boolean
 ): Effect.Effect<void, AckError> => {
-  // Tag 0 with `multiple` means every outstanding delivery, of the live incarnation.
+  if (!Number.isSafeInteger(deliveryTag) || deliveryTag < 0) {
+    return Effect.fail(new AmqpUnknownDeliveryTag({ deliveryTag, operation, reason: "never-delivered" }))
+  }
   const all = deliveryTag === 0 && multiple
   if (!core.acceptsMethods() || (deliveryTag <= core.tagOffset && !all)) {
     return Effect.fail(new AmqpStaleDelivery({ deliveryTag, operation }))
   }
-  const brokerTag = all ? core.lastDeliveryTag : deliveryTag - core.tagOffset
+  const settlements = core.transactional ? undefined : core.settlements
+  if (all) {
+    if (settlements === undefined) return sendAcknowledgement(core, operation, 0, true, requeue)
+    const highest = settlements.highestUnsettled(core.lastDeliveryTag)
+    if (highest === 0) return Effect.void
+    settlements.settleThrough(highest)
+    return sendAcknowledgement(core, operation, highest, true, requeue)
+  }
+  const brokerTag = deliveryTag - core.tagOffset
   if (brokerTag > core.lastDeliveryTag) {
     return Effect.fail(new AmqpUnknownDeliveryTag({ deliveryTag, operation, reason: "never-delivered" }))
   }
-  if (brokerTag <= core.settledThrough && !all) {
-    return Effect.fail(new AmqpUnknownDeliveryTag({ deliveryTag, operation, reason: "settled" }))
+  if (settlements !== undefined) {
+    if (settlements.isSettled(brokerTag)) {
+      return Effect.fail(new AmqpUnknownDeliveryTag({ deliveryTag, operation, reason: "settled" }))
+    }
+    if (multiple) settlements.settleThrough(brokerTag)
+    else settlements.settle(brokerTag)
   }
-  if (multiple && brokerTag > core.settledThrough) core.settledThrough = brokerTag
-  return sendAcknowledgement(core, operation, all ? 0 : brokerTag, multiple, requeue)
+  return sendAcknowledgement(core, operation, brokerTag, multiple, requeue)
 }
 
 const sendAcknowledgement = (
@@ -121,8 +137,8 @@ class DeliveryImpl implements Delivery {
   readonly properties: BasicProperties
   readonly body: Uint8Array
   private readonly core: ChannelCore
-  /** Why this delivery can take no acknowledgement any more, once it cannot. */
-  private settled: "settled" | "no-ack" | undefined
+  /** Given without acknowledgement: nothing may acknowledge it. */
+  private readonly noAck: boolean
 
   constructor(core: ChannelCore, command: Command, fields: DeliveryFields, noAck: boolean) {
     this.core = core
@@ -133,7 +149,7 @@ class DeliveryImpl implements Delivery {
     this.routingKey = fields.routingKey
     this.properties = command.properties ?? {}
     this.body = command.body ?? EMPTY
-    this.settled = noAck ? "no-ack" : undefined
+    this.noAck = noAck
   }
 
   ack(options?: { readonly multiple?: boolean }): Effect.Effect<void, AckError> {
@@ -148,20 +164,15 @@ class DeliveryImpl implements Delivery {
     return this.settle("reject", false, options?.requeue ?? true)
   }
 
-  /** One acknowledgement per delivery: whatever becomes of it, a second could only close the channel. */
   private settle(
     operation: "ack" | "nack" | "reject",
     multiple: boolean,
     requeue: boolean
   ): Effect.Effect<void, AckError> {
-    return Effect.suspend(() => {
-      const reason = this.settled
-      if (reason !== undefined) {
-        return Effect.fail(new AmqpUnknownDeliveryTag({ deliveryTag: this.deliveryTag, operation, reason }))
-      }
-      this.settled = "settled"
-      return acknowledgeNow(this.core, operation, this.deliveryTag, multiple, requeue)
-    })
+    if (this.noAck) {
+      return Effect.fail(new AmqpUnknownDeliveryTag({ deliveryTag: this.deliveryTag, operation, reason: "no-ack" }))
+    }
+    return acknowledge(this.core, operation, this.deliveryTag, multiple, requeue)
   }
 
   /** Whether the channel it came from can no longer take its acknowledgement. */
@@ -224,8 +235,10 @@ export const startConsumer = (
       if (m._tag !== "basic.deliver") return
       if (cancelling) {
         if (!noAck) core.write(Methods.basicReject({ deliveryTag: m.deliveryTag, requeue: true }))
+        core.settlements.settle(m.deliveryTag)
         return
       }
+      if (noAck) core.settlements.settle(m.deliveryTag)
       outlet.offer(core, makeDelivery(core, command, m, noAck))
     },
     onCancelledByBroker: () => outlet.cancelledByBroker(consumerTag),
