@@ -266,3 +266,82 @@ describe("options from the ConfigProvider", () => {
       assert.strictEqual(yield* refusal(fromProvider(sealed)), "AMQP_URL could not be read: vault sealed")
     })))
 })
+
+/** The message of the refusal of `input`, options of any JavaScript type. */
+const untyped = (input: unknown) =>
+  Effect.map(Effect.flip(ConnectionConfig.make(input as ConnectionConfig.ConnectionOptionsInput)), (e) => e.message)
+
+describe("input from outside the type system", () => {
+  it.live("a password cut short by an unencoded '/' or '?' is refused, and never shown", () =>
+    leakChecked(Effect.gen(function*() {
+      // The URL parser would read "1234" as the port, and the rest of the password as the query or vhost.
+      const urls: ReadonlyArray<readonly [string, string]> = [
+        [`amqp://guest:1234?${password}@127.0.0.1:5672/`, "amqp://guest:***@127.0.0.1:5672/"],
+        [`amqp://guest:5?heartbeat=${password}@127.0.0.1`, "amqp://guest:***@127.0.0.1"],
+        [`amqp://guest:12/${password}@127.0.0.1/`, "amqp://guest:***@127.0.0.1/"]
+      ]
+      for (const [url, shown] of urls) {
+        assert.strictEqual(
+          yield* configError(url),
+          `AMQP URL has an "@" after its host: encode "/" and "?" in a user name or password as %2F and %3F, ` +
+            `and "@" in a vhost or a query value as %40: ${shown}`
+        )
+      }
+      const encoded = yield* ConnectionConfig.fromUrl(`amqp://guest:1234%3F${password}@127.0.0.1/v%40x`)
+      assert.deepStrictEqual([Redacted.value(encoded.password), encoded.vhost], [`1234?${password}`, "v@x"])
+    })))
+
+  it.live("tabs, line breaks, repeated and non-decimal query values are refused", () =>
+    leakChecked(Effect.gen(function*() {
+      assert.strictEqual(
+        yield* configError(`amqp://guest:${password}@127.0.0.1:56\t72/`),
+        "AMQP URL must not contain tabs or line breaks: amqp://guest:***@127.0.0.1:56\t72/"
+      )
+      assert.strictEqual(
+        yield* configError(`amqp://guest:${password}@h/?heartbeat=5&heartbeat=6`),
+        "query parameter heartbeat is given twice in amqp://guest:***@h/?heartbeat=5&heartbeat=6"
+      )
+      for (const value of ["0x10", "1e4", " 5", "+5"]) {
+        assert.strictEqual(
+          yield* configError(`amqp://guest:${password}@h/?frame_max=${encodeURIComponent(value)}`),
+          `query parameter frame_max must be an integer, got "${value}"`
+        )
+      }
+    })))
+
+  it.live("values of the wrong JavaScript type fail with AmqpConfigError that names them", () =>
+    leakChecked(Effect.gen(function*() {
+      assert.strictEqual(yield* untyped(null), "connection options must be an object, got null")
+      assert.strictEqual(
+        yield* untyped({ port: Object.create(null), heartbeat: 5672n, host: Symbol("h") }),
+        "invalid connection options: host must be a non-empty string, got a value of type symbol; " +
+          "port must be an integer from 1 to 65535, got a value of type object; " +
+          "heartbeat must be an integer from 0 to 65535, got the bigint 5672n"
+      )
+      assert.strictEqual(
+        (yield* Effect.flip(ConnectionConfig.fromUrl(42 as unknown as string))).message,
+        "AMQP URL must be a string, got 42"
+      )
+    })))
+
+  it.live("IPv6 hosts, NaN, Infinity and numbers past 2^53 are read exactly or refused", () =>
+    leakChecked(Effect.gen(function*() {
+      const v6 = yield* ConnectionConfig.fromUrl("amqp://u:p@[::1]:5673/v")
+      assert.deepStrictEqual([v6.host, v6.port, v6.username, v6.vhost], ["::1", 5673, "u", "v"])
+      assert.strictEqual(
+        (yield* Effect.flip(ConnectionConfig.make({ heartbeat: Number.NaN, frameMax: Infinity, channelMax: 2 ** 53 })))
+          .message,
+        "invalid connection options: heartbeat must be an integer from 0 to 65535, got NaN; " +
+          "frameMax must be an integer from 0 to 4294967295, got Infinity; " +
+          "channelMax must be an integer from 0 to 65535, got 9007199254740992"
+      )
+      const withValue = yield* fromProvider(
+        ConfigProvider.make(() => Effect.succeed(ConfigProvider.makeRecord(new Set(["x"]), "amqp://h:5999/v")))
+      )
+      assert.deepStrictEqual([withValue.host, withValue.port, withValue.vhost], ["h", 5999, "v"])
+      assert.strictEqual(
+        yield* refusal(fromProvider(ConfigProvider.fromUnknown({ AMQP_URL: ["amqp://h"] }))),
+        "AMQP_URL must be a string"
+      )
+    })))
+})

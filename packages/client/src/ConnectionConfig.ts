@@ -124,6 +124,9 @@ export type ConnectionOptionsInput = Partial<Omit<ConnectionOptions, "password">
  */
 export const make = (input: ConnectionOptionsInput = {}): Effect.Effect<ConnectionOptions, AmqpConfigError> =>
   Effect.suspend(() => {
+    if (typeof input !== "object" || input === null) {
+      return Effect.fail(configError(`connection options must be an object, got ${shown(input)}`))
+    }
     const password = input.password === undefined
       ? defaults.password
       : Redacted.isRedacted(input.password)
@@ -149,7 +152,21 @@ const validate = (options: ConnectionOptions): Effect.Effect<ConnectionOptions, 
 /** What is wrong with a value, or `undefined` when nothing is. */
 type Check = (value: unknown) => string | undefined
 
-const shown = (value: unknown): string => typeof value === "string" ? JSON.stringify(value) : String(value)
+/** A value as a message shows it; no value, however odd, makes this throw. */
+const shown = (value: unknown): string => {
+  switch (typeof value) {
+    case "string":
+      return JSON.stringify(value)
+    case "number":
+    case "boolean":
+    case "undefined":
+      return String(value)
+    case "bigint":
+      return `the bigint ${value}n`
+    default:
+      return value === null ? "null" : `a value of type ${typeof value}`
+  }
+}
 
 const integer = (minimum: number, maximum: number): Check => (value) =>
   typeof value === "number" && Number.isInteger(value) && value >= minimum && value <= maximum
@@ -208,9 +225,24 @@ export const fromUrl = (
   overrides: ConnectionOptionsInput = {}
 ): Effect.Effect<ConnectionOptions, AmqpConfigError> =>
   Effect.suspend(() => {
+    if (typeof url !== "string") return Effect.fail(configError(`AMQP URL must be a string, got ${shown(url)}`))
+    // The URL parser drops these wherever they are, a password included.
+    if (/[\t\n\r]/.test(url)) {
+      return Effect.fail(configError(`AMQP URL must not contain tabs or line breaks: ${redactUrl(url)}`))
+    }
     // A fragment means nothing to AMQP; taken silently it would cut off a password with a "#".
     if (url.includes("#")) {
       return Effect.fail(configError(`AMQP URL must not have a fragment (#...); encode "#" as %23: ${redactUrl(url)}`))
+    }
+    // A "/" or "?" in a user name or password ends the host part early, and the rest of the
+    // password, "@" and all, would be read as the vhost or the query (and shown in their errors).
+    const scheme = url.indexOf("://")
+    const hostEnd = scheme < 0 ? -1 : url.slice(scheme + 3).search(/[/?]/)
+    if (hostEnd >= 0 && url.includes("@", scheme + 3 + hostEnd)) {
+      return Effect.fail(configError(
+        `AMQP URL has an "@" after its host: encode "/" and "?" in a user name or password as %2F and %3F, ` +
+          `and "@" in a vhost or a query value as %40: ${redactUrl(url)}`
+      ))
     }
     let parsed: URL
     try {
@@ -263,13 +295,13 @@ export const fromUrl = (
       if (vhost instanceof AmqpConfigError) return Effect.fail(vhost)
       input.vhost = vhost
     }
+    const seen = new Set<string>()
     for (const [key, value] of parsed.searchParams) {
-      const number = Number(value)
+      if (seen.has(key)) return Effect.fail(configError(`query parameter ${key} is given twice in ${redactUrl(url)}`))
+      seen.add(key)
       const numeric = (name: string) => {
-        if (value.trim() === "" || !Number.isInteger(number)) {
-          return configError(`query parameter ${key} must be an integer, got "${value}"`)
-        }
-        input[name] = number
+        if (!/^-?\d+$/.test(value)) return configError(`query parameter ${key} must be an integer, got "${value}"`)
+        input[name] = Number(value)
         return undefined
       }
       let error: AmqpConfigError | undefined
