@@ -2,8 +2,8 @@
  * The packages as npm would ship them: `pnpm pack` each one (its `prepack` compiles it), install
  * the tarballs into a new application outside the workspace, type-check a program against the
  * shipped declarations, and run it on the shared broker. effect is a peer dependency, so the
- * application's copy is the only one. Node does not strip types under
- * node_modules, so this fails if a package points anywhere but at its compiled JavaScript.
+ * application's copy is the only one. Node does not strip types under node_modules, so this fails
+ * if a package points anywhere but at its compiled JavaScript.
  */
 import { SharedBroker } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
@@ -138,7 +138,7 @@ describe("the published packages", () => {
         )
         yield* run("pnpm", ["install", "--prefer-offline", "--config.confirmModulesPurge=false"], app)
         // effect is a peer of the packages: the application's own copy is the only one.
-        const effects = Fs.readdirSync(Path.join(app, "node_modules", ".pnpm")).filter((n) => /^effect@/.test(n))
+        const effects = Fs.readdirSync(Path.join(app, "node_modules", ".pnpm")).filter((n) => n.startsWith("effect@"))
         assert.deepStrictEqual(effects, [`effect@${versions.effect}`])
 
         const typeErrors = yield* run(Path.join(root, "node_modules", ".bin", "tsc"), ["-p", app], app)
