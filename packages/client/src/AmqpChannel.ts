@@ -387,25 +387,32 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
     publishAsync: (exchange, routingKey, body, o = {}) =>
       core.publishAsync(exchange, routingKey, body, o.properties ?? {}, o.mandatory ?? false),
     get: (queue, o = {}) =>
-      Effect.map(rpc(Methods.basicGet({ queue, noAck: o.noAck ?? false })), (reply) => {
-        const m = reply.method
-        if (m._tag !== "basic.get-ok") return Option.none()
-        if (o.noAck === true) core.settlements.settle(m.deliveryTag)
-        return Option.some(Object.assign(makeDelivery(core, reply, { ...m, consumerTag: "" }, o.noAck ?? false), {
-          messageCount: m.messageCount
-        }))
-      }),
+      // A no-ack delivery is settled as its get-ok is routed, even if the caller is gone by then.
+      Effect.map(
+        rpc(Methods.basicGet({ queue, noAck: o.noAck ?? false }), (reply) => {
+          if (o.noAck === true && reply.method._tag === "basic.get-ok") {
+            core.settlements.settle(reply.method.deliveryTag, false)
+          }
+        }),
+        (reply) => {
+          const m = reply.method
+          if (m._tag !== "basic.get-ok") return Option.none()
+          return Option.some(Object.assign(makeDelivery(core, reply, { ...m, consumerTag: "" }, o.noAck ?? false), {
+            messageCount: m.messageCount
+          }))
+        }
+      ),
     ack: (deliveryTag, multiple = false) => acknowledge(core, "ack", deliveryTag, multiple, false),
     nack: (deliveryTag, multiple = false, requeue = true) => acknowledge(core, "nack", deliveryTag, multiple, requeue),
     reject: (deliveryTag, requeue = true) => acknowledge(core, "reject", deliveryTag, false, requeue),
     // Every delivery before the recover-ok is requeued (or, without requeue, delivered again).
     recover: (requeue = true) =>
-      Effect.asVoid(rpc(Methods.basicRecover({ requeue }), () => core.settlements.settleThrough(core.lastDeliveryTag))),
-    txSelect: Effect.asVoid(rpc(Methods.txSelect(), () => {
-      core.transactional = true
-    })),
-    txCommit: Effect.asVoid(rpc(Methods.txCommit())),
-    txRollback: Effect.asVoid(rpc(Methods.txRollback())),
+      Effect.asVoid(
+        rpc(Methods.basicRecover({ requeue }), () => core.settlements.settleThrough(core.lastDeliveryTag, false))
+      ),
+    txSelect: Effect.asVoid(rpc(Methods.txSelect(), () => core.settlements.beginTransaction())),
+    txCommit: Effect.asVoid(rpc(Methods.txCommit(), () => core.settlements.beginTransaction())),
+    txRollback: Effect.asVoid(rpc(Methods.txRollback(), () => core.settlements.rollback())),
     closed: Effect.suspend(() => core.awaitEnd),
     isOpen: Effect.sync(() => !core.isClosed())
   }

@@ -34,6 +34,51 @@ describe("Settlements", () => {
     )
   })
 
+  it("in a transaction, a rollback undoes its acknowledgements but not its no-ack or recover settlements", () => {
+    const action = fc.oneof(
+      fc.record({ kind: fc.constant("settle" as const), tag: fc.integer({ min: 1, max: 30 }), multiple: fc.boolean() }),
+      fc.record({
+        kind: fc.constant("unacknowledged" as const),
+        tag: fc.integer({ min: 1, max: 30 }),
+        multiple: fc.boolean()
+      }),
+      fc.record({ kind: fc.constant("begin" as const) }),
+      fc.record({ kind: fc.constant("rollback" as const) })
+    )
+    fc.assert(
+      fc.property(fc.array(action, { maxLength: 60 }), (actions) => {
+        const settlements = new Settlements()
+        // The model: tags settled by acknowledgement, tags settled otherwise, and the first set as
+        // the transaction found it.
+        let acknowledged = new Set<number>()
+        const otherwise = new Set<number>()
+        let atStart: Set<number> | undefined
+        const upTo = (tag: number, multiple: boolean) => multiple ? Array.from({ length: tag }, (_, i) => i + 1) : [tag]
+        for (const a of actions) {
+          if (a.kind === "begin") {
+            settlements.beginTransaction()
+            atStart = new Set(acknowledged)
+          } else if (a.kind === "rollback") {
+            settlements.rollback()
+            if (atStart !== undefined) {
+              acknowledged = new Set(atStart)
+              atStart = new Set(acknowledged)
+            }
+          } else {
+            const acked = a.kind === "settle"
+            if (a.multiple) settlements.settleThrough(a.tag, acked)
+            else settlements.settle(a.tag, acked)
+            for (const t of upTo(a.tag, a.multiple)) (acked ? acknowledged : otherwise).add(t)
+          }
+        }
+        for (let t = 1; t <= 35; t++) {
+          assert.strictEqual(settlements.isSettled(t), acknowledged.has(t) || otherwise.has(t), `tag ${t}`)
+        }
+      }),
+      { numRuns: 500 }
+    )
+  })
+
   it("keeps only the tags settled out of order above the settled prefix", () => {
     const settlements = new Settlements()
     settlements.settle(3)

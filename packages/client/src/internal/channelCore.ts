@@ -81,11 +81,6 @@ export class ChannelCore implements ChannelSink {
   lastDeliveryTag = 0
   /** The broker's delivery tags on this incarnation that no acknowledgement may name again. */
   readonly settlements = new Settlements()
-  /**
-   * In tx mode (after `tx.select`) acknowledgements count only once committed: a rollback makes
-   * them outstanding again, so nothing is refused as settled.
-   */
-  transactional = false
 
   /** The sink this channel registered its id with, so that only it can free that id. */
   readonly sink: ChannelSink

@@ -89,9 +89,8 @@ const acknowledgeNow = (
   if (!core.acceptsMethods() || (deliveryTag <= core.tagOffset && !all)) {
     return Effect.fail(new AmqpStaleDelivery({ deliveryTag, operation }))
   }
-  const settlements = core.transactional ? undefined : core.settlements
+  const settlements = core.settlements
   if (all) {
-    if (settlements === undefined) return sendAcknowledgement(core, operation, 0, true, requeue)
     const highest = settlements.highestUnsettled(core.lastDeliveryTag)
     if (highest === 0) return Effect.void
     settlements.settleThrough(highest)
@@ -101,13 +100,11 @@ const acknowledgeNow = (
   if (brokerTag > core.lastDeliveryTag) {
     return Effect.fail(new AmqpUnknownDeliveryTag({ deliveryTag, operation, reason: "never-delivered" }))
   }
-  if (settlements !== undefined) {
-    if (settlements.isSettled(brokerTag)) {
-      return Effect.fail(new AmqpUnknownDeliveryTag({ deliveryTag, operation, reason: "settled" }))
-    }
-    if (multiple) settlements.settleThrough(brokerTag)
-    else settlements.settle(brokerTag)
+  if (settlements.isSettled(brokerTag)) {
+    return Effect.fail(new AmqpUnknownDeliveryTag({ deliveryTag, operation, reason: "settled" }))
   }
+  if (multiple) settlements.settleThrough(brokerTag)
+  else settlements.settle(brokerTag)
   return sendAcknowledgement(core, operation, brokerTag, multiple, requeue)
 }
 
@@ -235,10 +232,10 @@ export const startConsumer = (
       if (m._tag !== "basic.deliver") return
       if (cancelling) {
         if (!noAck) core.write(Methods.basicReject({ deliveryTag: m.deliveryTag, requeue: true }))
-        core.settlements.settle(m.deliveryTag)
+        core.settlements.settle(m.deliveryTag, !noAck)
         return
       }
-      if (noAck) core.settlements.settle(m.deliveryTag)
+      if (noAck) core.settlements.settle(m.deliveryTag, false)
       outlet.offer(core, makeDelivery(core, command, m, noAck))
     },
     onCancelledByBroker: () => outlet.cancelledByBroker(consumerTag),

@@ -6,17 +6,24 @@
  *
  * Tags mostly settle in order, so they are kept as a prefix (every tag up to `through`) and the
  * few settled out of order above it, which join the prefix once the gap below them closes.
+ *
+ * In tx mode the broker settles a tag when its acknowledgement arrives, and `tx.rollback` makes
+ * the transaction's acknowledgements outstanding again; no-ack deliveries and `basic.recover` are
+ * not part of a transaction. So each transaction starts from a checkpoint, a rollback returns to
+ * it, and the settlements since that were no acknowledgements are made again.
  */
 export class Settlements {
   private through = 0
-  private readonly above = new Set<number>()
+  private above = new Set<number>()
+  private checkpoint: Checkpoint | undefined
 
   isSettled(tag: number): boolean {
     return tag <= this.through || this.above.has(tag)
   }
 
-  /** Settles one tag. */
-  settle(tag: number): void {
+  /** Settles one tag; `acknowledged` unless it came without acknowledgement (no-ack). */
+  settle(tag: number, acknowledged = true): void {
+    if (!acknowledged) this.checkpoint?.others.push({ tag, through: false })
     if (tag <= this.through) return
     if (tag !== this.through + 1) {
       this.above.add(tag)
@@ -27,7 +34,8 @@ export class Settlements {
   }
 
   /** Settles every tag up to `tag`: an acknowledgement with `multiple`, or `basic.recover`. */
-  settleThrough(tag: number): void {
+  settleThrough(tag: number, acknowledged = true): void {
+    if (!acknowledged) this.checkpoint?.others.push({ tag, through: true })
     if (tag <= this.through) return
     this.through = tag
     if (this.above.size === 0) return
@@ -42,7 +50,32 @@ export class Settlements {
     return candidate > this.through ? candidate : 0
   }
 
+  /** A transaction starts (`tx.select-ok`, `tx.commit-ok`): what is settled now stays settled. */
+  beginTransaction(): void {
+    this.checkpoint = { through: this.through, above: new Set(this.above), others: [] }
+  }
+
+  /** `tx.rollback-ok`: the transaction's acknowledgements are outstanding again. */
+  rollback(): void {
+    const checkpoint = this.checkpoint
+    if (checkpoint === undefined) return
+    this.through = checkpoint.through
+    this.above = checkpoint.above
+    this.beginTransaction()
+    for (const { tag, through } of checkpoint.others) {
+      if (through) this.settleThrough(tag, false)
+      else this.settle(tag, false)
+    }
+  }
+
   private closeGap(): void {
     while (this.above.delete(this.through + 1)) this.through++
   }
+}
+
+interface Checkpoint {
+  readonly through: number
+  readonly above: Set<number>
+  /** Settlements since the checkpoint that no rollback undoes: no-ack deliveries, `basic.recover`. */
+  readonly others: Array<{ readonly tag: number; readonly through: boolean }>
 }
