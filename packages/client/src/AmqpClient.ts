@@ -229,6 +229,8 @@ class Supervisor {
   readonly firstLink = Deferred.makeUnsafe<void, AmqpConnectionError>()
   private live = Deferred.makeUnsafe<Link, AmqpClosedError>()
   link: Link | undefined
+  /** The link connected last, from its connect on, while `link` is set only once it is recovered. */
+  private opened: Link | undefined
   stopped = false
   private readonly hosts: ReadonlyArray<{ readonly host: string; readonly port: number }>
   private attempt = 0
@@ -314,6 +316,7 @@ class Supervisor {
         return
       }
       const link = attempt.value
+      this.opened = link
       this.emit({ _tag: "Connected", host: link.host, port: link.connection.options.port })
       yield* this.forwardBlocked(link)
       yield* this.recover(link)
@@ -331,6 +334,7 @@ class Supervisor {
       const cause = yield* link.connection.closed
       lostAt = Date.now()
       this.link = undefined
+      this.opened = undefined
       this.live = Deferred.makeUnsafe<Link, AmqpClosedError>()
       if (!this.stopped) this.lastCause = cause
       yield* Scope.close(link.scope, Exit.void)
@@ -343,8 +347,10 @@ class Supervisor {
   readonly stop: Effect.Effect<void> = Effect.suspend(() => {
     this.stopped = true
     this.lastCause = undefined
-    const link = this.link
+    // During recovery the new link is open but not yet `link`: it is closed all the same.
+    const link = this.link ?? this.opened
     this.link = undefined
+    this.opened = undefined
     Deferred.doneUnsafe(this.live, Exit.fail(new AmqpClosedError({ what: "connection", cause: undefined })))
     this.endChannels(undefined)
     return link === undefined ? Effect.void : Scope.close(link.scope, Exit.void)
@@ -769,9 +775,12 @@ class LogicalChannel {
     return attempt.pipe(
       Effect.retry({
         schedule: retry,
+        // The caller's schedule decides how long an outage is ridden out: a wait for the link that
+        // ran out is tried again too, while the client still reconnects.
         while: (error) =>
-          this.closedForGood === undefined &&
-          ((error._tag === "AmqpPublishError" && error.reason._tag === "Unconfirmed") || isConnectionLoss(error))
+          this.closedForGood === undefined && !this.supervisor.stopped &&
+          ((error._tag === "AmqpPublishError" && error.reason._tag === "Unconfirmed") || isConnectionLoss(error) ||
+            linkWaits.has(error))
       })
     )
   }
