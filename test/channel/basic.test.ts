@@ -221,8 +221,6 @@ describe("basic.get and acknowledgements", () => {
         const { queue } = yield* channel.queueDeclare("", { exclusive: true })
         yield* channel.publish("", queue, new Uint8Array([1]))
         yield* channel.publish("", queue, new Uint8Array([2]))
-        const settled = (deliveryTag: number) =>
-          new AmqpUnknownDeliveryTag({ deliveryTag, operation: "ack", reason: "settled" })
         yield* poll(channel.get(queue), Option.isSome)
         yield* channel.ack(1)
         assert.deepStrictEqual(yield* Effect.flip(channel.ack(1)), settled(1))
@@ -241,6 +239,9 @@ describe("basic.get and acknowledgements", () => {
       })
     ))
 })
+
+const settled = (deliveryTag: number) =>
+  new AmqpUnknownDeliveryTag({ deliveryTag, operation: "ack", reason: "settled" })
 
 describe("confirm and tx", () => {
   it.live("confirm.select puts the channel in confirm mode and tx.select is then refused", () =>

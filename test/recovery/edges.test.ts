@@ -27,6 +27,8 @@ const spaced = (millis: number) => Schedule.spaced(millis).pipe(Schedule.setInpu
 const within = <A, E>(effect: Effect.Effect<A, E>, millis = 3_000) =>
   Effect.map(Effect.timeoutOption(Effect.exit(effect), millis), Option.getOrUndefined)
 
+const take = (inbox: Queue.Queue<AmqpChannel.Delivery, unknown>) => Support.takeDelivery(inbox, "edge")
+
 layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("AmqpClient at its edges", (it) => {
   it.effect("settlements across a reconnect: offsets, nack with requeue, a no-ack consumer on the same channel", () =>
     Support.probed(({ node, proxy }) =>
@@ -43,7 +45,6 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
         for (const body of ["m0", "m1", "m2"]) yield* channel.publish("", queue, Buffer.from(body))
         const manual = yield* Support.consumeInto(channel, queue)
         const auto = yield* Support.consumeInto(channel, side, { noAck: true })
-        const take = (inbox: Queue.Queue<AmqpChannel.Delivery, unknown>) => Support.takeDelivery(inbox, "r2")
         const [d1, d2, d3] = [yield* take(manual), yield* take(manual), yield* take(manual)]
         assert.deepStrictEqual([d1, d2, d3].map((d) => [d.deliveryTag, Support.text(d.body)]), [
           [1, "m0"],
@@ -68,8 +69,8 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
         yield* log.next("Recovered", disconnected.index)
         const r1 = yield* take(manual)
         const r2 = yield* take(manual)
-        const redelivered = [r1, r2].map((d) => [d.deliveryTag, Support.text(d.body), d.redelivered]).sort()
-        assert.deepStrictEqual(redelivered, [[6, "m1", true], [7, "m2", true]].sort())
+        const redelivered = [r1, r2].map((d) => [d.deliveryTag, Support.text(d.body), d.redelivered]).toSorted()
+        assert.deepStrictEqual(redelivered, [[6, "m1", true], [7, "m2", true]].toSorted())
         yield* channel.publish("", side, Buffer.from("n1"))
         const n1 = yield* take(auto)
         assert.strictEqual(n1.deliveryTag, 8)

@@ -2,13 +2,14 @@
  * Connection options: from an `amqp://` / `amqps://` URL, from the `ConfigProvider` (`AMQP_URL`), or
  * written out, always put through the same checks so that a bad value is a clear `AmqpConfigError`.
  * The checks are plain functions rather than a Schema: `effect/Schema` and `effect/Config` would
- * add about 20 MiB to every process that imports the client.
+ * add about 10 MiB to every process that imports the client.
  *
- * URL rules follow RabbitMQ's URI spec: user and password and the vhost are percent-decoded, the
+ * URL rules follow RabbitMQ's URI spec: user and password and the vhost are percent-decoded
+ * (`user:@` is the empty password, `user@` leaves it out), a host left out is the default, the
  * vhost is one path segment (`/%2f` is the vhost `/`; no path means `/`; a bare `/` means the
- * empty vhost `""`, which RabbitMQ refuses), and the query parameters
- * `heartbeat`, `frame_max`, `channel_max`, `connection_timeout` (milliseconds) and `auth_mechanism`
- * set the options of the same names.
+ * empty vhost `""`, which RabbitMQ refuses), and the query parameters `heartbeat`, `frame_max`,
+ * `channel_max`, `connection_timeout` (milliseconds), `connection_name` and `auth_mechanism` (which
+ * may be repeated in order of preference) set the options of the same names.
  *
  * @since 0.1.0
  */
@@ -149,6 +150,9 @@ const validate = (options: ConnectionOptions): Effect.Effect<ConnectionOptions, 
     : Effect.fail(configError(`invalid connection options: ${problems.join("; ")}`))
 }
 
+const isAuthMechanism = (value: unknown): value is AuthMechanism =>
+  value === "PLAIN" || value === "AMQPLAIN" || value === "EXTERNAL"
+
 /** What is wrong with a value, or `undefined` when nothing is. */
 type Check = (value: unknown) => string | undefined
 
@@ -199,7 +203,7 @@ const optionChecks: ReadonlyArray<readonly [keyof ConnectionOptions, Check]> = [
   ["handshakeTimeout", millis],
   ["closeTimeout", millis],
   ["authMechanism", (value) =>
-    value === "PLAIN" || value === "AMQPLAIN" || value === "EXTERNAL"
+    isAuthMechanism(value)
       ? undefined
       : `must be PLAIN, AMQPLAIN or EXTERNAL, got ${shown(value)}`]
 ]
@@ -234,19 +238,34 @@ export const fromUrl = (
     if (url.includes("#")) {
       return Effect.fail(configError(`AMQP URL must not have a fragment (#...); encode "#" as %23: ${redactUrl(url)}`))
     }
-    // A "/" or "?" in a user name or password ends the host part early, and the rest of the
-    // password, "@" and all, would be read as the vhost or the query (and shown in their errors).
-    const scheme = url.indexOf("://")
-    const hostEnd = scheme < 0 ? -1 : url.slice(scheme + 3).search(/[/?]/)
-    if (hostEnd >= 0 && url.includes("@", scheme + 3 + hostEnd)) {
+    // The authority (user, password, host, port) as written: the URL parser cannot tell "user:@"
+    // (an empty password) from "user@", and refuses credentials without a host.
+    const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url)
+    const authorityStart = scheme === null ? -1 : scheme[0].length
+    const authorityLength = authorityStart < 0 ? -1 : url.slice(authorityStart).search(/[/?]|$/)
+    const authority = authorityStart < 0 ? "" : url.slice(authorityStart, authorityStart + authorityLength)
+    // A "/" or "?" in a password ends the authority early, and the rest of the password would be
+    // read as the vhost or the query (and shown in their errors): "user:pa/ss@host" has no "@"
+    // before its first "/" but a ":" and an "@" after it. ("host:5672/v@x" looks the same.)
+    if (
+      authorityStart >= 0 && !authority.includes("@") && authority.includes(":") &&
+      url.includes("@", authorityStart + authorityLength)
+    ) {
       return Effect.fail(configError(
         `AMQP URL has an "@" after its host: encode "/" and "?" in a user name or password as %2F and %3F, ` +
           `and "@" in a vhost or a query value as %40: ${redactUrl(url)}`
       ))
     }
+    const at = authority.lastIndexOf("@")
+    const hostAndPort = authority.slice(at + 1)
+    // RabbitMQ's URI spec lets the host be left out, credentials or not: it takes the default.
+    const noHost = hostAndPort === "" || hostAndPort.startsWith(":")
+    const parseable = noHost && at >= 0
+      ? url.slice(0, authorityStart + at + 1) + "host.invalid" + url.slice(authorityStart + at + 1)
+      : url
     let parsed: URL
     try {
-      parsed = new URL(url)
+      parsed = new URL(parseable)
     } catch {
       // The URL parser refuses a port above 65535 like any other error; name it as the options do.
       const port = /^amqps?:\/\/(?:[^@/?]*@)?(?:\[[^\]/]*\]|[^:/?]*):(\d+)(?:[/?]|$)/i.exec(url)?.[1]
@@ -268,21 +287,24 @@ export const fromUrl = (
       tls: secure ? {} : undefined,
       port: secure ? 5671 : 5672
     }
-    if (parsed.hostname !== "") {
+    if (!noHost && parsed.hostname !== "") {
       const host = percentDecode(url, parsed.hostname.replace(/^\[(.*)\]$/, "$1"), "host")
       if (host instanceof AmqpConfigError) return Effect.fail(host)
       input.host = host
     }
     if (parsed.port !== "") input.port = Number(parsed.port)
-    if (parsed.username !== "") {
-      const username = percentDecode(url, parsed.username, "user name")
+    // "user@" gives a user name and leaves the password out; "user:@" gives the empty password.
+    if (at >= 0) {
+      const userInfo = authority.slice(0, at)
+      const colon = userInfo.indexOf(":")
+      const username = percentDecode(url, colon < 0 ? userInfo : userInfo.slice(0, colon), "user name")
       if (username instanceof AmqpConfigError) return Effect.fail(username)
       input.username = username
-    }
-    if (parsed.password !== "") {
-      const password = percentDecode(url, parsed.password, "password")
-      if (password instanceof AmqpConfigError) return Effect.fail(password)
-      input.password = Redacted.make(password)
+      if (colon >= 0) {
+        const password = percentDecode(url, userInfo.slice(colon + 1), "password")
+        if (password instanceof AmqpConfigError) return Effect.fail(password)
+        input.password = Redacted.make(password)
+      }
     }
     // No path keeps the default "/"; "/" alone is the empty vhost, as RabbitMQ's URI spec says.
     const path = parsed.pathname
@@ -296,8 +318,12 @@ export const fromUrl = (
       input.vhost = vhost
     }
     const seen = new Set<string>()
+    const mechanisms: Array<string> = []
     for (const [key, value] of parsed.searchParams) {
-      if (seen.has(key)) return Effect.fail(configError(`query parameter ${key} is given twice in ${redactUrl(url)}`))
+      // auth_mechanism may be repeated, in order of preference (RabbitMQ's query parameter spec).
+      if (seen.has(key) && key !== "auth_mechanism") {
+        return Effect.fail(configError(`query parameter ${key} is given twice in ${redactUrl(url)}`))
+      }
       seen.add(key)
       const numeric = (name: string) => {
         if (!/^-?\d+$/.test(value)) return configError(`query parameter ${key} must be an integer, got "${value}"`)
@@ -319,7 +345,7 @@ export const fromUrl = (
           error = numeric("connectionTimeout")
           break
         case "auth_mechanism":
-          input.authMechanism = value.toUpperCase()
+          mechanisms.push(value.toUpperCase())
           break
         case "connection_name":
           input.connectionName = value
@@ -329,6 +355,8 @@ export const fromUrl = (
       }
       if (error !== undefined) return Effect.fail(error)
     }
+    // The first mechanism the client speaks; with none, the first given, which the checks refuse.
+    if (mechanisms.length > 0) input.authMechanism = mechanisms.find(isAuthMechanism) ?? mechanisms[0]
     const { tls: tlsOverride, ...rest } = overrides
     const tls = secure ? { ...(input.tls as TlsOptions), ...tlsOverride } : tlsOverride
     return make({ ...(input as ConnectionOptionsInput), ...rest, tls })
@@ -342,9 +370,9 @@ export const fromUrl = (
  * @category utils
  */
 export const redactUrl = (url: string): string => {
-  const scheme = url.indexOf("://")
-  if (scheme < 0) return url.includes("@") ? "***" : url
-  const start = scheme + 3
+  // After "scheme://" when the URL starts so; otherwise everything from the first ":" may hide a
+  // password ("amqp:user:pass@host", "user:pass@host").
+  const start = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url)?.[0].length ?? 0
   const at = url.lastIndexOf("@")
   if (at < start) return url
   const colon = url.indexOf(":", start)

@@ -8,6 +8,9 @@ import { Settlements } from "../src/internal/settlements.ts"
 
 const step = fc.record({ tag: fc.integer({ min: 1, max: 40 }), multiple: fc.boolean() })
 
+/** The tags a settlement of `tag` covers. */
+const upTo = (tag: number, multiple: boolean) => multiple ? Array.from({ length: tag }, (_, i) => i + 1) : [tag]
+
 describe("Settlements", () => {
   it("agrees with a set of every settled tag on which tags are settled and the highest unsettled", () => {
     fc.assert(
@@ -53,7 +56,6 @@ describe("Settlements", () => {
         let acknowledged = new Set<number>()
         const otherwise = new Set<number>()
         let atStart: Set<number> | undefined
-        const upTo = (tag: number, multiple: boolean) => multiple ? Array.from({ length: tag }, (_, i) => i + 1) : [tag]
         for (const a of actions) {
           if (a.kind === "begin") {
             settlements.beginTransaction()
