@@ -278,7 +278,8 @@ describe("input from outside the type system", () => {
       const urls: ReadonlyArray<readonly [string, string]> = [
         [`amqp://guest:1234?${password}@127.0.0.1:5672/`, "amqp://guest:***@127.0.0.1:5672/"],
         [`amqp://guest:5?heartbeat=${password}@127.0.0.1`, "amqp://guest:***@127.0.0.1"],
-        [`amqp://guest:12/${password}@127.0.0.1/`, "amqp://guest:***@127.0.0.1/"]
+        [`amqp://guest:ab/${password}@127.0.0.1/`, "amqp://guest:***@127.0.0.1/"],
+        [`amqp://gu/est:${password}@127.0.0.1/`, "amqp://gu/est:***@127.0.0.1/"]
       ]
       for (const [url, shown] of urls) {
         assert.strictEqual(

@@ -244,23 +244,30 @@ export const fromUrl = (
     const authorityStart = scheme === null ? -1 : scheme[0].length
     const authorityLength = authorityStart < 0 ? -1 : url.slice(authorityStart).search(/[/?]|$/)
     const authority = authorityStart < 0 ? "" : url.slice(authorityStart, authorityStart + authorityLength)
-    // A "/" or "?" in a password ends the authority early, and the rest of the password would be
-    // read as the vhost or the query (and shown in their errors): "user:pa/ss@host" has no "@"
-    // before its first "/" but a ":" and an "@" after it. ("host:5672/v@x" looks the same.)
-    if (
-      authorityStart >= 0 && !authority.includes("@") && authority.includes(":") &&
-      url.includes("@", authorityStart + authorityLength)
-    ) {
-      return Effect.fail(configError(
-        `AMQP URL has an "@" after its host: encode "/" and "?" in a user name or password as %2F and %3F, ` +
-          `and "@" in a vhost or a query value as %40: ${redactUrl(url)}`
-      ))
+    // A "/" or "?" in a user name or password ends the authority early, and the rest would be read
+    // as the vhost or the query (and shown in their errors). So when the authority has no "@", one
+    // after it is taken only in a vhost after a host[:port] with no ":" in it ("host/team@site"),
+    // or in a connection_name ("?connection_name=worker@node-1"); "user:pa/ss@host",
+    // "us/er:pass@host" and "user:1234?pass@host" are refused.
+    if (authorityStart >= 0 && !authority.includes("@")) {
+      const rest = url.slice(authorityStart + authorityLength)
+      const query = rest.indexOf("?")
+      const path = query < 0 ? rest : rest.slice(0, query)
+      const pathTaken = !path.includes("@") || (isHostAndPort(authority) && !path.includes(":"))
+      const queryTaken = query < 0 ||
+        rest.slice(query + 1).split("&").every((pair) => !pair.includes("@") || pair.startsWith("connection_name="))
+      if (!pathTaken || !queryTaken) {
+        return Effect.fail(configError(
+          `AMQP URL has an "@" after its host: encode "/" and "?" in a user name or password as %2F and %3F, ` +
+            `and "@" in a vhost or a query value as %40: ${redactUrl(url)}`
+        ))
+      }
     }
     const at = authority.lastIndexOf("@")
     const hostAndPort = authority.slice(at + 1)
     // RabbitMQ's URI spec lets the host be left out, credentials or not: it takes the default.
     const noHost = hostAndPort === "" || hostAndPort.startsWith(":")
-    const parseable = noHost && at >= 0
+    const parseable = noHost && authorityStart >= 0
       ? url.slice(0, authorityStart + at + 1) + "host.invalid" + url.slice(authorityStart + at + 1)
       : url
     let parsed: URL
@@ -374,11 +381,19 @@ export const redactUrl = (url: string): string => {
   // password ("amqp:user:pass@host", "user:pass@host").
   const start = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url)?.[0].length ?? 0
   const at = url.lastIndexOf("@")
-  if (at < start) return url
   const colon = url.indexOf(":", start)
+  if (at < start) {
+    // No "@": "amqp://user:pass" reads as a host and port, but "pass" is no port.
+    const authority = url.slice(start).split(/[/?]/, 1)[0]!
+    if (start === 0 || isHostAndPort(authority)) return url
+    return `${url.slice(0, colon + 1)}***`
+  }
   if (colon < 0 || colon > at) return url
   return `${url.slice(0, colon + 1)}***${url.slice(at)}`
 }
+
+/** A host, an IPv6 literal or neither, with or without a numeric port: no user name or password. */
+const isHostAndPort = (authority: string): boolean => /^(?:\[[^\]]*\]|[^:[\]]*)(?::\d*)?$/.test(authority)
 
 /**
  * Options from `AMQP_URL` as the current `ConfigProvider` gives it (by default the environment),
