@@ -408,11 +408,11 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
     // Every delivery before the recover-ok is requeued (or, without requeue, delivered again).
     recover: (requeue = true) =>
       Effect.asVoid(
-        rpc(Methods.basicRecover({ requeue }), () => core.settlements.settleThrough(core.lastDeliveryTag, false))
+        rpc(Methods.basicRecover({ requeue }), () => core.settlements.requeueOutstanding(core.lastDeliveryTag))
       ),
-    txSelect: Effect.asVoid(rpc(Methods.txSelect(), () => core.settlements.beginTransaction())),
-    txCommit: Effect.asVoid(rpc(Methods.txCommit(), () => core.settlements.beginTransaction())),
-    txRollback: Effect.asVoid(rpc(Methods.txRollback(), () => core.settlements.rollback())),
+    txSelect: Effect.asVoid(rpc(Methods.txSelect(), undefined, () => core.settlements.select())),
+    txCommit: Effect.asVoid(rpc(Methods.txCommit(), undefined, () => core.settlements.commit())),
+    txRollback: Effect.asVoid(rpc(Methods.txRollback(), undefined, () => core.settlements.rollback())),
     closed: Effect.suspend(() => core.awaitEnd),
     isOpen: Effect.sync(() => !core.isClosed())
   }

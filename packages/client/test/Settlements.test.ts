@@ -58,7 +58,7 @@ describe("Settlements", () => {
         let atStart: Set<number> | undefined
         for (const a of actions) {
           if (a.kind === "begin") {
-            settlements.beginTransaction()
+            settlements.commit()
             atStart = new Set(acknowledged)
           } else if (a.kind === "rollback") {
             settlements.rollback()

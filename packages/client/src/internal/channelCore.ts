@@ -244,13 +244,18 @@ export class ChannelCore implements ChannelSink {
    * Sends a synchronous method and waits for its reply; one at a time per channel, in the order
    * callers arrived. `onReply` runs synchronously as the reply is routed.
    */
-  rpc(method: Method, onReply?: (command: Command) => void): Effect.Effect<Command, ChannelFailure | AmqpClosedError> {
+  rpc(
+    method: Method,
+    onReply?: (command: Command) => void,
+    onSent?: () => void
+  ): Effect.Effect<Command, ChannelFailure | AmqpClosedError> {
     const expect = methodInfo[method._tag].responses
     const send = Effect.suspend((): Effect.Effect<Command, ChannelFailure | AmqpClosedError> => {
       if (this.state === "closed" || this.state === "closing") return Effect.fail(this.closedError())
       const deferred = Deferred.makeUnsafe<Command, ChannelFailure>()
       this.pending = { expect, deferred, onReply }
       this.connection.writeMethod(this.id, method)
+      onSent?.()
       return Deferred.await(deferred)
     })
     return this.rpcLock.withPermit(

@@ -10,7 +10,9 @@
  * In tx mode the broker settles a tag when its acknowledgement arrives, and `tx.rollback` makes
  * the transaction's acknowledgements outstanding again; no-ack deliveries and `basic.recover` are
  * not part of a transaction. So each transaction starts from a checkpoint, a rollback returns to
- * it, and the settlements since that were no acknowledgements are made again.
+ * it, and the settlements since that were no acknowledgements are made again. The broker takes
+ * `tx.commit` and `tx.rollback` in order with the acknowledgements around them, so the checkpoint
+ * moves when they are sent, not when their replies come.
  */
 export class Settlements {
   private through = 0
@@ -50,18 +52,40 @@ export class Settlements {
     return candidate > this.through ? candidate : 0
   }
 
-  /** A transaction starts (`tx.select-ok`, `tx.commit-ok`): what is settled now stays settled. */
-  beginTransaction(): void {
+  /**
+   * `basic.recover` requeued every tag up to `tag` still outstanding; a tag acknowledged in the
+   * open transaction is not outstanding, and a rollback makes it so again.
+   */
+  requeueOutstanding(tag: number): void {
+    const checkpoint = this.checkpoint
+    if (checkpoint !== undefined) {
+      for (let t = this.through + 1; t <= tag; t++) {
+        if (!this.above.has(t)) checkpoint.others.push({ tag: t, through: false })
+      }
+    }
+    this.settleThrough(tag)
+  }
+
+  /** `tx.select` was sent: a transaction starts, unless one is open (a second select changes nothing). */
+  select(): void {
+    if (this.checkpoint === undefined) this.commit()
+  }
+
+  /**
+   * `tx.commit` was sent: acknowledgements sent from now on belong to the next transaction, and
+   * what is settled now stays settled.
+   */
+  commit(): void {
     this.checkpoint = { through: this.through, above: new Set(this.above), others: [] }
   }
 
-  /** `tx.rollback-ok`: the transaction's acknowledgements are outstanding again. */
+  /** `tx.rollback` was sent: the transaction's acknowledgements are outstanding again. */
   rollback(): void {
     const checkpoint = this.checkpoint
     if (checkpoint === undefined) return
     this.through = checkpoint.through
     this.above = checkpoint.above
-    this.beginTransaction()
+    this.commit()
     for (const { tag, through } of checkpoint.others) {
       if (through) this.settleThrough(tag, false)
       else this.settle(tag, false)
