@@ -29,7 +29,7 @@ describe("settled tags in transactions", () => {
   it.live("tx.select twice: the transaction goes on, so a rollback makes the first ack outstanding again", () =>
     onSharedBroker((connect, broker) =>
       Effect.gen(function*() {
-        const { channel, connection, queue, consumer } = yield* queueWithMessages(connect, "r3-select-twice", 1)
+        const { channel, connection, queue, consumer } = yield* queueWithMessages(connect, "tx-select-twice", 1)
         yield* consumer.txSelect
         const d1 = yield* getOne(consumer, queue)
         yield* d1.ack()
@@ -48,7 +48,7 @@ describe("settled tags in transactions", () => {
   it.live("basic.recover inside a transaction, then rollback: the tx-acked delivery is unacked again", () =>
     onSharedBroker((connect, broker) =>
       Effect.gen(function*() {
-        const { channel, connection, queue, consumer } = yield* queueWithMessages(connect, "r3-recover-rb", 2)
+        const { channel, connection, queue, consumer } = yield* queueWithMessages(connect, "tx-recover-rb", 2)
         yield* consumer.txSelect
         const d1 = yield* getOne(consumer, queue)
         yield* getOne(consumer, queue)
@@ -75,7 +75,7 @@ describe("settled tags in transactions", () => {
     onSharedBroker((connect, broker) =>
       Effect.gen(function*() {
         const proxy = yield* FaultProxy.make({ target: { host: "127.0.0.1", port: broker.amqpPort } })
-        const { channel, queue } = yield* queueWithMessages(connect, "r3-ack-in-commit", 2)
+        const { queue } = yield* queueWithMessages(connect, "tx-ack-in-commit", 2)
         const viaProxy = yield* connect({ port: proxy.port })
         const consumer = yield* AmqpChannel.make(viaProxy)
         yield* consumer.txSelect
@@ -99,7 +99,7 @@ describe("settled tags in transactions", () => {
   it.live("nack(multiple) and reject inside a transaction, rolled back, may be sent again; commit settles", () =>
     onSharedBroker((connect, broker) =>
       Effect.gen(function*() {
-        const { channel, connection, queue, consumer } = yield* queueWithMessages(connect, "r3-nack-multi", 3)
+        const { channel, connection, queue, consumer } = yield* queueWithMessages(connect, "tx-nack-multi", 3)
         yield* consumer.txSelect
         const d1 = yield* getOne(consumer, queue)
         const d2 = yield* getOne(consumer, queue)
@@ -149,7 +149,7 @@ describe("settled tags in transactions", () => {
   it.live("a no-ack get inside a transaction stays settled across a rollback", () =>
     onSharedBroker((connect) =>
       Effect.gen(function*() {
-        const { channel, queue, consumer } = yield* queueWithMessages(connect, "r3-noack-rb", 2)
+        const { channel, queue, consumer } = yield* queueWithMessages(connect, "tx-noack-rb", 2)
         yield* consumer.txSelect
         const d1 = yield* getOne(consumer, queue)
         const n2 = yield* getOne(consumer, queue, true)
