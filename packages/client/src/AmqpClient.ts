@@ -554,6 +554,8 @@ class LogicalChannel {
   closedForGood: AmqpChannel.ChannelError | undefined
   qos: { readonly prefetchCount: number; readonly prefetchSize: number; readonly global: boolean } | undefined
   confirm = false
+  /** In tx mode: a transaction cannot outlive its channel, so this handle ends with the link. */
+  transactional = false
   readonly consumers = new Set<LogicalConsumer>()
   /** Returns from every incarnation of this channel. */
   readonly returns = new ReturnListeners()
@@ -575,6 +577,11 @@ class LogicalChannel {
   attach(link: Link): Effect.Effect<void> {
     // Opened on each link once: recovery and a channel() that waited for the link may both ask.
     if (this.closedForGood !== undefined || this.attachedTo === link) return Effect.void
+    // What the open transaction held went with the old channel; a new one would commit the rest.
+    if (this.transactional) {
+      this.end(new AmqpClosedError({ what: "channel", cause: this.supervisor.lastCause }))
+      return Effect.void
+    }
     this.attachedTo = link
     return Effect.gen({ self: this }, function*() {
       const core = yield* Scope.provide(AmqpChannel.openCore(link.connection, this.options), link.scope)
@@ -745,7 +752,10 @@ class LogicalChannel {
       reject: (deliveryTag, requeue) =>
         Effect.flatMap(this.current, (core) => acknowledge(core, "reject", deliveryTag, false, requeue ?? true)),
       recover: (requeue) => this.op((c) => c.recover(requeue)),
-      txSelect: this.op((c) => c.txSelect),
+      txSelect: Effect.tap(this.op((c) => c.txSelect), () =>
+        Effect.sync(() => {
+          this.transactional = true
+        })),
       txCommit: this.op((c) => c.txCommit),
       txRollback: this.op((c) => c.txRollback),
       closed: Effect.suspend(() => this.closedSignal),
