@@ -410,7 +410,10 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
       Effect.asVoid(
         rpc(Methods.basicRecover({ requeue }), () => core.settlements.requeueOutstanding(core.lastDeliveryTag))
       ),
-    txSelect: Effect.asVoid(rpc(Methods.txSelect(), undefined, () => core.settlements.select())),
+    txSelect: Effect.asVoid(rpc(Methods.txSelect(), undefined, () => {
+      core.transactional = true
+      core.settlements.select()
+    })),
     txCommit: Effect.asVoid(rpc(Methods.txCommit(), undefined, () => core.settlements.commit())),
     txRollback: Effect.asVoid(rpc(Methods.txRollback(), undefined, () => core.settlements.rollback())),
     closed: Effect.suspend(() => core.awaitEnd),

@@ -554,8 +554,6 @@ class LogicalChannel {
   closedForGood: AmqpChannel.ChannelError | undefined
   qos: { readonly prefetchCount: number; readonly prefetchSize: number; readonly global: boolean } | undefined
   confirm = false
-  /** In tx mode: a transaction cannot outlive its channel, so this handle ends with the link. */
-  transactional = false
   readonly consumers = new Set<LogicalConsumer>()
   /** Returns from every incarnation of this channel. */
   readonly returns = new ReturnListeners()
@@ -578,7 +576,7 @@ class LogicalChannel {
     // Opened on each link once: recovery and a channel() that waited for the link may both ask.
     if (this.closedForGood !== undefined || this.attachedTo === link) return Effect.void
     // What the open transaction held went with the old channel; a new one would commit the rest.
-    if (this.transactional) {
+    if (this.lastCore?.transactional === true) {
       this.end(new AmqpClosedError({ what: "channel", cause: this.supervisor.lastCause }))
       return Effect.void
     }
@@ -619,7 +617,12 @@ class LogicalChannel {
   private watch(core: ChannelCore): Effect.Effect<void> {
     return Effect.map(core.awaitEnd, (cause) => {
       if (cause._tag === "AmqpChannelError") this.end(cause)
-      else this.detach(core)
+      // A channel in tx mode cannot be had again (see `attach`): it ends with its link, at once.
+      else if (core.transactional) {
+        this.end(
+          new AmqpClosedError({ what: "channel", cause: cause._tag === "AmqpClosedError" ? cause.cause : cause })
+        )
+      } else this.detach(core)
     })
   }
 
@@ -752,10 +755,7 @@ class LogicalChannel {
       reject: (deliveryTag, requeue) =>
         Effect.flatMap(this.current, (core) => acknowledge(core, "reject", deliveryTag, false, requeue ?? true)),
       recover: (requeue) => this.op((c) => c.recover(requeue)),
-      txSelect: Effect.tap(this.op((c) => c.txSelect), () =>
-        Effect.sync(() => {
-          this.transactional = true
-        })),
+      txSelect: this.op((c) => c.txSelect),
       txCommit: this.op((c) => c.txCommit),
       txRollback: this.op((c) => c.txRollback),
       closed: Effect.suspend(() => this.closedSignal),

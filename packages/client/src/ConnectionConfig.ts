@@ -383,9 +383,9 @@ export const redactUrl = (url: string): string => {
   const at = url.lastIndexOf("@")
   const colon = url.indexOf(":", start)
   if (at < start) {
-    // No "@": "amqp://user:pass" reads as a host and port, but "pass" is no port.
-    const authority = url.slice(start).split(/[/?]/, 1)[0]!
-    if (start === 0 || isHostAndPort(authority)) return url
+    // No "@": "amqp://host:5672/v" is shown, but in "amqp://user:pass" or "amqp:user:pass" (no
+    // "//"), what follows a ":" may be a password.
+    if (colon < 0 || (start > 0 && isHostAndPort(url.slice(start).split(/[/?]/, 1)[0]!))) return url
     return `${url.slice(0, colon + 1)}***`
   }
   if (colon < 0 || colon > at) return url

@@ -81,6 +81,8 @@ export class ChannelCore implements ChannelSink {
   lastDeliveryTag = 0
   /** The broker's delivery tags on this incarnation that no acknowledgement may name again. */
   readonly settlements = new Settlements()
+  /** `tx.select` was sent: the broker holds this channel's publishes and acks until a commit. */
+  transactional = false
 
   /** The sink this channel registered its id with, so that only it can free that id. */
   readonly sink: ChannelSink
