@@ -7,7 +7,7 @@
 import { AmqpChannel, AmqpUnknownDeliveryTag } from "@effect-amqp/client"
 import { FaultProxy } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Option, Queue, Scope, Stream } from "effect"
+import { Effect, Exit, Option, Queue, Scope, Stream } from "effect"
 import {
   brokerChannel,
   onSharedBroker,
@@ -17,19 +17,9 @@ import {
   text,
   utf8
 } from "../support/channelKit.ts"
+import { outcome } from "../support/Outcome.ts"
 
 /** How an effect ended, as text: "ok", "<_tag>: <message>", or "defect: <message>". */
-const outcome = <A, E>(effect: Effect.Effect<A, E>) =>
-  Effect.map(Effect.exit(effect), (exit) => {
-    if (Exit.isSuccess(exit)) return "ok"
-    const failure = Cause.findErrorOption(exit.cause)
-    if (failure._tag === "Some") {
-      const e = failure.value as { readonly _tag?: string; readonly message?: string }
-      return `${e._tag}: ${e.message}`
-    }
-    return `defect: ${String(Cause.squash(exit.cause))}`
-  })
-
 const refused = (
   deliveryTag: number,
   operation: "ack" | "nack" | "reject",

@@ -8,19 +8,9 @@
 import { AmqpChannel } from "@effect-amqp/client"
 import { FaultProxy } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Fiber, Option } from "effect"
+import { Effect, Fiber, Option } from "effect"
 import { brokerChannel, onSharedBroker, queueWithMessages, randomBytes, unique } from "../support/channelKit.ts"
-
-const outcome = <A, E>(effect: Effect.Effect<A, E>) =>
-  Effect.map(Effect.exit(effect), (exit) => {
-    if (Exit.isSuccess(exit)) return "ok"
-    const failure = Cause.findErrorOption(exit.cause)
-    if (failure._tag === "Some") {
-      const e = failure.value as { readonly _tag?: string; readonly reason?: unknown }
-      return e._tag === "AmqpUnknownDeliveryTag" ? `${e._tag}(${String(e.reason)})` : `${e._tag}`
-    }
-    return Exit.hasInterrupts(exit) ? "interrupted" : `defect: ${String(Cause.squash(exit.cause))}`
-  })
+import { outcomeTag } from "../support/Outcome.ts"
 
 const getOne = (channel: AmqpChannel.AmqpChannel, queue: string) => Effect.map(channel.get(queue), Option.getOrThrow)
 
@@ -73,13 +63,13 @@ describe("acknowledgements on a congested socket", () => {
           const rollback = yield* Effect.forkChild(consumer.txRollback, { startImmediately: true })
           yield* Effect.sleep(100)
           yield* release(publish)
-          const first = { ack: yield* outcome(Fiber.join(ack)), rollback: yield* outcome(Fiber.join(rollback)) }
+          const first = { ack: yield* outcomeTag(Fiber.join(ack)), rollback: yield* outcomeTag(Fiber.join(rollback)) }
           // The ack went before the rollback, which undid it: d1 is unacknowledged again.
           const unacked = (yield* brokerChannel(broker, viaProxy.name, consumer.id)).map((c) =>
             c.messagesUnacknowledged
           )
-          const again = yield* outcome(d1.ack())
-          const commit = yield* outcome(consumer.txCommit)
+          const again = yield* outcomeTag(d1.ack())
+          const commit = yield* outcomeTag(consumer.txCommit)
           const open = yield* consumer.isOpen
           assert.deepStrictEqual({ first, unacked, again, commit, open }, {
             first: { ack: "ok", rollback: "ok" },
@@ -110,14 +100,14 @@ describe("acknowledgements on a congested socket", () => {
           const commit = yield* Effect.forkChild(consumer.txCommit, { startImmediately: true })
           yield* Effect.sleep(100)
           yield* release(publish)
-          const first = { ack: yield* outcome(Fiber.join(ack)), commit: yield* outcome(Fiber.join(commit)) }
+          const first = { ack: yield* outcomeTag(Fiber.join(ack)), commit: yield* outcomeTag(Fiber.join(commit)) }
           yield* consumer.txRollback
           // The ack went before the commit: the rollback after it has nothing to undo.
           const unacked = (yield* brokerChannel(broker, viaProxy.name, consumer.id)).map((c) =>
             c.messagesUnacknowledged
           )
-          const again = yield* outcome(d1.ack())
-          const commit2 = yield* outcome(consumer.txCommit)
+          const again = yield* outcomeTag(d1.ack())
+          const commit2 = yield* outcomeTag(consumer.txCommit)
           assert.deepStrictEqual({ first, unacked, again, commit2 }, {
             first: { ack: "ok", commit: "ok" },
             unacked: [0],
@@ -149,7 +139,7 @@ describe("acknowledgements on a congested socket", () => {
           const unacked = (yield* brokerChannel(broker, viaProxy.name, consumer.id)).map((c) =>
             c.messagesUnacknowledged
           )
-          const again = yield* outcome(d1.ack())
+          const again = yield* outcomeTag(d1.ack())
           assert.deepStrictEqual({ unacked, again }, { unacked: [0], again: "AmqpUnknownDeliveryTag(settled)" })
           yield* channel.queueDelete(queue)
         })

@@ -7,19 +7,9 @@
 import { AmqpChannel, AmqpUnknownDeliveryTag } from "@effect-amqp/client"
 import { FaultProxy } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Option, Queue, Stream } from "effect"
+import { Effect, Option, Queue, Stream } from "effect"
 import { brokerChannel, onSharedBroker, poll, queueWithMessages, readyCount, text } from "../support/channelKit.ts"
-
-const outcome = <A, E>(effect: Effect.Effect<A, E>) =>
-  Effect.map(Effect.exit(effect), (exit) => {
-    if (Exit.isSuccess(exit)) return "ok"
-    const failure = Cause.findErrorOption(exit.cause)
-    if (failure._tag === "Some") {
-      const e = failure.value as { readonly _tag?: string; readonly message?: string }
-      return `${e._tag}: ${e.message}`
-    }
-    return `defect: ${String(Cause.squash(exit.cause))}`
-  })
+import { outcome } from "../support/Outcome.ts"
 
 const getOne = (channel: AmqpChannel.AmqpChannel, queue: string, noAck = false) =>
   Effect.map(channel.get(queue, { noAck }), Option.getOrThrow)

@@ -8,19 +8,9 @@
 import { AmqpChannel } from "@effect-amqp/client"
 import { FaultProxy } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Effect, Exit, Fiber, Option } from "effect"
+import { Effect, Fiber, Option } from "effect"
 import { brokerChannel, onSharedBroker, poll, queueWithMessages, readyCount } from "../support/channelKit.ts"
-
-const outcome = <A, E>(effect: Effect.Effect<A, E>) =>
-  Effect.map(Effect.exit(effect), (exit) => {
-    if (Exit.isSuccess(exit)) return "ok"
-    const failure = Cause.findErrorOption(exit.cause)
-    if (failure._tag === "Some") {
-      const e = failure.value as { readonly _tag?: string; readonly reason?: unknown }
-      return e._tag === "AmqpUnknownDeliveryTag" ? `${e._tag}(${String(e.reason)})` : `${e._tag}`
-    }
-    return `defect: ${String(Cause.squash(exit.cause))}`
-  })
+import { outcomeTag } from "../support/Outcome.ts"
 
 const getOne = (channel: AmqpChannel.AmqpChannel, queue: string, noAck = false) =>
   Effect.map(channel.get(queue, { noAck }), Option.getOrThrow)
@@ -38,8 +28,8 @@ describe("settled tags in transactions", () => {
         const unacked = (yield* brokerChannel(broker, connection.name, consumer.id)).map((c) =>
           c.messagesUnacknowledged
         )
-        const ackAgain = yield* outcome(d1.ack())
-        const commit = yield* outcome(consumer.txCommit)
+        const ackAgain = yield* outcomeTag(d1.ack())
+        const commit = yield* outcomeTag(consumer.txCommit)
         assert.deepStrictEqual({ unacked, ackAgain, commit }, { unacked: [1], ackAgain: "ok", commit: "ok" })
         assert.strictEqual(yield* channel.queueDelete(queue), 0)
       })
@@ -58,8 +48,8 @@ describe("settled tags in transactions", () => {
         const unacked = (yield* brokerChannel(broker, connection.name, consumer.id)).map((c) =>
           c.messagesUnacknowledged
         )
-        const ackAgain = yield* outcome(d1.ack())
-        const commit = yield* outcome(consumer.txCommit)
+        const ackAgain = yield* outcomeTag(d1.ack())
+        const commit = yield* outcomeTag(consumer.txCommit)
         const ready = yield* readyCount(channel, queue)
         assert.deepStrictEqual({ unacked, ackAgain, commit, ready }, {
           unacked: [1],
@@ -90,8 +80,8 @@ describe("settled tags in transactions", () => {
         yield* Fiber.join(commit)
         yield* consumer.txRollback
         const unacked = (yield* brokerChannel(broker, viaProxy.name, consumer.id)).map((c) => c.messagesUnacknowledged)
-        const ackAgain = yield* outcome(d2.ack())
-        const commit2 = yield* outcome(consumer.txCommit)
+        const ackAgain = yield* outcomeTag(d2.ack())
+        const commit2 = yield* outcomeTag(consumer.txCommit)
         assert.deepStrictEqual({ unacked, ackAgain, commit2 }, { unacked: [2], ackAgain: "ok", commit2: "ok" })
       })
     ))
@@ -105,21 +95,21 @@ describe("settled tags in transactions", () => {
         const d2 = yield* getOne(consumer, queue)
         const d3 = yield* getOne(consumer, queue)
         const first = {
-          nack: yield* outcome(d2.nack({ multiple: true, requeue: false })),
-          reject: yield* outcome(d3.reject({ requeue: false })),
-          d1Twice: yield* outcome(d1.ack()),
-          d3Twice: yield* outcome(d3.ack())
+          nack: yield* outcomeTag(d2.nack({ multiple: true, requeue: false })),
+          reject: yield* outcomeTag(d3.reject({ requeue: false })),
+          d1Twice: yield* outcomeTag(d1.ack()),
+          d3Twice: yield* outcomeTag(d3.ack())
         }
         yield* consumer.txRollback
         const second = {
-          d1: yield* outcome(d1.ack()),
-          all: yield* outcome(consumer.nack(0, true, true)),
-          d3: yield* outcome(d3.ack()),
-          commit: yield* outcome(consumer.txCommit),
-          afterCommit: yield* outcome(d2.ack())
+          d1: yield* outcomeTag(d1.ack()),
+          all: yield* outcomeTag(consumer.nack(0, true, true)),
+          d3: yield* outcomeTag(d3.ack()),
+          commit: yield* outcomeTag(consumer.txCommit),
+          afterCommit: yield* outcomeTag(d2.ack())
         }
         yield* consumer.txRollback
-        const third = { d2: yield* outcome(d2.ack()) }
+        const third = { d2: yield* outcomeTag(d2.ack()) }
         assert.deepStrictEqual({ first, second, third }, {
           first: {
             nack: "ok",
@@ -156,10 +146,10 @@ describe("settled tags in transactions", () => {
         yield* d1.ack()
         yield* consumer.txRollback
         const got = {
-          raw: yield* outcome(consumer.ack(n2.deliveryTag)),
-          d1: yield* outcome(d1.ack()),
-          all: yield* outcome(consumer.ack(0, true)),
-          commit: yield* outcome(consumer.txCommit),
+          raw: yield* outcomeTag(consumer.ack(n2.deliveryTag)),
+          d1: yield* outcomeTag(d1.ack()),
+          all: yield* outcomeTag(consumer.ack(0, true)),
+          commit: yield* outcomeTag(consumer.txCommit),
           open: yield* consumer.isOpen
         }
         assert.deepStrictEqual(got, {

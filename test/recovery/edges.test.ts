@@ -10,17 +10,7 @@ import { assert, layer } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, Option, Queue, Schedule, Scope, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import * as Support from "../recovery/support.ts"
-
-const outcome = <A, E>(effect: Effect.Effect<A, E>) =>
-  Effect.map(Effect.exit(effect), (exit) => {
-    if (Exit.isSuccess(exit)) return "ok"
-    const failure = Cause.findErrorOption(exit.cause)
-    if (failure._tag === "Some") {
-      const e = failure.value as { readonly _tag?: string; readonly reason?: string }
-      return e._tag === "AmqpUnknownDeliveryTag" ? `${e._tag}(${e.reason})` : `${e._tag}`
-    }
-    return `defect: ${String(Cause.squash(exit.cause))}`
-  })
+import { outcomeTag } from "../support/Outcome.ts"
 
 const spaced = (millis: number) => Schedule.spaced(millis).pipe(Schedule.setInputType<AmqpConnectionError>())
 
@@ -59,8 +49,8 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
         const d2again = yield* take(manual)
         assert.deepStrictEqual([d2again.deliveryTag, Support.text(d2again.body)], [5, "m1"])
         const before = {
-          rawNoAck: yield* outcome(channel.ack(4)),
-          d1Twice: yield* outcome(d1.ack())
+          rawNoAck: yield* outcomeTag(channel.ack(4)),
+          d1Twice: yield* outcomeTag(d1.ack())
         }
         // Unacked on the broker: m2 (3) and m1 (5). The link goes.
         yield* channel.queueDeclare(queue, { passive: true })
@@ -79,15 +69,15 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
         const d9 = yield* take(manual)
         assert.deepStrictEqual([d9.deliveryTag, Support.text(d9.body)], [9, "m3"])
         const after = {
-          oldTag: yield* outcome(channel.ack(3)),
-          oldDelivery: yield* outcome(d2again.ack()),
-          rawNoAck: yield* outcome(channel.ack(8)),
-          ackFirst: yield* outcome(r1.ack()),
-          all: yield* outcome(channel.ack(0, true)),
-          firstTwice: yield* outcome(r1.ack()),
-          lastAfterAll: yield* outcome(d9.reject()),
-          neverDelivered: yield* outcome(channel.ack(10)),
-          open: yield* outcome(channel.queueDeclare(queue, { passive: true }))
+          oldTag: yield* outcomeTag(channel.ack(3)),
+          oldDelivery: yield* outcomeTag(d2again.ack()),
+          rawNoAck: yield* outcomeTag(channel.ack(8)),
+          ackFirst: yield* outcomeTag(r1.ack()),
+          all: yield* outcomeTag(channel.ack(0, true)),
+          firstTwice: yield* outcomeTag(r1.ack()),
+          lastAfterAll: yield* outcomeTag(d9.reject()),
+          neverDelivered: yield* outcomeTag(channel.ack(10)),
+          open: yield* outcomeTag(channel.queueDeclare(queue, { passive: true }))
         }
         assert.deepStrictEqual({ before, after }, {
           before: { rawNoAck: "AmqpUnknownDeliveryTag(settled)", d1Twice: "AmqpUnknownDeliveryTag(settled)" },
