@@ -5,36 +5,11 @@
  */
 import { ConnectionConfig } from "@effect-amqp/client"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Redacted } from "effect"
+import { Effect, Exit } from "effect"
 import { leakChecked } from "../support/Probe.ts"
+import { base, parse } from "../support/Urls.ts"
 
 const secret = "hunter2-Pa55"
-
-const parse = (url: string) =>
-  Effect.map(Effect.exit(ConnectionConfig.fromUrl(url)), (exit) =>
-    Exit.isSuccess(exit)
-      ? {
-        host: exit.value.host,
-        port: exit.value.port,
-        username: exit.value.username,
-        password: Redacted.value(exit.value.password),
-        vhost: exit.value.vhost,
-        heartbeat: exit.value.heartbeat,
-        connectionName: exit.value.connectionName,
-        authMechanism: exit.value.authMechanism as string
-      }
-      : { error: String(Exit.isFailure(exit) ? (exit.cause as unknown as { toString(): string }) : "") })
-
-const base = {
-  host: "127.0.0.1",
-  port: 5672,
-  username: "guest",
-  password: "guest",
-  vhost: "/",
-  heartbeat: 60,
-  connectionName: undefined,
-  authMechanism: "PLAIN"
-}
 
 describe("URLs the URI spec accepts", () => {
   it.live("RabbitMQ URI spec examples", () =>

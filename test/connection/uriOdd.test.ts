@@ -5,34 +5,11 @@
  */
 import { ConnectionConfig } from "@effect-amqp/client"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Redacted } from "effect"
+import { Effect, Exit } from "effect"
 import { leakChecked } from "../support/Probe.ts"
+import { base, parse } from "../support/Urls.ts"
 
 const secret = "hunter2-Pa55"
-
-const parse = (url: string) =>
-  Effect.map(Effect.exit(ConnectionConfig.fromUrl(url)), (exit) =>
-    Exit.isSuccess(exit)
-      ? {
-        host: exit.value.host,
-        port: exit.value.port,
-        username: exit.value.username,
-        password: Redacted.value(exit.value.password),
-        vhost: exit.value.vhost,
-        connectionName: exit.value.connectionName,
-        tls: exit.value.tls !== undefined
-      }
-      : { error: String(Exit.isFailure(exit) ? (exit.cause as unknown as { toString(): string }) : "") })
-
-const base = {
-  host: "127.0.0.1",
-  port: 5672,
-  username: "guest",
-  password: "guest",
-  vhost: "/",
-  connectionName: undefined,
-  tls: false
-}
 
 describe("more URLs the URI spec accepts", () => {
   it.live("a port without a host (amqp://:10000, the spec's own example) takes the default host", () =>
