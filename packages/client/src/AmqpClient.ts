@@ -193,9 +193,12 @@ const linkWaitTimedOut = (cause: AmqpConnectionError | undefined): AmqpClosedErr
   return error
 }
 
+/** The link is down or was lost under an operation: a later link could serve it. */
+const isLinkDown = (error: { readonly _tag: string }): boolean =>
+  error._tag === "AmqpConnectionError" || error._tag === "AmqpClosedError"
+
 /** The link died under an operation, which may be tried again on the next one. */
-const isConnectionLoss = (error: { readonly _tag: string }): boolean =>
-  (error._tag === "AmqpConnectionError" || error._tag === "AmqpClosedError") && !linkWaits.has(error)
+const isConnectionLoss = (error: { readonly _tag: string }): boolean => isLinkDown(error) && !linkWaits.has(error)
 
 /**
  * Connects (under the reconnect policy) and keeps the link alive until the scope closes.
@@ -789,8 +792,7 @@ class LogicalChannel {
         // ran out is tried again too, while the client still reconnects.
         while: (error) =>
           this.closedForGood === undefined && !this.supervisor.stopped &&
-          ((error._tag === "AmqpPublishError" && error.reason._tag === "Unconfirmed") || isConnectionLoss(error) ||
-            linkWaits.has(error))
+          ((error._tag === "AmqpPublishError" && error.reason._tag === "Unconfirmed") || isLinkDown(error))
       })
     )
   }

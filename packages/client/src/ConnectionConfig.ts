@@ -240,28 +240,15 @@ export const fromUrl = (
     }
     // The authority (user, password, host, port) as written: the URL parser cannot tell "user:@"
     // (an empty password) from "user@", and refuses credentials without a host.
-    const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url)
+    const scheme = SCHEME.exec(url)
     const authorityStart = scheme === null ? -1 : scheme[0].length
     const authorityLength = authorityStart < 0 ? -1 : url.slice(authorityStart).search(/[/?]|$/)
     const authority = authorityStart < 0 ? "" : url.slice(authorityStart, authorityStart + authorityLength)
-    // A "/" or "?" in a user name or password ends the authority early, and the rest would be read
-    // as the vhost or the query (and shown in their errors). So when the authority has no "@", one
-    // after it is taken only in a vhost after a host[:port] with no ":" in it ("host/team@site"),
-    // or in a connection_name ("?connection_name=worker@node-1"); "user:pa/ss@host",
-    // "us/er:pass@host" and "user:1234?pass@host" are refused.
-    if (authorityStart >= 0 && !authority.includes("@")) {
-      const rest = url.slice(authorityStart + authorityLength)
-      const query = rest.indexOf("?")
-      const path = query < 0 ? rest : rest.slice(0, query)
-      const pathTaken = !path.includes("@") || (isHostAndPort(authority) && !path.includes(":"))
-      const queryTaken = query < 0 ||
-        rest.slice(query + 1).split("&").every((pair) => !pair.includes("@") || pair.startsWith("connection_name="))
-      if (!pathTaken || !queryTaken) {
-        return Effect.fail(configError(
-          `AMQP URL has an "@" after its host: encode "/" and "?" in a user name or password as %2F and %3F, ` +
-            `and "@" in a vhost or a query value as %40: ${redactUrl(url)}`
-        ))
-      }
+    if (authorityStart >= 0 && credentialsCutShort(authority, url.slice(authorityStart + authorityLength))) {
+      return Effect.fail(configError(
+        `AMQP URL has an "@" after its host: encode "/" and "?" in a user name or password as %2F and %3F, ` +
+          `and "@" in a vhost or a query value as %40: ${redactUrl(url)}`
+      ))
     }
     const at = authority.lastIndexOf("@")
     const hostAndPort = authority.slice(at + 1)
@@ -379,7 +366,7 @@ export const fromUrl = (
 export const redactUrl = (url: string): string => {
   // After "scheme://" when the URL starts so; otherwise everything from the first ":" may hide a
   // password ("amqp:user:pass@host", "user:pass@host").
-  const start = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url)?.[0].length ?? 0
+  const start = SCHEME.exec(url)?.[0].length ?? 0
   const at = url.lastIndexOf("@")
   const colon = url.indexOf(":", start)
   if (at < start) {
@@ -390,6 +377,26 @@ export const redactUrl = (url: string): string => {
   }
   if (colon < 0 || colon > at) return url
   return `${url.slice(0, colon + 1)}***${url.slice(at)}`
+}
+
+/** A URL's scheme and the "//" that starts its authority. */
+const SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i
+
+/**
+ * Whether a "/" or "?" in a user name or password ended the `authority` early, so that the rest of
+ * them, "@" and all, would be read as the vhost or the query (and shown in their errors). When the
+ * authority has no "@", one after it is taken only in a vhost after a host[:port] with no ":" in
+ * it ("host/team@site"), or in a connection_name ("?connection_name=worker@node-1");
+ * "user:pa/ss@host", "us/er:pass@host" and "user:1234?pass@host" are cut short.
+ */
+const credentialsCutShort = (authority: string, rest: string): boolean => {
+  if (authority.includes("@")) return false
+  const query = rest.indexOf("?")
+  const path = query < 0 ? rest : rest.slice(0, query)
+  const pathTaken = !path.includes("@") || (isHostAndPort(authority) && !path.includes(":"))
+  const queryTaken = query < 0 ||
+    rest.slice(query + 1).split("&").every((pair) => !pair.includes("@") || pair.startsWith("connection_name="))
+  return !pathTaken || !queryTaken
 }
 
 /** A host, an IPv6 literal or neither, with or without a numeric port: no user name or password. */
