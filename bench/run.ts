@@ -35,7 +35,8 @@ import {
   type Scenario,
   scenarioByName,
   scenarios,
-  warmupOf
+  WARMUP_PASSES,
+  warmupPassOf
 } from "./scenarios.ts"
 import { clientModules, PACKAGES_ENV, type WorkerResult } from "./worker.ts"
 
@@ -217,16 +218,19 @@ const runWorker = (nodeArgs: ReadonlyArray<string>, args: ReadonlyArray<string>)
 const runOne = async (broker: Broker, scenario: Scenario, client: string, rep: number): Promise<WorkerResult> => {
   const messages = values.messages !== undefined ? Number(values.messages) : messagesOf(scenario, quick, broker.kind)
   const queue = queueName(scenario, client)
-  const warmupQueue = `${queue}-warmup`
-  const warmup = warmupOf(scenario, messages)
-  await broker.admin.declareQueue(queue, { "x-expires": 30 * 60 * 1000 })
-  if (warmup > 0) await broker.admin.declareQueue(warmupQueue, { "x-expires": 30 * 60 * 1000 })
+  const warmup = warmupPassOf(scenario, messages)
+  const warmupQueues = warmup > 0
+    ? Array.from({ length: WARMUP_PASSES }, (_, pass) => `${queue}-warmup-${pass + 1}`)
+    : []
+  const used: ReadonlyArray<readonly [string, number]> = [
+    ...warmupQueues.map((name) => [name, warmup] as const),
+    [queue, messages]
+  ]
+  for (const [name] of used) await broker.admin.declareQueue(name, { "x-expires": 30 * 60 * 1000 })
   try {
     if (scenario.kind === "consume") {
-      await broker.admin.publish(warmupQueue, makeBody(scenario.bodySize), warmup)
-      await broker.admin.publish(queue, makeBody(scenario.bodySize), messages)
-      await awaitCount(broker.admin, warmupQueue, warmup)
-      await awaitCount(broker.admin, queue, messages)
+      for (const [name, count] of used) await broker.admin.publish(name, makeBody(scenario.bodySize), count)
+      for (const [name, count] of used) await awaitCount(broker.admin, name, count)
     }
     const profile = `${broker.kind}-${scenario.name}-${client.replace(/[^a-z0-9-]/gi, "")}-${rep + 1}.cpuprofile`
     const nodeArgs = values["cpu-prof"]
@@ -251,10 +255,10 @@ const runOne = async (broker: Broker, scenario: Scenario, client: string, rep: n
       queue,
       "--messages",
       String(messages),
-      ...(warmup > 0 ? ["--warmup-queue", warmupQueue, "--warmup", String(warmup)] : []),
+      ...warmupQueues.flatMap((name) => ["--warmup-queue", name]),
+      ...(warmup > 0 ? ["--warmup", String(warmup)] : []),
       ...(broker.tlsCaPath !== undefined ? ["--tls-ca", broker.tlsCaPath] : [])
     ])
-    const used = warmup > 0 ? [[warmupQueue, warmup], [queue, messages]] as const : [[queue, messages]] as const
     for (const [name, count] of used) {
       await awaitCount(broker.admin, name, expectedAfter(scenario, count), 10_000).catch((error: unknown) => {
         throw new Error(`${client} ${scenario.name} on ${broker.kind}: ${String(error)}`)
@@ -262,8 +266,7 @@ const runOne = async (broker: Broker, scenario: Scenario, client: string, rep: n
     }
     return result
   } finally {
-    await broker.admin.deleteQueue(queue)
-    if (warmup > 0) await broker.admin.deleteQueue(warmupQueue)
+    for (const [name] of used) await broker.admin.deleteQueue(name)
   }
 }
 
@@ -290,10 +293,11 @@ const main = async () => {
     + " (it returns at once unless the socket is congested).",
     "effect-amqp runs compiled to JavaScript (tsc, types dropped), as a published package does;"
     + " the other clients ship JavaScript.",
-    "Every worker first runs an unmeasured pass of the scenario (a fifth of its messages, at most 10,000,"
+    "Every worker first warms up, unmeasured, with a fifth of the scenario's messages (at most 10,000,"
     + " and 10,000 for the one-at-a-time confirm and the round trip, whose counts are over before the JIT is done;"
-    + " none for messages of 1 MiB and more, whose memory is measured from a process that never held one)"
-    + " on a queue of its own, so that each client is measured after the JIT has compiled its hot code.",
+    + " none for messages of 1 MiB and more, whose memory is measured from a process that never held one),"
+    + ` in ${WARMUP_PASSES} passes, each the whole scenario on a queue of its own, so that each client is measured`
+    + " after the JIT has compiled its hot code, and recompiled it after the first consumer or channel ended.",
     "Round trip: publish to a queue the same client consumes, next publish on delivery; rate = 1 / mean round trip.",
     "The null broker ignores acks and prefetch; it acks publishes (multiple=true) once per read chunk.",
     "Every client runs with TCP_NODELAY and frame_max 131072 (effect-amqp's and amqplib's defaults;"

@@ -1,11 +1,11 @@
 /**
- * One client, one scenario, one fresh process: connects and runs the warm-up pass (not measured),
+ * One client, one scenario, one fresh process: connects and runs the warm-up passes (not measured),
  * runs the measured part while sampling RSS every 10 ms, closes, and prints one JSON line. The
  * orchestrator owns the queues: it declared them (and prefilled them) before, and checks and
  * deletes them after.
  *
  *   node bench/worker.ts --client effect-amqp --scenario publish-16B --url amqp://... --queue q
- *     [--messages N] [--warmup-queue q2 --warmup N] [--tls-ca file]
+ *     [--messages N] [--warmup-queue q1 --warmup-queue q2 --warmup N] [--tls-ca file]
  */
 import * as Fs from "node:fs"
 import * as Module from "node:module"
@@ -82,7 +82,7 @@ const main = async () => {
       queue: { type: "string" },
       messages: { type: "string" },
       warmup: { type: "string" },
-      "warmup-queue": { type: "string" },
+      "warmup-queue": { type: "string", multiple: true },
       "tls-ca": { type: "string" }
     }
   })
@@ -103,8 +103,9 @@ const main = async () => {
   const { client } = (await import(modulePath)) as { readonly client: BenchClient }
   const body = makeBody(scenario.bodySize)
   const session = await client.connect(target)
-  const warmupQueue = values["warmup-queue"]
-  if (warmupQueue !== undefined) await runScenario(session, scenario, warmupQueue, body, Number(values.warmup ?? 0))
+  for (const warmupQueue of values["warmup-queue"] ?? []) {
+    await runScenario(session, scenario, warmupQueue, body, Number(values.warmup ?? 0))
+  }
 
   const startRss = process.memoryUsage.rss()
   let peakRss = startRss
