@@ -173,6 +173,22 @@ describe("message properties", () => {
         assert.deepStrictEqual(got.properties, {})
       })
     ))
+
+  it.live("carries a timestamp past 2^53 (nanoseconds, from some other client) exactly, as a bigint", () =>
+    onSharedBroker((connect) =>
+      Effect.gen(function*() {
+        const connection = yield* connect()
+        const { channel, queue } = yield* confirmingChannel(connection)
+        const nanos = 1_733_400_000_123_456_789n
+        yield* channel.publish("", queue, utf8("late"), { properties: { timestamp: nanos } })
+        yield* channel.publish("", queue, utf8("now"), { properties: { timestamp: 1_733_400_000 } })
+        const late = Option.getOrThrow(yield* channel.get(queue, { noAck: true }))
+        const now = Option.getOrThrow(yield* channel.get(queue, { noAck: true }))
+        assert.strictEqual(late.properties.timestamp, nanos)
+        assert.strictEqual(now.properties.timestamp, 1_733_400_000)
+        assert.isTrue(yield* connection.isOpen)
+      })
+    ))
 })
 
 describe("message bodies", () => {

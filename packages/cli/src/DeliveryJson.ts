@@ -5,7 +5,7 @@
  *
  * Header values become `{ "type": "<field type>", "value": ... }`. Values JSON cannot carry exactly
  * are written as strings: 64-bit integers (`l`), non-finite floats, byte arrays (`x`, base64) and
- * timestamps (`T`, ISO 8601). Decimals (`D`) become `{ "scale", "value" }`, and arrays and tables
+ * timestamps (`T`, ISO 8601), as is a `timestamp` property past 2^53 - 1. Decimals (`D`) become `{ "scale", "value" }`, and arrays and tables
  * hold typed values in turn.
  *
  * @since 0.1.0
@@ -126,12 +126,16 @@ export const bodyJson = (body: Uint8Array): { readonly body: string; readonly bo
 export const deliveryJson = (
   delivery: Pick<AmqpChannel.Delivery, "exchange" | "routingKey" | "redelivered" | "properties" | "body">
 ): { readonly [key: string]: Json } => {
-  const { headers, ...properties } = delivery.properties
+  const { headers, timestamp, ...properties } = delivery.properties
   return {
     exchange: delivery.exchange,
     routingKey: delivery.routingKey,
     redelivered: delivery.redelivered,
-    properties: properties as { readonly [key: string]: Json },
+    properties: {
+      ...properties,
+      // A timestamp past 2^53 - 1 arrives as a bigint, which JSON writes as a string.
+      ...(timestamp !== undefined ? { timestamp: typeof timestamp === "bigint" ? String(timestamp) : timestamp } : {})
+    },
     headers: headers === undefined ? {} : tableJson(headers),
     size: delivery.body.length,
     ...bodyJson(delivery.body)

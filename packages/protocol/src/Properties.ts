@@ -24,8 +24,11 @@ export interface BasicProperties {
   readonly replyTo?: string
   readonly expiration?: string
   readonly messageId?: string
-  /** Seconds since the Unix epoch. */
-  readonly timestamp?: number
+  /**
+   * Seconds since the Unix epoch, a whole number. A timestamp past 2^53 - 1 (another client may
+   * send nanoseconds) is decoded as a bigint, so that no bits are lost.
+   */
+  readonly timestamp?: number | bigint
   readonly type?: string
   readonly userId?: string
   readonly appId?: string
@@ -92,7 +95,7 @@ export const writeProperties = (w: BufferWriter, p: BasicProperties): void => {
   }
   if (p.timestamp !== undefined) {
     flags |= TIMESTAMP
-    w.longlong(p.timestamp)
+    w.longlongExact(p.timestamp)
   }
   if (p.type !== undefined) {
     flags |= TYPE
@@ -138,7 +141,7 @@ export const readProperties = (r: BufferReader, typedHeaders = false): BasicProp
   if (flags & REPLY_TO) p.replyTo = r.shortstr()
   if (flags & EXPIRATION) p.expiration = r.shortstr()
   if (flags & MESSAGE_ID) p.messageId = r.shortstr()
-  if (flags & TIMESTAMP) p.timestamp = r.longlong()
+  if (flags & TIMESTAMP) p.timestamp = r.longlongExact()
   if (flags & TYPE) p.type = r.shortstr()
   if (flags & USER_ID) p.userId = r.shortstr()
   if (flags & APP_ID) p.appId = r.shortstr()

@@ -120,9 +120,37 @@ describe("property values out of range", () => {
       { priority: 1.5 },
       { timestamp: -1 },
       { timestamp: 2 ** 53 },
+      { timestamp: 1.5 },
+      { timestamp: -1n },
+      { timestamp: 2n ** 64n },
       { contentType: "t".repeat(256) }
     ]
     for (const properties of refused) encodeErrorOf(() => encodeFrame(headerFrame(1, 0, properties)))
+  })
+})
+
+/** A content header with only a timestamp, its 64 bits given as two 32-bit halves. */
+const timestampHeader = (high: number, low: number) =>
+  frame(FrameType.header, 1, new Bytes().short(BASIC).short(0).longlong(0).short(0x0040).long(high).long(low).build())
+
+describe("timestamps past 2^53", () => {
+  // Another client may send any 64-bit value (nanoseconds since the epoch, say).
+  const wire = timestampHeader
+
+  it("decodes a timestamp up to 2^53 - 1 as a number and one past it as the exact bigint", () => {
+    assert.deepStrictEqual(decodeAll(wire(0x1fffff, 0xffffffff)), [
+      headerFrame(1, 0, { timestamp: Number.MAX_SAFE_INTEGER })
+    ])
+    assert.deepStrictEqual(decodeAll(wire(0x200000, 0)), [headerFrame(1, 0, { timestamp: 2n ** 53n })])
+    assert.deepStrictEqual(decodeAll(wire(0xffffffff, 0xfffffffe)), [
+      headerFrame(1, 0, { timestamp: 2n ** 64n - 2n })
+    ])
+  })
+
+  it("encodes a bigint timestamp as the same 8 bytes", () => {
+    const bytes = wire(0x10000000, 0x00000007)
+    assert.strictEqual(toHex(encodeFrame(headerFrame(1, 0, { timestamp: 2n ** 60n + 7n }))), toHex(bytes))
+    assert.strictEqual(toHex(encodeFrame(headerFrame(1, 0, { timestamp: 5n }))), toHex(wire(0, 5)))
   })
 })
 

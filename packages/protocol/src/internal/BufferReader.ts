@@ -82,6 +82,16 @@ export class BufferReader {
     return high * TWO_32 + low
   }
 
+  /** An unsigned 64-bit integer: a number up to 2^53 - 1, a bigint past it. */
+  longlongExact(): number | bigint {
+    this.need(8)
+    const high = uint32(this.buf, this.pos)
+    const low = uint32(this.buf, this.pos + 4)
+    this.pos += 8
+    if (high < 0x200000) return high * TWO_32 + low
+    return (BigInt(high) << 32n) | BigInt(low)
+  }
+
   /** A short string, from the cache when the same bytes were seen recently. */
   shortstr(): string {
     const length = this.octet()

@@ -10,6 +10,7 @@
 import { AmqpEncodeError } from "../ProtocolError.ts"
 
 const TWO_32 = 4294967296
+const TWO_64 = 1n << 64n
 
 // Checked rather than wrapped: a prefetch count of 70000 must not go out as 4464.
 const outOfRange = (value: number, bits: number) =>
@@ -99,6 +100,17 @@ export class BufferWriter {
     this.ensure(8)
     this.buf.writeUInt32BE(Math.floor(value / TWO_32), this.pos)
     this.buf.writeUInt32BE(value % TWO_32, this.pos + 4)
+    this.pos += 8
+  }
+
+  /** An unsigned 64-bit integer given as a whole number or a bigint (a timestamp from elsewhere). */
+  longlongExact(value: number | bigint): void {
+    if (typeof value === "number") return this.longlong(value)
+    if (value < 0n || value >= TWO_64) {
+      throw new AmqpEncodeError({ message: `${value} is not an unsigned 64-bit integer` })
+    }
+    this.ensure(8)
+    this.buf.writeBigUInt64BE(value, this.pos)
     this.pos += 8
   }
 
