@@ -20,7 +20,7 @@ import * as PubSub from "effect/PubSub"
 import type * as Redacted from "effect/Redacted"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import type { AmqpConfigError, AmqpConnectionError } from "./AmqpError.ts"
+import type { AmqpConfigError, AmqpConnectionError, AmqpEncodeError } from "./AmqpError.ts"
 import * as ConnectionConfig from "./ConnectionConfig.ts"
 import { type ConnectionCore, type ConnectionEvent, establish, type Tuned } from "./internal/connectionCore.ts"
 import * as Transport from "./internal/transport.ts"
@@ -46,8 +46,14 @@ export interface AmqpConnection {
   readonly events: Stream.Stream<ConnectionEvent>
   /** Waits until the connection has ended and returns why. */
   readonly closed: Effect.Effect<AmqpConnectionError>
-  /** Refreshes the credentials on the open connection (`connection.update-secret`). */
-  readonly updateSecret: (secret: Redacted.Redacted<string>, reason: string) => Effect.Effect<void, AmqpConnectionError>
+  /**
+   * Refreshes the credentials on the open connection (`connection.update-secret`). A reason over
+   * 255 bytes fails with `AmqpEncodeError` and sends nothing.
+   */
+  readonly updateSecret: (
+    secret: Redacted.Redacted<string>,
+    reason: string
+  ) => Effect.Effect<void, AmqpConnectionError | AmqpEncodeError>
   /** The largest event-loop delay the heartbeat fiber saw, in milliseconds. */
   readonly eventLoopLag: Effect.Effect<number>
   /** @internal */
@@ -73,7 +79,7 @@ export const make = (
 ): Effect.Effect<AmqpConnection, AmqpConnectionError, Scope.Scope> =>
   Effect.gen(function*() {
     // Everything the attempt acquires lives in a scope of its own, closed at once if the attempt
-    // fails, so a failed connect leaves no socket or heartbeat behind in the caller's scope.
+    // fails or is interrupted, so it leaves no socket or heartbeat behind in the caller's scope.
     const scope = yield* Scope.fork(yield* Effect.scope)
     const attempt = Effect.gen(function*() {
       const events = yield* Effect.acquireRelease(PubSub.unbounded<ConnectionEvent>(), PubSub.shutdown)
@@ -81,12 +87,9 @@ export const make = (
       const core = yield* establish(options, transport, events)
       return { events, core }
     })
-    const exit = yield* Effect.exit(Scope.provide(attempt, scope))
-    if (Exit.isFailure(exit)) {
-      yield* Scope.close(scope, exit)
-      return yield* Effect.failCause(exit.cause)
-    }
-    const { events, core } = exit.value
+    const { events, core } = yield* Scope.provide(attempt, scope).pipe(
+      Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
+    )
     return {
       name: options.connectionName,
       options,
