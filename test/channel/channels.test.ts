@@ -79,7 +79,8 @@ describe("channel errors", () => {
             replyText: "CONNECTION_FORCED - channel test",
             classId: 0,
             methodId: 0,
-            method: undefined
+            method: undefined,
+            duringHandshake: false
           })
         )
         const later = yield* Effect.flip(channel.queueDeclare("", { exclusive: true }))

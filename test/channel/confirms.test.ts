@@ -198,7 +198,8 @@ describe("publishes waiting for confirms when the channel or connection dies", (
               replyText: "CONNECTION_FORCED - confirms test",
               classId: 0,
               methodId: 0,
-              method: undefined
+              method: undefined,
+              duringHandshake: false
             })
           )
           let unconfirmed = 0

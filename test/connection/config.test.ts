@@ -182,7 +182,14 @@ describe("URL config", () => {
             ).pipe(Effect.flip, Effect.timeout("5 seconds"))
             assert.deepStrictEqual(
               (error as AmqpConnectionError).reason,
-              new ServerClosed({ replyCode: 530, replyText, classId: 10, methodId: 40, method: "connection.open" }),
+              new ServerClosed({
+                replyCode: 530,
+                replyText,
+                classId: 10,
+                methodId: 40,
+                method: "connection.open",
+                duringHandshake: true
+              }),
               path
             )
             assert.isTrue((error as AmqpConnectionError).isPermanent, path)

@@ -1,7 +1,8 @@
 /**
  * The broker ends the connection: refused credentials (403) and an unknown vhost (530) during the
- * handshake, and `rabbitmqctl close_connection` (320) on an open connection. Each is a typed
- * `ServerClosed` with the broker's own reply text, and no error ever shows the password.
+ * handshake, and `rabbitmqctl close_connection` (320) or a consumer tag used twice (530) on an
+ * open connection. Each is a typed `ServerClosed` with the broker's own reply text, and no error
+ * ever shows the password; only those during the handshake are permanent.
  */
 import {
   AmqpChannel,
@@ -46,7 +47,8 @@ describe("the broker refuses the handshake", () => {
                   "For details see the broker logfile.",
                 classId: 0,
                 methodId: 0,
-                method: undefined
+                method: undefined,
+                duringHandshake: true
               })
             )
             assert.strictEqual(error.replyCode, 403)
@@ -76,7 +78,8 @@ describe("the broker refuses the handshake", () => {
               replyText: "NOT_ALLOWED - vhost no-such-vhost not found",
               classId: 10,
               methodId: 40,
-              method: "connection.open"
+              method: "connection.open",
+              duringHandshake: true
             })
           )
           assert.isTrue(error.isPermanent)
@@ -106,7 +109,8 @@ describe("the broker closes an open connection", () => {
             replyText: "CONNECTION_FORCED - closed by the connection suite",
             classId: 0,
             methodId: 0,
-            method: undefined
+            method: undefined,
+            duringHandshake: false
           })
           assert.deepStrictEqual(error.reason, expected)
           assert.isFalse(yield* connection.isOpen)
@@ -119,6 +123,35 @@ describe("the broker closes an open connection", () => {
           const closeAt = recording.find("server", "connection.close")!.at
           const clientAfter = recording.steps.filter((s) => s.from === "client" && s.at >= closeAt).map((s) => s.what)
           assert.deepStrictEqual(clientAfter, ["connection.close-ok", "FIN", "closed"])
+        }),
+        names.own(broker)
+      )
+    }))
+
+  it.live("a 530 on an open connection (a consumer tag used twice) is not permanent: a new connection works", () =>
+    Effect.gen(function*() {
+      const broker = yield* SharedBroker.acquire
+      yield* leakChecked(
+        Effect.gen(function*() {
+          const url = `amqp://guest:guest@127.0.0.1:${broker.amqpPort}`
+          const connection = yield* AmqpConnection.fromUrl(url, { connectionName: names.next("tag-twice") })
+          const channel = yield* AmqpChannel.make(connection)
+          const { queue } = yield* channel.queueDeclare("", { exclusive: true })
+          const consumeAs = (tag: string) =>
+            Effect.forkScoped(channel.consumeWith(queue, () => Effect.void, { consumerTag: tag }))
+          yield* consumeAs("the-same-tag")
+          yield* Effect.sleep(100)
+          yield* consumeAs("the-same-tag")
+
+          const error = yield* connection.closed.pipe(Effect.timeout("5 seconds"))
+          assert.strictEqual(error.reason._tag, "ServerClosed")
+          assert.include(error.reason._tag === "ServerClosed" ? error.reason : {}, {
+            replyCode: 530,
+            duringHandshake: false
+          })
+          assert.isFalse(error.isPermanent)
+          const again = yield* AmqpConnection.fromUrl(url, { connectionName: names.next("after-530") })
+          assert.isTrue(yield* again.isOpen)
         }),
         names.own(broker)
       )

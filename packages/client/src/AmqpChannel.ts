@@ -23,6 +23,7 @@ import {
   AmqpClosedError,
   type AmqpConnectionError,
   AmqpConsumerCancelled,
+  type AmqpEncodeError,
   type AmqpPublishError,
   AmqpStaleDelivery
 } from "./AmqpError.ts"
@@ -43,12 +44,13 @@ export type { ReturnedMessage } from "./internal/returns.ts"
 
 /**
  * The ways an operation on a channel can fail: the broker closed the channel, the connection
- * ended, or the channel was already closed.
+ * ended, the channel was already closed, or a value given to the operation cannot be encoded (the
+ * one operation fails, nothing is sent).
  *
  * @since 0.1.0
  * @category errors
  */
-export type ChannelError = ChannelFailure | AmqpClosedError | AmqpChannelLimit
+export type ChannelError = ChannelFailure | AmqpClosedError | AmqpChannelLimit | AmqpEncodeError
 
 /**
  * `basic.get`'s message, with the number of messages left in the queue.
@@ -172,6 +174,10 @@ export interface AmqpChannel {
   /**
    * Publishes a message. In confirm mode it completes when the broker confirms it, and fails with
    * `AmqpPublishError` when nacked, returned (mandatory and unroutable) or left unconfirmed.
+   *
+   * A body over 16 KiB is not copied: the socket reads it after this returns, as Node's
+   * `socket.write` does, so the buffer must not be changed afterwards (give each message its own).
+   * A property the protocol cannot carry fails with `AmqpEncodeError` and sends nothing.
    */
   readonly publish: (
     exchange: string,
@@ -180,9 +186,9 @@ export interface AmqpChannel {
     options?: PublishOptions
   ) => Effect.Effect<void, AmqpPublishError | ChannelError>
   /**
-   * Publishes and returns as soon as the message is written, with an effect that waits for its
-   * confirm: one fiber can keep a whole confirm window in flight. Outside confirm mode the inner
-   * effect succeeds at once.
+   * Publishes and returns as soon as the message is handed to the socket, with an effect that
+   * waits for its confirm: one fiber can keep a whole confirm window in flight. Outside confirm
+   * mode the inner effect succeeds at once. The body is handled as by `publish`.
    */
   readonly publishAsync: (
     exchange: string,

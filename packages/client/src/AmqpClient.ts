@@ -37,6 +37,7 @@ import {
   AmqpClosedError,
   AmqpConnectionError,
   AmqpConsumerCancelled,
+  AmqpEncodeError,
   AmqpPublishError,
   AmqpStaleDelivery
 } from "./AmqpError.ts"
@@ -151,11 +152,14 @@ export interface AmqpClient {
   readonly subscribe: Effect.Effect<PubSub.Subscription<LifecycleEvent>, never, Scope.Scope>
   /** The current link, waiting for one while reconnecting. */
   readonly connection: Effect.Effect<AmqpConnection.AmqpConnection, AmqpClosedError>
-  /** Refreshes the credentials now and for every later reconnect. */
+  /**
+   * Refreshes the credentials now and for every later reconnect. A reason over 255 bytes fails
+   * with `AmqpEncodeError` and changes nothing.
+   */
   readonly updateSecret: (
     secret: Redacted.Redacted<string>,
     reason: string
-  ) => Effect.Effect<void, AmqpConnectionError | AmqpClosedError>
+  ) => Effect.Effect<void, AmqpConnectionError | AmqpClosedError | AmqpEncodeError>
   readonly stats: Effect.Effect<ClientStats>
 }
 
@@ -285,7 +289,10 @@ class Supervisor {
     const options = { ...this.options, host: target.host, port: target.port, password: this.secret }
     return Effect.gen({ self: this }, function*() {
       const scope = yield* Scope.make()
-      const exit = yield* Effect.exit(Scope.provide(AmqpConnection.make(options), scope))
+      // Closed on interruption too: the client's scope may close during the handshake.
+      const exit = yield* Effect.exit(Scope.provide(AmqpConnection.make(options), scope)).pipe(
+        Effect.onInterrupt(() => Scope.close(scope, Exit.void))
+      )
       if (Exit.isFailure(exit)) {
         yield* Scope.close(scope, exit)
         const error = Cause.findErrorOption(exit.cause)
@@ -475,8 +482,12 @@ class Supervisor {
   updateSecret(
     secret: Redacted.Redacted<string>,
     reason: string
-  ): Effect.Effect<void, AmqpConnectionError | AmqpClosedError> {
+  ): Effect.Effect<void, AmqpConnectionError | AmqpClosedError | AmqpEncodeError> {
     return Effect.gen({ self: this }, function*() {
+      const reasonBytes = Buffer.byteLength(reason)
+      if (reasonBytes > 255) {
+        return yield* new AmqpEncodeError({ message: `the update-secret reason is ${reasonBytes} bytes, over 255` })
+      }
       this.secret = secret
       const link = yield* this.awaitLink
       yield* link.connection.updateSecret(secret, reason)

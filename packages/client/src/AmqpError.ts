@@ -14,6 +14,17 @@
 import * as Data from "effect/Data"
 
 /**
+ * A value given to an operation cannot be written as AMQP: a short string over 255 bytes, a number
+ * outside its field's range or not whole, a header value with no field type, or a method or
+ * content header that would not fit in one frame of the negotiated frame_max. Only that operation
+ * fails; nothing was sent and the channel and connection stay as they were.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export { AmqpEncodeError } from "@effect-amqp/protocol"
+
+/**
  * The TCP connection could not be opened.
  *
  * @since 0.1.0
@@ -100,6 +111,8 @@ export class ServerClosed extends Data.TaggedClass("ServerClosed")<{
   readonly methodId: number
   /** The method the code refers to, e.g. `basic.publish`, when class and method ids name one. */
   readonly method: string | undefined
+  /** True when it came before `open-ok`: the broker refused the login, the vhost or the connection. */
+  readonly duringHandshake: boolean
 }> {}
 
 /**
@@ -213,12 +226,19 @@ export class AmqpConnectionError extends Data.TaggedError("AmqpConnectionError")
     }
   }
 
-  /** True for failures that a retry cannot fix: bad credentials, a forbidden vhost, bad TLS setup. */
+  /**
+   * True for failures that a retry cannot fix: bad credentials, a forbidden or missing vhost (403,
+   * 530, 402 during the handshake), bad TLS setup. A 530 on an open connection (a consumer tag
+   * used twice, say) came from what the application did, and a new connection works.
+   */
   get isPermanent(): boolean {
-    const code = this.replyCode
-    if (code === 403 || code === 530 || code === 402) return true
-    if (this.reason._tag === "HandshakeFailed" && this.reason.possiblyAuthenticationFailure) return true
-    if (this.reason._tag === "TlsFailure" && this.reason.kind !== "HandshakeFailed") return true
+    const reason = this.reason
+    if (reason._tag === "ServerClosed") {
+      const code = reason.replyCode
+      return reason.duringHandshake && (code === 403 || code === 530 || code === 402)
+    }
+    if (reason._tag === "HandshakeFailed" && reason.possiblyAuthenticationFailure) return true
+    if (reason._tag === "TlsFailure" && reason.kind !== "HandshakeFailed") return true
     return false
   }
 }

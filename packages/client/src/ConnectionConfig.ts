@@ -13,7 +13,7 @@
  *
  * @since 0.1.0
  */
-import type { FieldTable } from "@effect-amqp/protocol"
+import { AmqpEncodeError, encodeTable, type FieldTable } from "@effect-amqp/protocol"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as Redacted from "effect/Redacted"
@@ -205,8 +205,23 @@ const optionChecks: ReadonlyArray<readonly [keyof ConnectionOptions, Check]> = [
   ["authMechanism", (value) =>
     isAuthMechanism(value)
       ? undefined
-      : `must be PLAIN, AMQPLAIN or EXTERNAL, got ${shown(value)}`]
+      : `must be PLAIN, AMQPLAIN or EXTERNAL, got ${shown(value)}`],
+  ["clientProperties", (value) => value === undefined ? undefined : encodableTable(value)]
 ]
+
+/** Why a table cannot be sent (a key over 255 bytes, a value with no field type), if it cannot. */
+const encodableTable: Check = (value) => {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return `must be a field table (an object), got ${shown(value)}`
+  }
+  try {
+    encodeTable(value as FieldTable)
+    return undefined
+  } catch (error) {
+    if (error instanceof AmqpEncodeError) return `cannot be encoded: ${error.message}`
+    throw error
+  }
+}
 
 const configError = (message: string) => new AmqpConfigError({ message })
 

@@ -56,6 +56,7 @@ export class MessageEncoder {
     const start = w.pos
     try {
       writeMethodFrame(w, channel, method)
+      this.checkFrameSize("method", w.pos - start)
     } catch (error) {
       this.discard(start, error)
     }
@@ -79,7 +80,10 @@ export class MessageEncoder {
     const start = w.pos
     try {
       writeMethodFrame(w, channel, method)
+      const headerStart = w.pos
+      this.checkFrameSize("method", headerStart - start)
       writeHeaderFrame(w, channel, BASIC_CLASS, size, properties)
+      this.checkFrameSize("content header", w.pos - headerStart)
     } catch (error) {
       this.discard(start, error)
     }
@@ -102,6 +106,17 @@ export class MessageEncoder {
     }
     out.push(w.cut())
     return out
+  }
+
+  /**
+   * A method or content header cannot be split across frames: one over frame_max would make the
+   * broker close the whole connection with 501, so the message is refused here instead.
+   */
+  private checkFrameSize(what: string, frameSize: number): void {
+    const limit = this.maxPayload + FRAME_OVERHEAD
+    if (frameSize > limit) {
+      throw new AmqpEncodeError({ message: `the ${what} frame is ${frameSize} bytes, over frame_max (${limit})` })
+    }
   }
 
   /** Forgets the bytes of a frame that failed half-way, so the next cut does not hand them out. */

@@ -8,7 +8,7 @@
  * publish as `Unconfirmed`, a consumer stream with it.
  */
 import { type Command, type Method, methodInfo, methodName, Methods, type MethodTag } from "@effect-amqp/protocol"
-import type { BasicProperties } from "@effect-amqp/protocol"
+import { AmqpEncodeError, type BasicProperties } from "@effect-amqp/protocol"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -24,7 +24,7 @@ import {
   Unconfirmed
 } from "../AmqpError.ts"
 import { ConfirmTracker } from "./confirms.ts"
-import type { ChannelSink, ConnectionCore } from "./connectionCore.ts"
+import { asEncodeError, type ChannelSink, type ConnectionCore } from "./connectionCore.ts"
 import { ReturnListeners } from "./returns.ts"
 import { Settlements } from "./settlements.ts"
 
@@ -231,13 +231,15 @@ export class ChannelCore implements ChannelSink {
    * Sends a method that expects no reply, once the socket has room; the channel is checked again
    * after waiting, as it may have begun to close meanwhile.
    */
-  send(method: Method): Effect.Effect<void, AmqpClosedError | AmqpConnectionError> {
-    return Effect.suspend((): Effect.Effect<void, AmqpClosedError | AmqpConnectionError> => {
+  send(method: Method): Effect.Effect<void, AmqpClosedError | AmqpConnectionError | AmqpEncodeError> {
+    return Effect.suspend((): Effect.Effect<void, AmqpClosedError | AmqpConnectionError | AmqpEncodeError> => {
       if (!this.acceptsMethods()) return Effect.fail(this.closedError())
       const connection = this.connection
       if (connection.isClosed()) return Effect.fail(connection.closedError())
+      const frame = connection.encodeMethod(this.id, method)
+      if (frame instanceof AmqpEncodeError) return Effect.fail(frame)
       if (connection.transport.congested()) return Effect.andThen(connection.transport.drained, this.send(method))
-      connection.writeMethod(this.id, method)
+      connection.transport.write(frame)
       return Effect.void
     })
   }
@@ -250,13 +252,15 @@ export class ChannelCore implements ChannelSink {
     method: Method,
     onReply?: (command: Command) => void,
     onSent?: () => void
-  ): Effect.Effect<Command, ChannelFailure | AmqpClosedError> {
+  ): Effect.Effect<Command, ChannelFailure | AmqpClosedError | AmqpEncodeError> {
     const expect = methodInfo[method._tag].responses
-    const send = Effect.suspend((): Effect.Effect<Command, ChannelFailure | AmqpClosedError> => {
+    const send = Effect.suspend((): Effect.Effect<Command, ChannelFailure | AmqpClosedError | AmqpEncodeError> => {
       if (this.state === "closed" || this.state === "closing") return Effect.fail(this.closedError())
+      const frame = this.connection.encodeMethod(this.id, method)
+      if (frame instanceof AmqpEncodeError) return Effect.fail(frame)
       const deferred = Deferred.makeUnsafe<Command, ChannelFailure>()
       this.pending = { expect, deferred, onReply }
-      this.connection.writeMethod(this.id, method)
+      this.connection.transport.write(frame)
       onSent?.()
       return Deferred.await(deferred)
     })
@@ -323,7 +327,7 @@ export class ChannelCore implements ChannelSink {
     body: Uint8Array,
     properties: BasicProperties,
     mandatory: boolean
-  ): Effect.Effect<void, AmqpPublishError | AmqpClosedError | ChannelFailure> {
+  ): Effect.Effect<void, AmqpPublishError | AmqpClosedError | ChannelFailure | AmqpEncodeError> {
     return Effect.flatten(this.publishAsync(exchange, routingKey, body, properties, mandatory))
   }
 
@@ -337,16 +341,35 @@ export class ChannelCore implements ChannelSink {
     body: Uint8Array,
     properties: BasicProperties,
     mandatory: boolean
-  ): Effect.Effect<Effect.Effect<void, AmqpPublishError>, AmqpPublishError | AmqpClosedError | ChannelFailure> {
-    return Effect.suspend(() => {
+  ): Effect.Effect<
+    Effect.Effect<void, AmqpPublishError>,
+    AmqpPublishError | AmqpClosedError | ChannelFailure | AmqpEncodeError
+  > {
+    return Effect.suspend((): Effect.Effect<
+      Effect.Effect<void, AmqpPublishError>,
+      AmqpPublishError | AmqpClosedError | ChannelFailure | AmqpEncodeError
+    > => {
       if (!this.acceptsMethods()) return Effect.fail(this.closedError())
+      // Encoded before it waits for anything, so that a value the encoder refuses fails this
+      // publish alone, holding no confirm slot.
+      let frames: Buffer | Array<Uint8Array>
+      try {
+        frames = this.connection.encoder.message(
+          this.id,
+          Methods.basicPublish({ exchange, routingKey, mandatory }),
+          properties,
+          body
+        )
+      } catch (error) {
+        return Effect.fail(asEncodeError(error))
+      }
       const connection = this.connection
       const ready = connection.blockedReason === undefined && !connection.transport.congested()
       if (!this.confirmMode) {
-        if (ready) return Effect.as(this.writeMessage(exchange, routingKey, body, properties, mandatory), Effect.void)
+        if (ready) return Effect.as(this.writeMessage(frames), Effect.void)
         return this.unblocked.pipe(
           Effect.andThen(connection.transport.drained),
-          Effect.andThen(Effect.suspend(() => this.writeMessage(exchange, routingKey, body, properties, mandatory))),
+          Effect.andThen(Effect.suspend(() => this.writeMessage(frames))),
           Effect.as(Effect.void)
         )
       }
@@ -357,7 +380,6 @@ export class ChannelCore implements ChannelSink {
             return Effect.fail(this.unsent())
           }
           const deferred = Deferred.makeUnsafe<void, AmqpPublishError>()
-          const frames = this.encode(exchange, routingKey, body, properties, mandatory)
           this.confirms.add({
             deferred,
             exchange,
@@ -390,30 +412,9 @@ export class ChannelCore implements ChannelSink {
     return new AmqpPublishError({ reason: new Unconfirmed({ cause, sent: false }) })
   }
 
-  private encode(
-    exchange: string,
-    routingKey: string,
-    body: Uint8Array,
-    properties: BasicProperties,
-    mandatory: boolean
-  ): Buffer | Array<Uint8Array> {
-    return this.connection.encoder.message(
-      this.id,
-      Methods.basicPublish({ exchange, routingKey, mandatory }),
-      properties,
-      body
-    )
-  }
-
-  private writeMessage(
-    exchange: string,
-    routingKey: string,
-    body: Uint8Array,
-    properties: BasicProperties,
-    mandatory: boolean
-  ): Effect.Effect<void, AmqpPublishError | AmqpClosedError> {
+  private writeMessage(frames: Buffer | Array<Uint8Array>): Effect.Effect<void, AmqpPublishError | AmqpClosedError> {
     if (!this.acceptsMethods()) return Effect.fail(this.unsent())
-    this.writeFrames(this.encode(exchange, routingKey, body, properties, mandatory))
+    this.writeFrames(frames)
     return Effect.void
   }
 

@@ -21,7 +21,7 @@ import {
   Methods,
   PROTOCOL_HEADER
 } from "@effect-amqp/protocol"
-import { AmqpFrameError } from "@effect-amqp/protocol"
+import { AmqpEncodeError, AmqpFrameError } from "@effect-amqp/protocol"
 import type * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -244,7 +244,8 @@ export class ConnectionCore {
           replyText: method.replyText,
           classId: method.classId,
           methodId: method.methodId,
-          method: methodName(method.classId, method.methodId)
+          method: methodName(method.classId, method.methodId),
+          duringHandshake: this.state === "handshake"
         })
         this.fail(reason, "end")
         return
@@ -355,6 +356,18 @@ export class ConnectionCore {
 
   writeMethod(channel: number, method: Method): void {
     this.transport.write(this.encoder.method(channel, method))
+  }
+
+  /**
+   * The frame of a method whose fields come from the application, or the typed error for a value
+   * it cannot carry, before anything is written or waited for.
+   */
+  encodeMethod(channel: number, method: Method): Buffer | AmqpEncodeError {
+    try {
+      return this.encoder.method(channel, method)
+    } catch (error) {
+      return asEncodeError(error)
+    }
   }
 
   /** The error to fail an operation with when the connection is no longer usable. */
@@ -608,12 +621,17 @@ export class ConnectionCore {
   // update-secret
   // -------------------------------------------------------------------------------------------
 
-  updateSecret(secret: Redacted.Redacted<string>, reason: string): Effect.Effect<void, AmqpConnectionError> {
-    return Effect.suspend(() => {
+  updateSecret(
+    secret: Redacted.Redacted<string>,
+    reason: string
+  ): Effect.Effect<void, AmqpConnectionError | AmqpEncodeError> {
+    return Effect.suspend((): Effect.Effect<void, AmqpConnectionError | AmqpEncodeError> => {
       if (this.state !== "open") return Effect.fail(this.closedError())
+      const frame = this.encodeMethod(0, Methods.connectionUpdateSecret({ newSecret: Redacted.value(secret), reason }))
+      if (frame instanceof AmqpEncodeError) return Effect.fail(frame)
       const waiter = Deferred.makeUnsafe<void>()
       this.updateSecretOk.push(waiter)
-      this.writeMethod(0, Methods.connectionUpdateSecret({ newSecret: Redacted.value(secret), reason }))
+      this.transport.write(frame)
       return Deferred.await(waiter).pipe(
         Effect.andThen(Effect.suspend(() => {
           if (this.isClosed()) return Effect.fail(this.closedError())
@@ -627,6 +645,12 @@ export class ConnectionCore {
   get currentSecret(): Redacted.Redacted<string> {
     return this.secret
   }
+}
+
+/** The encoder's typed error, caught; any other exception is a defect and goes on. */
+export const asEncodeError = (error: unknown): AmqpEncodeError => {
+  if (error instanceof AmqpEncodeError) return error
+  throw error
 }
 
 /** Runs the handshake on a fresh transport; the scope gets the ordered shutdown. */

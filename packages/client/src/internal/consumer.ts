@@ -7,7 +7,7 @@
  * later channel, and sent there it would close that channel with 406 PRECONDITION_FAILED.
  */
 import { type Command, type FieldTable, Methods } from "@effect-amqp/protocol"
-import type { BasicProperties } from "@effect-amqp/protocol"
+import type { AmqpEncodeError, BasicProperties } from "@effect-amqp/protocol"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import {
@@ -232,7 +232,7 @@ export const startConsumer = (
   queue: string,
   options: ConsumeOptions,
   outlet: ConsumerOutlet
-): Effect.Effect<ConsumerHandle, ChannelFailure | AmqpClosedError> => {
+): Effect.Effect<ConsumerHandle, ChannelFailure | AmqpClosedError | AmqpEncodeError> => {
   const noAck = options.noAck ?? false
   let cancelling = false
   let consumerTag = options.consumerTag ?? ""
