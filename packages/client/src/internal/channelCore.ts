@@ -178,6 +178,12 @@ export class ChannelCore implements ChannelSink {
       }
       case "channel.close-ok":
         Deferred.doneUnsafe(this.closeOk, Exit.void)
+        // It came after close stopped waiting: the broker is done with the id only now.
+        if (this.closeOkOwed) {
+          this.closeOkOwed = false
+          this.connection.peerUnresponsive = false
+          this.connection.releaseChannel(this.id, this.sink)
+        }
         return
       case "channel.flow":
         this.write(Methods.channelFlowOk({ active: method.active }))
@@ -430,33 +436,44 @@ export class ChannelCore implements ChannelSink {
 
   /**
    * Closes the channel politely: consumers stop, outstanding confirms get `closeTimeout` to
-   * arrive, then `channel.close` and its `close-ok` (bounded). The id is freed afterwards.
+   * arrive, then `channel.close` and its `close-ok` (bounded). The id is freed with the `close-ok`:
+   * when it has not come in time, the id stays taken until it does, so that a new channel cannot
+   * open on an id the broker still holds (which it answers with 504, closing the connection).
+   * Once the peer has let one `close-ok` time out, closes send theirs without waiting.
    */
   readonly close: Effect.Effect<void> = Effect.suspend(() => {
     if (this.state === "closed") {
-      this.connection.releaseChannel(this.id, this.sink)
+      if (!this.closeOkOwed) this.connection.releaseChannel(this.id, this.sink)
       return Effect.void
     }
-    const timeout = this.connection.options.closeTimeout
+    const connection = this.connection
+    const timeout = connection.options.closeTimeout
     return Effect.gen({ self: this }, function*() {
       const cause = new AmqpClosedError({ what: "channel", cause: undefined })
       for (const consumer of this.consumers.values()) consumer.onChannelClosed(cause as never)
       this.consumers.clear()
-      if (this.confirmMode && this.confirms.outstanding > 0) {
+      if (this.confirmMode && this.confirms.outstanding > 0 && !connection.peerUnresponsive) {
         yield* this.awaitConfirmsDrained.pipe(Effect.timeoutOption(timeout))
       }
       if (this.state !== "closed") {
         this.state = "closing"
-        this.connection.writeMethod(
+        connection.writeMethod(
           this.id,
           Methods.channelClose({ replyCode: 200, replyText: "Goodbye", classId: 0, methodId: 0 })
         )
-        yield* Deferred.await(this.closeOk).pipe(Effect.timeoutOption(timeout))
+        if (!connection.peerUnresponsive) {
+          const answered = yield* Deferred.await(this.closeOk).pipe(Effect.timeoutOption(timeout))
+          if (answered._tag === "None") connection.peerUnresponsive = true
+        }
+        this.closeOkOwed = !Deferred.isDoneUnsafe(this.closeOk)
       }
-      this.fail(this.connection.error(new ClosedByApplication()))
-      this.connection.releaseChannel(this.id, this.sink)
+      this.fail(connection.error(new ClosedByApplication()))
+      if (!this.closeOkOwed) connection.releaseChannel(this.id, this.sink)
     }).pipe(Effect.uninterruptible)
   })
+
+  /** Our `channel.close` is unanswered: the id stays taken until its `close-ok` comes. */
+  private closeOkOwed = false
 
   private readonly awaitConfirmsDrained: Effect.Effect<void> = Effect.suspend(() => {
     if (this.confirms.outstanding === 0 || this.state === "closed") return Effect.void

@@ -104,6 +104,12 @@ export class ConnectionCore {
   private heartbeatFiber: Fiber.Fiber<unknown, unknown> | undefined
   private secret: Redacted.Redacted<string>
   private nextChannel = 1
+  /**
+   * Set when a `close-ok` did not come within closeTimeout, until it comes: the peer is taken for
+   * hung, and the closes after it send their close without waiting, so that shutting down many
+   * channels takes one closeTimeout rather than one each.
+   */
+  peerUnresponsive = false
 
   constructor(
     options: ConnectionOptions,
@@ -317,7 +323,7 @@ export class ConnectionCore {
     // The socket first: completing a Deferred can run a waiting fiber (even the scope's shutdown)
     // before this call returns, and that must find the socket already dealt with.
     if (mode === "destroy") this.transport.abort()
-    else this.transport.endNow()
+    else this.transport.endNow(this.options.closeTimeout)
     Deferred.doneUnsafe(this.ended, Exit.succeed(error))
     Deferred.doneUnsafe(this.closeOk, Exit.void)
     Deferred.doneUnsafe(this.unblocked, Exit.void)
@@ -339,7 +345,7 @@ export class ConnectionCore {
       ? Effect.gen({ self: this }, function*() {
         this.state = "closing"
         this.writeMethod(0, Methods.connectionClose({ replyCode: 200, replyText: "Goodbye", classId: 0, methodId: 0 }))
-        yield* Deferred.await(this.closeOk).pipe(Effect.timeoutOption(timeout))
+        if (!this.peerUnresponsive) yield* Deferred.await(this.closeOk).pipe(Effect.timeoutOption(timeout))
       })
       : Effect.void
     return closing.pipe(
@@ -398,11 +404,6 @@ export class ConnectionCore {
   releaseChannel(id: number, sink: ChannelSink): void {
     if (this.channels.get(id)?.sink !== sink) return
     this.channels.delete(id)
-  }
-
-  /** Forgets a partly received message on a channel (after channel.close). */
-  resetAssembler(id: number): void {
-    this.channels.get(id)?.assembler.reset()
   }
 
   private readonly pausers = new Set<unknown>()

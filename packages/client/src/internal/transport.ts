@@ -47,8 +47,11 @@ export interface Transport {
   readonly congested: () => boolean
   /** Waits until the socket has drained below its limit, or it closed. */
   readonly drained: Effect.Effect<void>
-  /** Sends what is queued, then FIN, without waiting. */
-  readonly endNow: () => void
+  /**
+   * Sends what is queued, then FIN, without waiting; with `destroyAfter`, destroys the socket if
+   * the peer has not closed its side by then.
+   */
+  readonly endNow: (destroyAfter?: number) => void
   /** FIN (TLS close_notify first), wait for the peer to close within `timeout`, then destroy. */
   readonly end: (timeout: number) => Effect.Effect<void>
   readonly destroy: () => void
@@ -285,8 +288,13 @@ const makeTransport = (
     }
     return true
   }
+  // Set by endNow(destroyAfter): a peer that never closes its side does not hold the socket open.
+  let lingerTimer: ReturnType<typeof setTimeout> | undefined
   socket.on("drain", wake)
-  socket.on("close", wake)
+  socket.on("close", () => {
+    if (lingerTimer !== undefined) clearTimeout(lingerTimer)
+    wake()
+  })
 
   const transport: Transport = {
     socket,
@@ -314,10 +322,13 @@ const makeTransport = (
         transport.drained
       )
     }),
-    endNow: () => {
+    endNow: (destroyAfter) => {
       if (socket.destroyed) return
       if (scheduled) flush()
       socket.end()
+      if (destroyAfter !== undefined && lingerTimer === undefined) {
+        lingerTimer = setTimeout(() => socket.destroy(), destroyAfter)
+      }
     },
     end: (timeout) =>
       Effect.gen(function*() {
