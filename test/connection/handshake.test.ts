@@ -83,18 +83,37 @@ const tuneOkAndOpen = [...startOk, "connection.tune-ok", "connection.open"]
 const stops: ReadonlyArray<{
   readonly stopAt: keyof typeof upTo
   readonly waitingFor: "start" | "tune" | "open"
-  readonly afterStartOk: boolean
   readonly sent: ReadonlyArray<string>
 }> = [
-  { stopAt: "header", waitingFor: "start", afterStartOk: false, sent: header },
-  { stopAt: "start-ok", waitingFor: "tune", afterStartOk: true, sent: startOk },
-  { stopAt: "tune-ok", waitingFor: "open", afterStartOk: false, sent: tuneOkAndOpen },
-  { stopAt: "open", waitingFor: "open", afterStartOk: false, sent: tuneOkAndOpen }
+  { stopAt: "header", waitingFor: "start", sent: header },
+  { stopAt: "start-ok", waitingFor: "tune", sent: startOk },
+  { stopAt: "tune-ok", waitingFor: "open", sent: tuneOkAndOpen },
+  { stopAt: "open", waitingFor: "open", sent: tuneOkAndOpen }
 ]
 
 describe("handshake against a peer that closes", () => {
+  for (const advertised of [true, false]) {
+    it.live(
+      `a close after start-ok is ${advertised ? "not " : ""}possibly a refused login when the server ${
+        advertised ? "says" : "does not say"
+      } it reports one with connection.close`,
+      () =>
+        leakChecked(Effect.gen(function*() {
+          const serverProperties = {
+            ...ScriptedPeer.defaultServerProperties,
+            capabilities: { publisher_confirms: true, authentication_failure_close: advertised }
+          }
+          const peer = yield* scriptedPeer((c) => Effect.andThen(c.start({ serverProperties }), c.close("fin")))
+          const { reason } = yield* failedAttempt(peer.port, 5_000)
+          assert.strictEqual(reason._tag, "HandshakeFailed")
+          assert.strictEqual((reason as HandshakeFailed).possiblyAuthenticationFailure, !advertised)
+          yield* peer.connection
+        }))
+    )
+  }
+
   for (const how of ["fin", "reset"] as const) {
-    for (const { afterStartOk, sent, stopAt, waitingFor } of stops) {
+    for (const { sent, stopAt, waitingFor } of stops) {
       it.live(`fails with HandshakeFailed at ${waitingFor} when the peer sends ${how} after ${stopAt}`, () =>
         leakChecked(Effect.gen(function*() {
           const peer = yield* scriptedPeer((c) => Effect.andThen(upTo[stopAt](c), c.close(how)))
@@ -103,7 +122,9 @@ describe("handshake against a peer that closes", () => {
           assert.strictEqual(reason._tag, "HandshakeFailed")
           const failed = reason as HandshakeFailed
           assert.strictEqual(failed.step, waitingFor)
-          assert.strictEqual(failed.possiblyAuthenticationFailure, afterStartOk)
+          // The peer says it refuses a login with connection.close (authentication_failure_close),
+          // so a close after start-ok is not taken for a refused login.
+          assert.isFalse(failed.possiblyAuthenticationFailure)
           assert.include(failed.message, how === "fin" ? "closed the connection" : "reset the connection")
           assert.isBelow(millis, 1_000)
           assert.deepStrictEqual(yield* clientFrames(yield* peer.connection), sent)

@@ -2,12 +2,15 @@
  * A client that gives up: every failed attempt is reported, and what waits on its channels (an
  * operation, a consumer stream, `closed`) ends with the cause. While the link is down, an
  * operation waits `linkTimeout` once, and a consumer stream waiting to start can be interrupted at
- * once. A private node for the file behind a fault proxy; real clock.
+ * once. A broker that drops every link as it is made is retried at the policy's pace, not in a
+ * tight loop; a vhost at its connection limit is waited out. A private node for the file behind a
+ * fault proxy; real clock.
  */
-import { AmqpClient, AmqpClosedError, type AmqpConnectionError } from "@effect-amqp/client"
+import { AmqpClient, AmqpClosedError, AmqpConnection, type AmqpConnectionError } from "@effect-amqp/client"
 import { BrokerNode } from "@effect-amqp/testing"
 import { assert, layer } from "@effect/vitest"
-import { Effect, Exit, Fiber, Option, Queue, Schedule, Stream } from "effect"
+import { Effect, Exit, Fiber, Option, Queue, Schedule, Scope, Stream } from "effect"
+import { randomUUID } from "node:crypto"
 import * as Support from "../recovery/support.ts"
 
 const upTo = (times: number) =>
@@ -124,6 +127,72 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
         assert.isBelow(elapsed, 1_000)
         yield* proxy.acceptNew
         yield* log.next("Recovered")
+      })
+    ))
+
+  it.effect("a broker that drops every new link right after the handshake is retried at the policy's pace", () =>
+    Support.probed(({ proxy }) =>
+      Effect.gen(function*() {
+        const spacing = 400
+        const reconnect = Schedule.spaced(spacing).pipe(
+          Schedule.upTo({ times: 3 }),
+          Schedule.setInputType<AmqpConnectionError>()
+        )
+        const client = yield* AmqpClient.make(yield* Support.options(proxy.port, "flapping"), { reconnect })
+        const log = yield* Support.eventLog(client)
+        yield* client.channel()
+        // From now on each new connection gets its handshake's replies, then a FIN.
+        const handshake = (yield* proxy.stats).connections[0]!.forwarded.serverToClient
+        yield* proxy.closeAfter(handshake, "serverToClient", "fin")
+        yield* proxy.dropAll()
+        const disconnected = yield* log.next("Disconnected")
+        const began = Date.now()
+        const gaveUp = yield* log.next("GaveUp", disconnected.index, 10_000)
+        const took = Date.now() - began
+        yield* proxy.closeAfter(undefined, "serverToClient")
+
+        // The first reconnect is at once; each link lost as it went live counts as a failed attempt,
+        // and the policy spaces its three retries, then gives up.
+        assert.strictEqual(log.all("Connecting", disconnected.index).length, 4)
+        assert.strictEqual(log.all("Connected", disconnected.index).length, 4)
+        assert.strictEqual(log.all("Disconnected", disconnected.index).length, 5)
+        assert.strictEqual(gaveUp.event.cause.reason._tag, "TransportClosed")
+        assert.isAtLeast(took, 3 * spacing - 50)
+      })
+    ))
+
+  it.effect("a vhost at its connection limit is retried by the default policy until a slot frees up", () =>
+    Support.probed(({ node, proxy }) =>
+      Effect.gen(function*() {
+        const vhost = `limited-${randomUUID().slice(0, 8)}`
+        yield* node.rabbitmqctl(["add_vhost", vhost])
+        yield* node.rabbitmqctl(["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"])
+        const client = yield* AmqpClient.make(yield* Support.options(proxy.port, "limited", { vhost }))
+        const log = yield* Support.eventLog(client)
+        // Another connection takes the only slot while this client's link is down.
+        yield* node.rabbitmqctl(["set_vhost_limits", "-p", vhost, "{\"max-connections\": 1}"])
+        yield* proxy.refuseNew("reset")
+        yield* proxy.dropAll()
+        yield* log.next("Disconnected")
+        const other = yield* Scope.make()
+        yield* Scope.provide(AmqpConnection.make(yield* Support.options(node.amqpPort, "other", { vhost })), other)
+        const accepting = log.events.length
+        yield* proxy.acceptNew
+
+        const refused = yield* log.next("AttemptFailed", accepting)
+        const error = refused.event.error
+        assert.strictEqual(error.reason._tag, "ServerClosed")
+        assert.include(error.reason._tag === "ServerClosed" ? error.reason : {}, {
+          replyCode: 530,
+          duringHandshake: true
+        })
+        assert.include(error.message, "limit (1) is reached")
+        assert.isFalse(error.isPermanent)
+
+        yield* Scope.close(other, Exit.void)
+        yield* log.next("Recovered", refused.index, 10_000)
+        assert.strictEqual(log.all("GaveUp").length, 0)
+        yield* node.rabbitmqctl(["delete_vhost", vhost])
       })
     ))
 })

@@ -179,6 +179,9 @@ export const defaultReconnect: Schedule.Schedule<unknown, AmqpConnectionError> =
   Schedule.while(({ input }) => !input.isPermanent)
 )
 
+/** A reconnected link lost this soon after going live counts as a failed attempt of the outage. */
+const QUICK_LOSS_MILLIS = 250
+
 const reconnects = Metric.counter("effect_amqp_reconnects_total", { description: "completed reconnects" })
 const recoveryTime = Metric.timer("effect_amqp_recovery_duration", { description: "from loss to recovered" })
 
@@ -244,6 +247,8 @@ class Supervisor {
   private secret: Redacted.Redacted<string>
   private reconnectCount = 0
   private lastRecovery: number | undefined
+  /** When the last link was lost, for the time its recovery took. */
+  private lostAt: number | undefined
   /** Why the link was last lost or given up, for the errors of operations that find it down. */
   lastCause: AmqpConnectionError | undefined
   readonly linkTimeout: number
@@ -306,15 +311,16 @@ class Supervisor {
     })
   })
 
-  /** Connects, recovers, waits for the loss, and again, until stopped or the policy gives up. */
+  /**
+   * Connects, recovers, waits for the loss, and again, until stopped or the policy gives up. Each
+   * outage runs the reconnect policy afresh, so a single loss is retried at once.
+   */
   readonly run: Effect.Effect<void> = Effect.gen({ self: this }, function*() {
-    let lostAt: number | undefined
+    const policy = this.clientOptions.reconnect ?? defaultReconnect
     while (!this.stopped) {
-      const attempt = yield* Effect.exit(
-        Effect.retry(this.connectOnce, this.clientOptions.reconnect ?? defaultReconnect)
-      )
-      if (Exit.isFailure(attempt)) {
-        const error = Cause.findErrorOption(attempt.cause)
+      const outage = yield* Effect.exit(Effect.retry(this.session, policy))
+      if (Exit.isFailure(outage)) {
+        const error = Cause.findErrorOption(outage.cause)
         if (error._tag === "Some") {
           this.lastCause = error.value
           this.emit({ _tag: "GaveUp", cause: error.value })
@@ -325,33 +331,56 @@ class Supervisor {
         this.stopped = true
         return
       }
-      const link = attempt.value
+      if (outage.value === "closed") return
+    }
+  })
+
+  /**
+   * One link: connect, recover, serve until it is lost. A reconnected link that is lost during its
+   * recovery, or within `QUICK_LOSS_MILLIS` of going live, fails like a connect attempt: the
+   * policy's delays and limits then apply to a broker that accepts connections and drops them (or
+   * to a recovery step that ends the connection every time), rather than a tight loop.
+   */
+  private readonly session: Effect.Effect<"lost" | "closed", AmqpConnectionError> = Effect.gen(
+    { self: this },
+    function*() {
+      const reconnecting = this.lostAt !== undefined
+      const link = yield* this.connectOnce
       this.opened = link
       this.emit({ _tag: "Connected", host: link.host, port: link.connection.options.port })
       yield* this.forwardBlocked(link)
       yield* this.recover(link)
-      if (lostAt !== undefined) {
-        const millis = Date.now() - lostAt
-        this.reconnectCount++
-        this.lastRecovery = millis
-        yield* Metric.update(reconnects, 1)
-        yield* Metric.update(recoveryTime, Duration.millis(millis))
-        this.emit({ _tag: "Recovered", durationMillis: millis })
+      const live = yield* link.connection.isOpen
+      if (live) {
+        if (this.lostAt !== undefined) {
+          const millis = Date.now() - this.lostAt
+          this.reconnectCount++
+          this.lastRecovery = millis
+          yield* Metric.update(reconnects, 1)
+          yield* Metric.update(recoveryTime, Duration.millis(millis))
+          this.emit({ _tag: "Recovered", durationMillis: millis })
+        }
+        this.link = link
+        Deferred.doneUnsafe(this.live, Exit.succeed(link))
+        Deferred.doneUnsafe(this.firstLink, Exit.void)
       }
-      this.link = link
-      Deferred.doneUnsafe(this.live, Exit.succeed(link))
-      Deferred.doneUnsafe(this.firstLink, Exit.void)
+      const liveAt = Date.now()
+
       const cause = yield* link.connection.closed
-      lostAt = Date.now()
+      const lostAt = Date.now()
       this.link = undefined
       this.opened = undefined
-      this.live = Deferred.makeUnsafe<Link, AmqpClosedError>()
+      if (live) this.live = Deferred.makeUnsafe<Link, AmqpClosedError>()
       if (!this.stopped) this.lastCause = cause
       yield* Scope.close(link.scope, Exit.void)
-      if (this.stopped || cause.reason._tag === "ClosedByApplication") return
+      if (this.stopped || cause.reason._tag === "ClosedByApplication") return "closed"
       this.emit({ _tag: "Disconnected", cause })
+      if (live) this.lostAt = lostAt
+      if (reconnecting && (!live || lostAt - liveAt < QUICK_LOSS_MILLIS)) return yield* Effect.fail(cause)
+      this.lostAt ??= lostAt
+      return "lost"
     }
-  })
+  )
 
   /** The application closes the client: no more recovery, the link closes politely. */
   readonly stop: Effect.Effect<void> = Effect.suspend(() => {

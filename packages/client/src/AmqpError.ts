@@ -200,6 +200,9 @@ const describe = (reason: ConnectionErrorReason): string => {
   }
 }
 
+/** RabbitMQ's texts for the 530s that pass: "connection limit (1) is reached", "vhost v is down". */
+const PASSING_NOT_ALLOWED = /limit \(\d+\) is reached|is down\b/i
+
 /**
  * A connection ended or could not be established.
  *
@@ -228,14 +231,18 @@ export class AmqpConnectionError extends Data.TaggedError("AmqpConnectionError")
 
   /**
    * True for failures that a retry cannot fix: bad credentials, a forbidden or missing vhost (403,
-   * 530, 402 during the handshake), bad TLS setup. A 530 on an open connection (a consumer tag
-   * used twice, say) came from what the application did, and a new connection works.
+   * 530, 402 during the handshake), bad TLS setup. RabbitMQ also refuses with 530 a connection over
+   * a vhost's or user's connection limit, or to a vhost that is down: those pass, and are not
+   * permanent. Nor is a 530 on an open connection (a consumer tag used twice, say): it came from
+   * what the application did, and a new connection works.
    */
   get isPermanent(): boolean {
     const reason = this.reason
     if (reason._tag === "ServerClosed") {
       const code = reason.replyCode
-      return reason.duringHandshake && (code === 403 || code === 530 || code === 402)
+      if (!reason.duringHandshake) return false
+      if (code === 530) return !PASSING_NOT_ALLOWED.test(reason.replyText)
+      return code === 403 || code === 402
     }
     if (reason._tag === "HandshakeFailed" && reason.possiblyAuthenticationFailure) return true
     if (reason._tag === "TlsFailure" && reason.kind !== "HandshakeFailed") return true

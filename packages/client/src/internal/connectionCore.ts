@@ -453,13 +453,19 @@ export class ConnectionCore {
     const failure = this.closedError()
     const reason = failure.reason
     if (reason._tag !== "TransportClosed") return failure
+    // A server that closes the socket right after start-ok may be refusing the login, unless it
+    // said it reports a refused login with connection.close (RabbitMQ does, when the client also
+    // says it can take one, as this one does): then it is the network or the node going down.
     const afterStartOk = this.step === "secure" || this.step === "tune"
+    const capabilities = this.serverProperties["capabilities"]
+    const closesOnAuthFailure = typeof capabilities === "object" && capabilities !== null &&
+      (capabilities as Record<string, unknown>)["authentication_failure_close"] === true
     return this.error(
       new HandshakeFailed({
         step: this.step,
         message: `the server ${reason.how === "end" ? "closed the connection" : "reset the connection"} ` +
           `while the client waited for ${this.step}`,
-        possiblyAuthenticationFailure: afterStartOk
+        possiblyAuthenticationFailure: afterStartOk && !closesOnAuthFailure
       })
     )
   }
