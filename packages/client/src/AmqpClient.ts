@@ -594,6 +594,8 @@ class LogicalConsumer {
 /** A channel of a client: re-opened on every new link until a channel error or the application closes it. */
 class LogicalChannel {
   core: ChannelCore | undefined
+  /** The scope of the latest incarnation. */
+  private scope: Scope.Closeable | undefined
   closedForGood: AmqpChannel.ChannelError | undefined
   qos: { readonly prefetchCount: number; readonly prefetchSize: number; readonly global: boolean } | undefined
   confirm = false
@@ -625,7 +627,13 @@ class LogicalChannel {
     }
     this.attachedTo = link
     return Effect.gen({ self: this }, function*() {
-      const core = yield* Scope.provide(AmqpChannel.openCore(link.connection, this.options), link.scope)
+      // Each incarnation lives in a scope of its own under the link's, closed when it ends: a
+      // closed channel's state is not kept until the link goes.
+      const scope = yield* Scope.fork(link.scope)
+      const core = yield* Scope.provide(AmqpChannel.openCore(link.connection, this.options), scope).pipe(
+        Effect.onError(() => Scope.close(scope, Exit.void))
+      )
+      this.scope = scope
       // Delivery tags go on from where the last incarnation's ended: an old one is then told apart.
       const previous = this.lastCore
       core.tagOffset = previous === undefined ? 0 : previous.tagOffset + previous.lastDeliveryTag
@@ -645,20 +653,22 @@ class LogicalChannel {
       }
       this.core = core
       Deferred.doneUnsafe(this.ready, Exit.succeed(core))
-      yield* Effect.forkIn(this.watch(core), link.scope, { startImmediately: true })
+      yield* Effect.forkIn(this.watch(core, scope), link.scope, { startImmediately: true })
     }).pipe(
       Effect.catch((error) =>
-        Effect.sync(() => {
+        Effect.suspend(() => {
           this.supervisor.emit({ _tag: "RecoveryStepFailed", step: `channel`, error })
-          if (error._tag === "AmqpChannelError") this.end(error)
+          if (error._tag !== "AmqpChannelError") return Effect.void
+          this.end(error)
+          return this.scope === undefined ? Effect.void : Scope.close(this.scope, Exit.void)
         })
       )
     )
   }
 
   /** Notices how this incarnation ended: a channel error ends the handle, a lost link waits. */
-  private watch(core: ChannelCore): Effect.Effect<void> {
-    return Effect.map(core.awaitEnd, (cause) => {
+  private watch(core: ChannelCore, scope: Scope.Closeable): Effect.Effect<void> {
+    return Effect.flatMap(core.awaitEnd, (cause) => {
       if (cause._tag === "AmqpChannelError") this.end(cause)
       // A channel in tx mode cannot be had again (see `attach`): it ends with its link, at once.
       else if (core.transactional) {
@@ -666,6 +676,7 @@ class LogicalChannel {
           new AmqpClosedError({ what: "channel", cause: cause._tag === "AmqpClosedError" ? cause.cause : cause })
         )
       } else this.detach(core)
+      return Scope.close(scope, Exit.void)
     })
   }
 
@@ -729,8 +740,11 @@ class LogicalChannel {
 
   readonly close: Effect.Effect<void> = Effect.suspend(() => {
     const core = this.core
+    const scope = this.scope
     this.end(new AmqpClosedError({ what: "channel", cause: undefined }))
-    return core === undefined ? Effect.void : core.close
+    // Closing the incarnation's scope closes the channel politely (its finalizer) and lets it go.
+    if (core === undefined) return scope === undefined ? Effect.void : Scope.close(scope, Exit.void)
+    return Effect.andThen(core.close, scope === undefined ? Effect.void : Scope.close(scope, Exit.void))
   })
 
   api(): ClientChannel {
