@@ -462,6 +462,22 @@ class Supervisor {
           )
         }
         for (const queue of Array.from(topology.queues.values())) {
+          // A server-named queue that is neither exclusive nor auto-delete may have outlived the
+          // link: it is kept when it is still there, rather than left behind for a new one.
+          const mayRemain = queue.serverNamed && queue.options.exclusive !== true && queue.options.autoDelete !== true
+          const remains = mayRemain &&
+            (yield* channel.pipe(
+              Effect.flatMap((c) => c.queueDeclare(queue.name, { passive: true })),
+              Effect.as(true),
+              Effect.catch(() =>
+                Effect.sync(() => {
+                  // The 404 closed the recovery channel: the next step opens another.
+                  api = undefined
+                  return false
+                })
+              )
+            ))
+          if (remains) continue
           yield* step(
             `queue ${queue.name}`,
             (c) =>
@@ -484,6 +500,19 @@ class Supervisor {
       }
       for (const channel of this.channels) yield* channel.attach(link)
     })
+  }
+
+  /**
+   * A consumer of `queue` ended. The broker deletes an auto-delete queue once its last consumer
+   * has gone: when it was this client's last consumer of one it declared, recovery must not bring
+   * the queue back (it would collect messages with nobody to consume them).
+   */
+  consumerGone(queue: string): void {
+    if (this.topology.queues.get(queue)?.options.autoDelete !== true) return
+    for (const channel of this.channels) {
+      for (const consumer of channel.consumers) if (consumer.queue === queue) return
+    }
+    this.topology.queueDeleted(queue)
   }
 
   private renameQueue(from: string, to: string): void {
@@ -574,6 +603,7 @@ class LogicalConsumer {
       offer: (from, delivery) => this.buffer.offer(from, delivery),
       cancelledByBroker: (consumerTag) => {
         this.channel.consumers.delete(this)
+        this.channel.supervisor.consumerGone(this.queue)
         this.buffer.fail(new AmqpConsumerCancelled({ consumerTag, queue: this.queue }))
       },
       channelClosed: (cause) => {
@@ -626,6 +656,15 @@ class LogicalChannel {
       return Effect.void
     }
     this.attachedTo = link
+    return this.openIncarnation(link)
+  }
+
+  /**
+   * One incarnation of this channel on `link`. A consumer that cannot start on it (its queue was
+   * deleted meanwhile, or another connection holds it exclusively) makes the broker close the
+   * channel: that consumer ends with the broker's error, and the others start on a new incarnation.
+   */
+  private openIncarnation(link: Link): Effect.Effect<void> {
     return Effect.gen({ self: this }, function*() {
       // Each incarnation lives in a scope of its own under the link's, closed when it ends: a
       // closed channel's state is not kept until the link goes.
@@ -643,13 +682,16 @@ class LogicalChannel {
       if (this.qos !== undefined) yield* api.qos(this.qos.prefetchCount, this.qos)
       if (this.confirm) yield* api.confirmSelect
       for (const consumer of this.consumers) {
-        yield* consumer.attach(core).pipe(
-          Effect.catch((error) =>
-            Effect.sync(() =>
-              this.supervisor.emit({ _tag: "RecoveryStepFailed", step: `consumer of ${consumer.queue}`, error })
-            )
-          )
-        )
+        const started = yield* Effect.exit(consumer.attach(core))
+        const error = Exit.isFailure(started) ? Cause.findErrorOption(started.cause) : undefined
+        if (error?._tag !== "Some") continue
+        this.supervisor.emit({ _tag: "RecoveryStepFailed", step: `consumer of ${consumer.queue}`, error: error.value })
+        if (error.value._tag === "AmqpChannelError" && core.isClosed()) {
+          this.consumers.delete(consumer)
+          consumer.buffer.fail(error.value)
+          yield* Scope.close(scope, Exit.void)
+          return yield* this.openIncarnation(link)
+        }
       }
       this.core = core
       Deferred.doneUnsafe(this.ready, Exit.succeed(core))
@@ -885,6 +927,7 @@ class LogicalChannel {
       const stop = Effect.suspend(() => {
         consumer.ended = true
         this.consumers.delete(consumer)
+        this.supervisor.consumerGone(consumer.queue)
         // Reading must go on for the cancel-ok to arrive: a buffer that paused it lets go first.
         buffer.release()
         return (consumer.handle?.cancel ?? Effect.void).pipe(Effect.andThen(buffer.drain(options.noAck !== true)))

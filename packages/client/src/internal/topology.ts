@@ -4,7 +4,7 @@
  * bindings, queue bindings. A server-named queue gets a new name on recovery; `rename` makes every
  * binding follow it.
  */
-import type { FieldTable } from "@effect-amqp/protocol"
+import { encodeTable, type FieldTable, type FieldValue } from "@effect-amqp/protocol"
 import type { ExchangeDeclareOptions, QueueDeclareOptions } from "../AmqpChannel.ts"
 
 export interface RecordedExchange {
@@ -27,9 +27,19 @@ export interface RecordedBinding {
   readonly arguments: FieldTable
 }
 
+/**
+ * A binding's arguments as the broker tells them apart: encoded, with the keys in order, so that
+ * `{ a, b }` and `{ b, a }` are one binding and a 64-bit value compares by its bytes.
+ */
+const argumentsKey = (table: FieldTable): string => {
+  const sorted: Record<string, FieldValue> = Object.create(null)
+  for (const key of Object.keys(table).sort()) sorted[key] = table[key] as FieldValue
+  return Buffer.from(encodeTable(sorted)).toString("latin1")
+}
+
 const sameBinding = (a: RecordedBinding, b: RecordedBinding) =>
   a.kind === b.kind && a.destination === b.destination && a.source === b.source && a.routingKey === b.routingKey &&
-  JSON.stringify(a.arguments) === JSON.stringify(b.arguments)
+  argumentsKey(a.arguments) === argumentsKey(b.arguments)
 
 export class Topology {
   readonly exchanges = new Map<string, RecordedExchange>()
