@@ -18,11 +18,13 @@
  */
 import type { BasicProperties } from "@effect-amqp/protocol"
 import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as PubSub from "effect/PubSub"
 import type * as Redacted from "effect/Redacted"
@@ -35,12 +37,14 @@ import * as AmqpConnection from "./AmqpConnection.ts"
 import {
   AmqpChannelError,
   AmqpClosedError,
+  type AmqpConfigError,
   AmqpConnectionError,
   AmqpConsumerCancelled,
   AmqpEncodeError,
   AmqpPublishError,
   AmqpStaleDelivery
 } from "./AmqpError.ts"
+import * as ConnectionConfig from "./ConnectionConfig.ts"
 import type { ConnectionOptions } from "./ConnectionConfig.ts"
 import type { ChannelCore } from "./internal/channelCore.ts"
 import {
@@ -232,6 +236,39 @@ export const make = (
       stats: Effect.sync(() => supervisor.stats())
     } satisfies AmqpClient
   }).pipe(Effect.withSpan("AmqpClient.make"))
+
+/**
+ * The client as a service, for applications built from layers.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export const AmqpClient: Context.Service<AmqpClient, AmqpClient> = Context.Service<AmqpClient>(
+  "@effect-amqp/client/AmqpClient"
+)
+
+/**
+ * A layer that provides `AmqpClient` from options; the client closes with the layer's scope.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  options: ConnectionConfig.ConnectionOptionsInput,
+  clientOptions?: ClientOptions
+): Layer.Layer<AmqpClient, AmqpConnectionError | AmqpConfigError> =>
+  Layer.effect(AmqpClient, Effect.flatMap(ConnectionConfig.make(options), (config) => make(config, clientOptions)))
+
+/**
+ * A layer that provides `AmqpClient` from `AMQP_URL`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (clientOptions?: ClientOptions): Layer.Layer<
+  AmqpClient,
+  AmqpConnectionError | AmqpConfigError
+> => Layer.effect(AmqpClient, Effect.flatMap(ConnectionConfig.fromConfig, (config) => make(config, clientOptions)))
 
 class Supervisor {
   readonly topology = new Topology()

@@ -33,7 +33,7 @@ export interface RecordedBinding {
  */
 const argumentsKey = (table: FieldTable): string => {
   const sorted: Record<string, FieldValue> = Object.create(null)
-  for (const key of Object.keys(table).sort()) sorted[key] = table[key] as FieldValue
+  for (const key of Object.keys(table).toSorted()) sorted[key] = table[key] as FieldValue
   return Buffer.from(encodeTable(sorted)).toString("latin1")
 }
 
