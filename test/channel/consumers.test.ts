@@ -7,6 +7,7 @@ import {
   AmqpChannelError,
   AmqpConnectionError,
   AmqpConsumerCancelled,
+  AmqpConsumerTagInUse,
   ServerClosed
 } from "@effect-amqp/client"
 import { assert, describe, it } from "@effect/vitest"
@@ -18,7 +19,8 @@ import {
   poll,
   publishNumbered,
   text,
-  unique
+  unique,
+  utf8
 } from "../support/channelKit.ts"
 
 /**
@@ -137,6 +139,37 @@ describe("consumer streams", () => {
         assert.instanceOf(reason, ServerClosed)
         assert.strictEqual((reason as ServerClosed).replyCode, 320)
         assert.strictEqual((reason as ServerClosed).replyText, "CONNECTION_FORCED - consumer test")
+      })
+    ))
+
+  it.live("refuses a consumer tag already in use on the channel, and the connection lives on", () =>
+    onSharedBroker((connect) =>
+      Effect.gen(function*() {
+        const connection = yield* connect()
+        const { channel, queue } = yield* confirmingChannel(connection)
+        const consumeAs = (consumerTag: string) =>
+          channel.consume(queue, { consumerTag }).pipe(
+            Stream.take(1),
+            Stream.runCollect,
+            Effect.flip,
+            Effect.forkScoped({ startImmediately: true })
+          )
+        // The second starts while the first's basic.consume is still on its way.
+        const first = yield* consumeAs("same")
+        const second = yield* consumeAs("same")
+        const refused = yield* Fiber.join(second)
+        assert.instanceOf(refused, AmqpConsumerTagInUse)
+        assert.deepInclude(refused, { consumerTag: "same", channel: channel.id })
+        // ... and once it is registered.
+        const consumers = channel.queueDeclare(queue, { passive: true })
+        assert.strictEqual((yield* poll(consumers, (ok) => ok.consumerCount === 1)).consumerCount, 1)
+        assert.instanceOf(yield* Fiber.join(yield* consumeAs("same")), AmqpConsumerTagInUse)
+
+        yield* channel.publish("", queue, utf8("to the first"))
+        assert.deepStrictEqual(Array.from(yield* Effect.flip(Fiber.join(first)), (d) => text(d.body)), [
+          "to the first"
+        ])
+        assert.isTrue(yield* connection.isOpen)
       })
     ))
 })

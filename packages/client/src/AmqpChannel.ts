@@ -23,6 +23,7 @@ import {
   AmqpClosedError,
   type AmqpConnectionError,
   AmqpConsumerCancelled,
+  type AmqpConsumerTagInUse,
   type AmqpEncodeError,
   type AmqpPublishError,
   AmqpStaleDelivery
@@ -44,13 +45,18 @@ export type { ReturnedMessage } from "./internal/returns.ts"
 
 /**
  * The ways an operation on a channel can fail: the broker closed the channel, the connection
- * ended, the channel was already closed, or a value given to the operation cannot be encoded (the
- * one operation fails, nothing is sent).
+ * ended, the channel was already closed, or a value given to the operation cannot be encoded or a
+ * consumer tag is already in use on the channel (the one operation fails, nothing is sent).
  *
  * @since 0.1.0
  * @category errors
  */
-export type ChannelError = ChannelFailure | AmqpClosedError | AmqpChannelLimit | AmqpEncodeError
+export type ChannelError =
+  | ChannelFailure
+  | AmqpClosedError
+  | AmqpChannelLimit
+  | AmqpEncodeError
+  | AmqpConsumerTagInUse
 
 /**
  * `basic.get`'s message, with the number of messages left in the queue.

@@ -436,6 +436,23 @@ export class AmqpUnknownDeliveryTag extends Data.TaggedError("AmqpUnknownDeliver
 }
 
 /**
+ * A consumer on the same channel already has this consumer tag, or is starting with it. The
+ * `basic.consume` was not sent: RabbitMQ answers a tag used twice by closing the whole connection
+ * with 530 NOT_ALLOWED.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AmqpConsumerTagInUse extends Data.TaggedError("AmqpConsumerTagInUse")<{
+  readonly consumerTag: string
+  readonly channel: number
+}> {
+  override get message(): string {
+    return `consumer tag "${this.consumerTag}" is already in use on channel ${this.channel}`
+  }
+}
+
+/**
  * Why a channel ended: the broker closed it, its connection ended, or the application closed it.
  *
  * @since 0.1.0

@@ -69,6 +69,8 @@ export class ChannelCore implements ChannelSink {
   /** Publishers waiting for a slot, first come first served. */
   private readonly slotWaiters: Array<Deferred.Deferred<void>> = []
   readonly consumers = new Map<string, ConsumerSink>()
+  /** Tags of consumers whose `basic.consume` is on its way: taken, though not yet in `consumers`. */
+  readonly startingTags = new Set<string>()
   /** Who hears of `basic.return`s, in confirm mode or not. */
   readonly returns = new ReturnListeners()
   /**

@@ -13,6 +13,7 @@ import * as Stream from "effect/Stream"
 import {
   type AmqpClosedError,
   type AmqpConnectionError,
+  AmqpConsumerTagInUse,
   AmqpStaleDelivery,
   AmqpUnknownDeliveryTag
 } from "../AmqpError.ts"
@@ -232,7 +233,7 @@ export const startConsumer = (
   queue: string,
   options: ConsumeOptions,
   outlet: ConsumerOutlet
-): Effect.Effect<ConsumerHandle, ChannelFailure | AmqpClosedError | AmqpEncodeError> => {
+): Effect.Effect<ConsumerHandle, ChannelFailure | AmqpClosedError | AmqpEncodeError | AmqpConsumerTagInUse> => {
   const noAck = options.noAck ?? false
   let cancelling = false
   let consumerTag = options.consumerTag ?? ""
@@ -251,7 +252,8 @@ export const startConsumer = (
     onCancelledByBroker: () => outlet.cancelledByBroker(consumerTag),
     onChannelClosed: (cause) => outlet.channelClosed(cause)
   }
-  return core.rpc(
+  const requested = consumerTag
+  const consume = core.rpc(
     Methods.basicConsume({
       queue,
       consumerTag,
@@ -265,7 +267,19 @@ export const startConsumer = (
       consumerTag = reply.method.consumerTag
       core.consumers.set(consumerTag, sink)
     }
-  ).pipe(
+  )
+  // A tag used twice on a channel makes RabbitMQ close the whole connection: refused here.
+  type StartError = ChannelFailure | AmqpClosedError | AmqpEncodeError | AmqpConsumerTagInUse
+  const claimed: Effect.Effect<Command, StartError> = requested === ""
+    ? consume
+    : Effect.suspend((): Effect.Effect<Command, StartError> => {
+      if (core.consumers.has(requested) || core.startingTags.has(requested)) {
+        return Effect.fail(new AmqpConsumerTagInUse({ consumerTag: requested, channel: core.id }))
+      }
+      core.startingTags.add(requested)
+      return Effect.ensuring(consume, Effect.sync(() => core.startingTags.delete(requested)))
+    })
+  return claimed.pipe(
     Effect.map(() => ({
       consumerTag,
       cancel: Effect.suspend(() => {
