@@ -1,7 +1,7 @@
 /**
  * A peer that stops answering, or never closes its side: every step of the shutdown stays bounded
- * in total, not once per channel; a channel id whose `close-ok` never came is not reused while the
- * peer may still hold it; and a connection ended by the client (a protocol violation) destroys its
+ * in total, not once per channel; a channel id whose `close-ok` never came (or whose close crossed
+ * the broker's, which is answered) is not reused while the peer may still hold it; and a connection ended by the client (a protocol violation) destroys its
  * socket within closeTimeout even though the peer never sends its FIN.
  */
 import { AmqpChannel, AmqpChannelLimit, AmqpConnection } from "@effect-amqp/client"
@@ -77,6 +77,13 @@ describe("a peer that stops answering", () => {
             yield* client.sendMethod(first, Methods.channelOpenOk())
             const closed = yield* channelOf(client, "channel.close")
             yield* Deferred.await(lateCloseOk)
+            // Long after the client stopped waiting, the broker closes the channel too: that is
+            // answered, and the id stays taken until the close-ok for the client's own close.
+            yield* client.sendMethod(
+              closed,
+              Methods.channelClose({ replyCode: 406, replyText: "PRECONDITION_FAILED", classId: 60, methodId: 40 })
+            )
+            yield* channelOf(client, "channel.close-ok")
             yield* client.sendMethod(closed, Methods.channelCloseOk())
             const second = yield* channelOf(client, "channel.open")
             yield* client.sendMethod(second, Methods.channelOpenOk())
@@ -98,6 +105,45 @@ describe("a peer that stops answering", () => {
       assert.strictEqual(reopened.id, 1)
       assert.deepStrictEqual(yield* Fiber.join(server), [1, 1, 1])
       assert.isTrue(yield* connection.isOpen)
+    })))
+
+  it.live("a close crossing the broker's is answered, and the id stays taken until the close-ok for ours", () =>
+    leakChecked(Effect.gen(function*() {
+      const peer = yield* ScriptedPeer.make()
+      const closeOkForOurs = yield* Deferred.make<void>()
+      const server = yield* Effect.forkScoped(
+        Effect.flatMap(peer.accept(), (client) =>
+          Effect.gen(function*() {
+            yield* client.handshake({ tune: { heartbeat: 0, channelMax: 1 } })
+            const id = yield* channelOf(client, "channel.open")
+            yield* client.sendMethod(id, Methods.channelOpenOk())
+            yield* channelOf(client, "channel.close")
+            // The broker's own close crossed ours: it waits for our close-ok, and answers ours later.
+            yield* client.sendMethod(
+              id,
+              Methods.channelClose({ replyCode: 406, replyText: "PRECONDITION_FAILED", classId: 60, methodId: 40 })
+            )
+            const answered = yield* channelOf(client, "channel.close-ok")
+            yield* Deferred.await(closeOkForOurs)
+            yield* client.sendMethod(id, Methods.channelCloseOk())
+            const reopened = yield* channelOf(client, "channel.open")
+            yield* client.sendMethod(reopened, Methods.channelOpenOk())
+            return [id, answered, reopened]
+          })),
+        { startImmediately: true }
+      )
+      const connection = yield* AmqpConnection.fromUrl(url(peer.port), { heartbeat: 0, closeTimeout: CLOSE_TIMEOUT })
+      yield* Effect.scoped(AmqpChannel.make(connection))
+
+      // Until the broker's close-ok for our close comes, a channel opened on the id would get it.
+      const refused = yield* Effect.flip(Effect.scoped(AmqpChannel.make(connection)))
+      assert.instanceOf(refused, AmqpChannelLimit)
+      yield* Deferred.succeed(closeOkForOurs, undefined)
+      const reopened = yield* AmqpChannel.make(connection).pipe(
+        Effect.retry({ while: (e) => e instanceof AmqpChannelLimit, times: 20 })
+      )
+      assert.strictEqual(reopened.id, 1)
+      assert.deepStrictEqual(yield* Fiber.join(server), [1, 1, 1])
     })))
 
   it.live("after a protocol violation, a peer that never closes its side loses the socket in closeTimeout", () =>

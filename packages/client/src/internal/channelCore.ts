@@ -164,8 +164,9 @@ export class ChannelCore implements ChannelSink {
         return
       }
       case "channel.close": {
-        this.write(Methods.channelCloseOk())
-        this.connection.releaseChannel(this.id, this.sink)
+        // Answered in any state: when it crosses a close of ours, the broker still waits for it
+        // (and answers ours with a close-ok of its own, which keeps the id taken until it comes).
+        if (!this.connection.isClosed()) this.connection.writeMethod(this.id, Methods.channelCloseOk())
         this.fail(
           new AmqpChannelError({
             channel: this.id,
@@ -176,15 +177,16 @@ export class ChannelCore implements ChannelSink {
             method: methodName(method.classId, method.methodId)
           })
         )
+        this.releaseIdIfDone()
         return
       }
       case "channel.close-ok":
+        this.closeOkReceived = true
         Deferred.doneUnsafe(this.closeOk, Exit.void)
-        // It came after close stopped waiting: the broker is done with the id only now.
-        if (this.closeOkOwed) {
-          this.closeOkOwed = false
+        if (this.state === "closed") {
+          // It came after close stopped waiting: the peer answers again, and is done with the id.
           this.connection.peerUnresponsive = false
-          this.connection.releaseChannel(this.id, this.sink)
+          this.releaseIdIfDone()
         }
         return
       case "channel.flow":
@@ -445,7 +447,7 @@ export class ChannelCore implements ChannelSink {
    */
   readonly close: Effect.Effect<void> = Effect.suspend(() => {
     if (this.state === "closed") {
-      if (!this.closeOkOwed) this.connection.releaseChannel(this.id, this.sink)
+      this.releaseIdIfDone()
       return Effect.void
     }
     const connection = this.connection
@@ -459,6 +461,7 @@ export class ChannelCore implements ChannelSink {
       }
       if (this.state !== "closed") {
         this.state = "closing"
+        this.closeSent = true
         connection.writeMethod(
           this.id,
           Methods.channelClose({ replyCode: 200, replyText: "Goodbye", classId: 0, methodId: 0 })
@@ -467,15 +470,26 @@ export class ChannelCore implements ChannelSink {
           const answered = yield* Deferred.await(this.closeOk).pipe(Effect.timeoutOption(timeout))
           if (answered._tag === "None") connection.peerUnresponsive = true
         }
-        this.closeOkOwed = !Deferred.isDoneUnsafe(this.closeOk)
       }
       this.fail(connection.error(new ClosedByApplication()))
-      if (!this.closeOkOwed) connection.releaseChannel(this.id, this.sink)
+      this.releaseIdIfDone()
     }).pipe(Effect.uninterruptible)
   })
 
-  /** Our `channel.close` is unanswered: the id stays taken until its `close-ok` comes. */
-  private closeOkOwed = false
+  /** Our `channel.close` went out; `closeOkReceived` once its `close-ok` came back. */
+  private closeSent = false
+  private closeOkReceived = false
+
+  /**
+   * Frees the id once the broker is done with it: the channel is closed, and a close of ours, if
+   * one went out, has had its `close-ok`. Until then the id stays taken, so that a late `close-ok`
+   * cannot reach a new channel on it, nor a `channel.open` an id the broker still holds (504).
+   */
+  private releaseIdIfDone(): void {
+    if (this.state === "closed" && (!this.closeSent || this.closeOkReceived)) {
+      this.connection.releaseChannel(this.id, this.sink)
+    }
+  }
 
   private readonly awaitConfirmsDrained: Effect.Effect<void> = Effect.suspend(() => {
     if (this.confirms.outstanding === 0 || this.state === "closed") return Effect.void
