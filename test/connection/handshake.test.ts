@@ -92,24 +92,43 @@ const stops: ReadonlyArray<{
 ]
 
 describe("handshake against a peer that closes", () => {
-  for (const advertised of [true, false]) {
-    it.live(
-      `a close after start-ok is ${advertised ? "not " : ""}possibly a refused login when the server ${
-        advertised ? "says" : "does not say"
-      } it reports one with connection.close`,
-      () =>
-        leakChecked(Effect.gen(function*() {
-          const serverProperties = {
-            ...ScriptedPeer.defaultServerProperties,
-            capabilities: { publisher_confirms: true, authentication_failure_close: advertised }
-          }
-          const peer = yield* scriptedPeer((c) => Effect.andThen(c.start({ serverProperties }), c.close("fin")))
-          const { reason } = yield* failedAttempt(peer.port, 5_000)
-          assert.strictEqual(reason._tag, "HandshakeFailed")
-          assert.strictEqual((reason as HandshakeFailed).possiblyAuthenticationFailure, !advertised)
-          yield* peer.connection
-        }))
-    )
+  const sides = [
+    { server: true, client: true, possibly: false },
+    { server: false, client: true, possibly: true },
+    { server: true, client: false, possibly: true }
+  ]
+  for (const { client, possibly, server } of sides) {
+    it.live(`a close after start-ok is ${possibly ? "" : "not "}possibly a refused login when the server ${
+      server ? "says" : "does not say"
+    } it reports one with connection.close and the client ${client ? "says" : "does not say"} it takes one`, () =>
+      leakChecked(Effect.gen(function*() {
+        const serverProperties = {
+          ...ScriptedPeer.defaultServerProperties,
+          capabilities: { publisher_confirms: true, authentication_failure_close: server }
+        }
+        const peer = yield* scriptedPeer((c) => Effect.andThen(c.start({ serverProperties }), c.close("fin")))
+        const options = {
+          handshakeTimeout: 5_000,
+          closeTimeout: 1_500,
+          // The application's capabilities add to the client's own, here to say it takes none.
+          clientProperties: { capabilities: { authentication_failure_close: client } }
+        }
+        const error = yield* Effect.scoped(AmqpConnection.fromUrl(url(peer.port), options)).pipe(Effect.flip)
+        const reason = (error as AmqpConnectionError).reason
+        assert.strictEqual(reason._tag, "HandshakeFailed")
+        assert.strictEqual((reason as HandshakeFailed).possiblyAuthenticationFailure, possibly)
+        const sent = (yield* peer.connection).received
+        const startOk = (yield* sent).flatMap((r) =>
+          r._tag === "Frame" && r.frame._tag === "MethodFrame" && r.frame.method._tag === "connection.start-ok"
+            ? [r.frame.method.clientProperties]
+            : []
+        )[0]
+        assert.deepInclude(startOk?.["capabilities"] as object, {
+          authentication_failure_close: client,
+          publisher_confirms: true,
+          consumer_cancel_notify: true
+        })
+      })))
   }
 
   for (const how of ["fin", "reset"] as const) {

@@ -453,13 +453,14 @@ export class ConnectionCore {
     const failure = this.closedError()
     const reason = failure.reason
     if (reason._tag !== "TransportClosed") return failure
-    // A server that closes the socket right after start-ok may be refusing the login, unless it
-    // said it reports a refused login with connection.close (RabbitMQ does, when the client also
-    // says it can take one, as this one does): then it is the network or the node going down.
+    // A server that closes the socket right after start-ok may be refusing the login, unless both
+    // sides said a refused login is reported with connection.close (RabbitMQ does so then): the
+    // network or the node going down is what is left.
     const afterStartOk = this.step === "secure" || this.step === "tune"
-    const capabilities = this.serverProperties["capabilities"]
-    const closesOnAuthFailure = typeof capabilities === "object" && capabilities !== null &&
-      (capabilities as Record<string, unknown>)["authentication_failure_close"] === true
+    const both = [this.serverProperties, this.clientProperties()]
+    const closesOnAuthFailure = both.every((properties) =>
+      tableOrEmpty(properties["capabilities"])["authentication_failure_close"] === true
+    )
     return this.error(
       new HandshakeFailed({
         step: this.step,
@@ -481,13 +482,16 @@ export class ConnectionCore {
     return Effect.sync(() => this.fail(error.reason, "end")).pipe(Effect.andThen(Effect.fail(error)))
   }
 
+  /** What start-ok tells the server; a `capabilities` table of the application's adds to ours. */
   private clientProperties(): FieldTable {
+    const own = this.options.clientProperties ?? {}
     return {
       product: "effect-amqp",
       version,
       platform: `Node.js ${process.version}`,
       information: "https://www.npmjs.com/package/@effect-amqp/client",
       ...(this.name !== undefined ? { connection_name: this.name } : {}),
+      ...own,
       capabilities: {
         publisher_confirms: true,
         exchange_exchange_bindings: true,
@@ -495,9 +499,9 @@ export class ConnectionCore {
         consumer_cancel_notify: true,
         "connection.blocked": true,
         authentication_failure_close: true,
-        per_consumer_qos: true
-      },
-      ...this.options.clientProperties
+        per_consumer_qos: true,
+        ...tableOrEmpty(own["capabilities"])
+      }
     }
   }
 
@@ -653,6 +657,12 @@ export class ConnectionCore {
     return this.secret
   }
 }
+
+/** A field value as a table, or an empty one when it is not a table. */
+const tableOrEmpty = (value: unknown): FieldTable =>
+  typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array)
+    ? value as FieldTable
+    : {}
 
 /** The encoder's typed error, caught; any other exception is a defect and goes on. */
 export const asEncodeError = (error: unknown): AmqpEncodeError => {
