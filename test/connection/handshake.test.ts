@@ -118,12 +118,12 @@ describe("handshake against a peer that closes", () => {
         assert.strictEqual(reason._tag, "HandshakeFailed")
         assert.strictEqual((reason as HandshakeFailed).possiblyAuthenticationFailure, possibly)
         const sent = (yield* peer.connection).received
-        const startOk = (yield* sent).flatMap((r) =>
+        const sentProperties = (yield* sent).flatMap((r) =>
           r._tag === "Frame" && r.frame._tag === "MethodFrame" && r.frame.method._tag === "connection.start-ok"
             ? [r.frame.method.clientProperties]
             : []
         )[0]
-        assert.deepInclude(startOk?.["capabilities"] as object, {
+        assert.deepInclude(sentProperties?.["capabilities"] as object, {
           authentication_failure_close: client,
           publisher_confirms: true,
           consumer_cancel_notify: true
