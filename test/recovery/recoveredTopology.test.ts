@@ -1,6 +1,7 @@
 /**
  * What recovery brings back when the broker changed during the outage: a consumer whose queue was
- * deleted ends alone with the broker's 404 while the channel and its other consumers go on; an
+ * deleted ends alone with the broker's 404 while the channel and its other consumers go on; a
+ * channel the application closes while recovery opens it again does not stay open; an
  * auto-delete queue the broker deleted when the client's last consumer of it ended stays deleted;
  * a server-named queue that outlives the link keeps its name instead of being left behind for a
  * new one. A private node for the file behind a fault proxy; real clock.
@@ -8,7 +9,7 @@
 import { AmqpChannel, AmqpChannelError, AmqpClient, AmqpConnection } from "@effect-amqp/client"
 import { BrokerNode } from "@effect-amqp/testing"
 import { assert, layer } from "@effect/vitest"
-import { Effect, Exit } from "effect"
+import { Effect, Exit, Scope } from "effect"
 import { randomUUID } from "node:crypto"
 import * as Support from "./support.ts"
 
@@ -32,82 +33,129 @@ const outage = (env: Support.Probed, log: Support.EventLog, meanwhile: Effect.Ef
 
 const queueNames = (node: BrokerNode.BrokerNode) => Effect.map(node.listQueues(), (all) => all.map((q) => q.name))
 
-layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })(
-  "recovery after the broker changed",
-  (it) => {
-    it.effect("a consumer whose queue was deleted meanwhile ends with 404; its channel's other consumer goes on", () =>
-      Support.probed((env) =>
-        Effect.gen(function*() {
-          const side = yield* operator(env.node)
-          const deleted = `recovery-deleted-${randomUUID()}`
-          const kept = `recovery-kept-${randomUUID()}`
-          yield* side.queueDeclare(deleted)
-          yield* side.queueDeclare(kept)
-          const client = yield* AmqpClient.make(yield* Support.options(env.proxy.port, "deleted-queue"))
-          const log = yield* Support.eventLog(client)
-          const channel = yield* client.channel()
-          const fromDeleted = yield* Support.consumeInto(channel, deleted)
-          const fromKept = yield* Support.consumeInto(channel, kept)
-          yield* Support.roundTrip(channel, fromDeleted, deleted, "", deleted, "before")
+const privateNode = layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })
 
-          yield* outage(env, log, side.queueDelete(deleted))
+privateNode("recovery after the broker changed", (it) => {
+  it.effect("a consumer whose queue was deleted meanwhile ends with 404; the channel's other consumers go on", () =>
+    Support.probed((env) =>
+      Effect.gen(function*() {
+        const side = yield* operator(env.node)
+        const deleted = `recovery-deleted-${randomUUID()}`
+        const kept = `recovery-kept-${randomUUID()}`
+        yield* side.queueDeclare(deleted)
+        yield* side.queueDeclare(kept)
+        const client = yield* AmqpClient.make(yield* Support.options(env.proxy.port, "deleted-queue"))
+        const log = yield* Support.eventLog(client)
+        const channel = yield* client.channel()
+        // Started before and after it: the broker's close of the channel for it ends neither.
+        const fromKeptBefore = yield* Support.consumeInto(channel, kept)
+        const fromDeleted = yield* Support.consumeInto(channel, deleted)
+        const fromKeptAfter = yield* Support.consumeInto(channel, kept)
+        yield* Support.roundTrip(channel, fromDeleted, deleted, "", deleted, "before")
 
-          const ended = yield* Effect.exit(Support.takeDelivery(fromDeleted, "the deleted queue's consumer"))
-          const error = Exit.isFailure(ended) ? Exit.findErrorOption(ended) : undefined
-          assert.isTrue(error?._tag === "Some" && error.value instanceof AmqpChannelError, String(ended))
-          assert.strictEqual((error as { value: AmqpChannelError }).value.replyCode, 404)
-          assert.isTrue(yield* channel.isOpen)
-          yield* Support.roundTrip(channel, fromKept, kept, "", kept, "after")
-          yield* side.queueDelete(kept)
+        yield* outage(env, log, side.queueDelete(deleted))
+
+        const ended = yield* Effect.exit(Support.takeDelivery(fromDeleted, "the deleted queue's consumer"))
+        const error = Exit.isFailure(ended) ? Exit.findErrorOption(ended) : undefined
+        assert.isTrue(error?._tag === "Some" && error.value instanceof AmqpChannelError, String(ended))
+        assert.strictEqual((error as { value: AmqpChannelError }).value.replyCode, 404)
+        assert.isTrue(yield* channel.isOpen)
+        // Two consumers of one queue take turns: one message each.
+        yield* channel.publish("", kept, Buffer.from("one"))
+        yield* channel.publish("", kept, Buffer.from("two"))
+        const got = [
+          yield* Support.takeDelivery(fromKeptBefore, "the first consumer of the kept queue"),
+          yield* Support.takeDelivery(fromKeptAfter, "the last consumer of the kept queue")
+        ]
+        assert.sameMembers(got.map((d) => Support.text(d.body)), ["one", "two"])
+        yield* side.queueDelete(kept)
+      })
+    ))
+
+  it.effect("a channel the application closes while recovery opens it again is closed on the broker too", () =>
+    Support.probed((env) =>
+      Effect.gen(function*() {
+        const options = yield* Support.options(env.proxy.port, "closed-while-opening")
+        const handle = yield* Scope.make()
+        let links = 0
+        const client = yield* AmqpClient.make(options, {
+          onEvent: (event) => {
+            // On the second link, recovery's channel.open waits 400 ms for its open-ok: the
+            // application closes the channel 150 ms in.
+            if (event._tag === "Connected" && ++links === 2) {
+              setTimeout(() => Effect.runFork(Scope.close(handle, Exit.void)), 150)
+            }
+          }
         })
-      ))
+        const log = yield* Support.eventLog(client)
+        const channel = yield* Scope.provide(client.channel(), handle)
+        yield* env.proxy.refuseNew("reset")
+        yield* env.proxy.dropAll()
+        const disconnected = yield* log.next("Disconnected")
+        yield* env.proxy.setLatency(400, "serverToClient")
+        yield* env.proxy.acceptNew
+        yield* log.next("Recovered", disconnected.index)
+        yield* env.proxy.setLatency(0, "serverToClient")
+        assert.isFalse(yield* channel.isOpen)
 
-    it.effect("an auto-delete queue the broker deleted with its last consumer is not declared again", () =>
-      Support.probed((env) =>
-        Effect.gen(function*() {
-          const client = yield* AmqpClient.make(yield* Support.options(env.proxy.port, "auto-delete"))
-          const log = yield* Support.eventLog(client)
-          const channel = yield* client.channel()
-          const exchange = `recovery-auto-delete-x-${randomUUID()}`
-          const queue = `recovery-auto-delete-q-${randomUUID()}`
-          yield* channel.exchangeDeclare(exchange, "fanout", { autoDelete: false })
-          yield* channel.queueDeclare(queue, { autoDelete: true })
-          yield* channel.queueBind(queue, exchange, "")
-          yield* Effect.scoped(Effect.gen(function*() {
-            const inbox = yield* Support.consumeInto(channel, queue)
-            yield* Support.roundTrip(channel, inbox, queue, exchange, "", "while consumed")
-          }))
-          for (let i = 0; i < 50 && (yield* queueNames(env.node)).includes(queue); i++) yield* Support.realDelay(100)
-          assert.notInclude(yield* queueNames(env.node), queue, "the broker deleted the queue with its consumer")
+        const open = Effect.map(
+          env.node.listConnections,
+          (all) => all.find((c) => c.clientProvidedName === options.connectionName)?.channels
+        )
+        let channels = yield* open
+        for (let i = 0; i < 40 && channels !== 0; i++) {
+          yield* Support.realDelay(50)
+          channels = yield* open
+        }
+        assert.strictEqual(channels, 0, "channels left open on the client's connection")
+      })
+    ))
 
-          yield* outage(env, log, Effect.void)
-          assert.notInclude(yield* queueNames(env.node), queue)
-          yield* channel.exchangeDelete(exchange)
-        })
-      ))
-
-    it.effect("a server-named queue that outlives the link keeps its name and binding across two outages", () =>
-      Support.probed((env) =>
-        Effect.gen(function*() {
-          const client = yield* AmqpClient.make(yield* Support.options(env.proxy.port, "server-named"))
-          const log = yield* Support.eventLog(client)
-          const channel = yield* client.channel()
-          const exchange = `recovery-server-named-x-${randomUUID()}`
-          yield* channel.exchangeDeclare(exchange, "fanout", { autoDelete: false })
-          const { queue } = yield* channel.queueDeclare("", { exclusive: false, autoDelete: false })
-          yield* channel.queueBind(queue, exchange, "")
-
-          yield* outage(env, log, Effect.void)
-          yield* outage(env, log, Effect.void)
-
-          const serverNamed = (yield* queueNames(env.node)).filter((name) => name.startsWith("amq.gen-"))
-          assert.deepStrictEqual(serverNamed, [queue])
-          assert.strictEqual(log.all("QueueRenamed").length, 0)
+  it.effect("an auto-delete queue the broker deleted with its last consumer is not declared again", () =>
+    Support.probed((env) =>
+      Effect.gen(function*() {
+        const client = yield* AmqpClient.make(yield* Support.options(env.proxy.port, "auto-delete"))
+        const log = yield* Support.eventLog(client)
+        const channel = yield* client.channel()
+        const exchange = `recovery-auto-delete-x-${randomUUID()}`
+        const queue = `recovery-auto-delete-q-${randomUUID()}`
+        yield* channel.exchangeDeclare(exchange, "fanout", { autoDelete: false })
+        yield* channel.queueDeclare(queue, { autoDelete: true })
+        yield* channel.queueBind(queue, exchange, "")
+        yield* Effect.scoped(Effect.gen(function*() {
           const inbox = yield* Support.consumeInto(channel, queue)
-          yield* Support.roundTrip(channel, inbox, queue, exchange, "", "through the exchange")
-          yield* channel.queueDelete(queue)
-          yield* channel.exchangeDelete(exchange)
-        })
-      ))
-  }
-)
+          yield* Support.roundTrip(channel, inbox, queue, exchange, "", "while consumed")
+        }))
+        for (let i = 0; i < 50 && (yield* queueNames(env.node)).includes(queue); i++) yield* Support.realDelay(100)
+        assert.notInclude(yield* queueNames(env.node), queue, "the broker deleted the queue with its consumer")
+
+        yield* outage(env, log, Effect.void)
+        assert.notInclude(yield* queueNames(env.node), queue)
+        yield* channel.exchangeDelete(exchange)
+      })
+    ))
+
+  it.effect("a server-named queue that outlives the link keeps its name and binding across two outages", () =>
+    Support.probed((env) =>
+      Effect.gen(function*() {
+        const client = yield* AmqpClient.make(yield* Support.options(env.proxy.port, "server-named"))
+        const log = yield* Support.eventLog(client)
+        const channel = yield* client.channel()
+        const exchange = `recovery-server-named-x-${randomUUID()}`
+        yield* channel.exchangeDeclare(exchange, "fanout", { autoDelete: false })
+        const { queue } = yield* channel.queueDeclare("", { exclusive: false, autoDelete: false })
+        yield* channel.queueBind(queue, exchange, "")
+
+        yield* outage(env, log, Effect.void)
+        yield* outage(env, log, Effect.void)
+
+        const serverNamed = (yield* queueNames(env.node)).filter((name) => name.startsWith("amq.gen-"))
+        assert.deepStrictEqual(serverNamed, [queue])
+        assert.strictEqual(log.all("QueueRenamed").length, 0)
+        const inbox = yield* Support.consumeInto(channel, queue)
+        yield* Support.roundTrip(channel, inbox, queue, exchange, "", "through the exchange")
+        yield* channel.queueDelete(queue)
+        yield* channel.exchangeDelete(exchange)
+      })
+    ))
+})

@@ -645,7 +645,9 @@ class LogicalConsumer {
       },
       channelClosed: (cause) => {
         this.buffer.release()
-        if (cause._tag === "AmqpChannelError") this.buffer.fail(cause)
+        // Closed by the broker for another consumer that could not start: this one goes on, on
+        // the incarnation that recovery opens next.
+        if (cause._tag === "AmqpChannelError" && this.channel.startingConsumersOn !== core) this.buffer.fail(cause)
       }
     }).pipe(
       Effect.flatMap((handle) => {
@@ -663,6 +665,8 @@ class LogicalChannel {
   core: ChannelCore | undefined
   /** The scope of the latest incarnation. */
   private scope: Scope.Closeable | undefined
+  /** The incarnation whose consumers recovery is starting, while it does. */
+  startingConsumersOn: ChannelCore | undefined
   closedForGood: AmqpChannel.ChannelError | undefined
   qos: { readonly prefetchCount: number; readonly prefetchSize: number; readonly global: boolean } | undefined
   confirm = false
@@ -703,12 +707,15 @@ class LogicalChannel {
    */
   private openIncarnation(link: Link): Effect.Effect<void> {
     return Effect.gen({ self: this }, function*() {
+      if (this.closedForGood !== undefined) return
       // Each incarnation lives in a scope of its own under the link's, closed when it ends: a
       // closed channel's state is not kept until the link goes.
       const scope = yield* Scope.fork(link.scope)
       const core = yield* Scope.provide(AmqpChannel.openCore(link.connection, this.options), scope).pipe(
         Effect.onError(() => Scope.close(scope, Exit.void))
       )
+      // The application closed the handle while the channel opened: it is closed again at once.
+      if (this.closedForGood !== undefined) return yield* Scope.close(scope, Exit.void)
       this.scope = scope
       // Delivery tags go on from where the last incarnation's ended: an old one is then told apart.
       const previous = this.lastCore
@@ -718,6 +725,8 @@ class LogicalChannel {
       const api = apiOf(core)
       if (this.qos !== undefined) yield* api.qos(this.qos.prefetchCount, this.qos)
       if (this.confirm) yield* api.confirmSelect
+      // The broker closing this incarnation for one consumer's sake ends that consumer alone.
+      this.startingConsumersOn = core
       for (const consumer of this.consumers) {
         const started = yield* Effect.exit(consumer.attach(core))
         const error = Exit.isFailure(started) ? Cause.findErrorOption(started.cause) : undefined
@@ -730,6 +739,8 @@ class LogicalChannel {
           return yield* this.openIncarnation(link)
         }
       }
+      this.startingConsumersOn = undefined
+      if (this.closedForGood !== undefined) return yield* Scope.close(scope, Exit.void)
       this.core = core
       Deferred.doneUnsafe(this.ready, Exit.succeed(core))
       yield* Effect.forkIn(this.watch(core, scope), link.scope, { startImmediately: true })
