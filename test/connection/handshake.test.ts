@@ -98,38 +98,61 @@ describe("handshake against a peer that closes", () => {
     { server: true, client: false, possibly: true }
   ]
   for (const { client, possibly, server } of sides) {
-    it.live(`a close after start-ok is ${possibly ? "" : "not "}possibly a refused login when the server ${
-      server ? "says" : "does not say"
-    } it reports one with connection.close and the client ${client ? "says" : "does not say"} it takes one`, () =>
-      leakChecked(Effect.gen(function*() {
-        const serverProperties = {
-          ...ScriptedPeer.defaultServerProperties,
-          capabilities: { publisher_confirms: true, authentication_failure_close: server }
-        }
-        const peer = yield* scriptedPeer((c) => Effect.andThen(c.start({ serverProperties }), c.close("fin")))
-        const options = {
-          handshakeTimeout: 5_000,
-          closeTimeout: 1_500,
-          // The application's capabilities add to the client's own, here to say it takes none.
-          clientProperties: { capabilities: { authentication_failure_close: client } }
-        }
-        const error = yield* Effect.scoped(AmqpConnection.fromUrl(url(peer.port), options)).pipe(Effect.flip)
-        const reason = (error as AmqpConnectionError).reason
-        assert.strictEqual(reason._tag, "HandshakeFailed")
-        assert.strictEqual((reason as HandshakeFailed).possiblyAuthenticationFailure, possibly)
-        const sent = (yield* peer.connection).received
-        const sentProperties = (yield* sent).flatMap((r) =>
-          r._tag === "Frame" && r.frame._tag === "MethodFrame" && r.frame.method._tag === "connection.start-ok"
-            ? [r.frame.method.clientProperties]
-            : []
-        )[0]
-        assert.deepInclude(sentProperties?.["capabilities"] as object, {
-          authentication_failure_close: client,
-          publisher_confirms: true,
-          consumer_cancel_notify: true
-        })
-      })))
+    it.live(
+      `a close after start-ok is ${possibly ? "" : "not "}possibly a refused login when the server ${
+        server ? "says" : "does not say"
+      } it reports one with connection.close and the client ${client ? "says" : "does not say"} it takes one`,
+      () =>
+        leakChecked(Effect.gen(function*() {
+          const serverProperties = {
+            ...ScriptedPeer.defaultServerProperties,
+            capabilities: { publisher_confirms: true, authentication_failure_close: server }
+          }
+          const peer = yield* scriptedPeer((c) => Effect.andThen(c.start({ serverProperties }), c.close("fin")))
+          const options = {
+            handshakeTimeout: 5_000,
+            closeTimeout: 1_500,
+            // The application's capabilities add to the client's own, here to say it takes none.
+            clientProperties: { capabilities: { authentication_failure_close: client } }
+          }
+          const error = yield* Effect.scoped(AmqpConnection.fromUrl(url(peer.port), options)).pipe(Effect.flip)
+          const reason = (error as AmqpConnectionError).reason
+          assert.strictEqual(reason._tag, "HandshakeFailed")
+          assert.strictEqual((reason as HandshakeFailed).possiblyAuthenticationFailure, possibly)
+          const sent = (yield* peer.connection).received
+          const sentProperties = (yield* sent).flatMap((r) =>
+            r._tag === "Frame" && r.frame._tag === "MethodFrame" && r.frame.method._tag === "connection.start-ok"
+              ? [r.frame.method.clientProperties]
+              : []
+          )[0]
+          assert.deepInclude(sentProperties?.["capabilities"] as object, {
+            authentication_failure_close: client,
+            publisher_confirms: true,
+            consumer_cancel_notify: true
+          })
+        }))
+    )
   }
+
+  it.live("a server that drops a start-ok over 4096 bytes is said to, and it is permanent", () =>
+    leakChecked(Effect.gen(function*() {
+      const peer = yield* scriptedPeer((c) => Effect.andThen(c.start(), c.close("reset")))
+      // A token of 6,000 bytes for a password, as OAuth 2 deployments send.
+      const options = { handshakeTimeout: 5_000, closeTimeout: 1_500, password: "t".repeat(6_000) }
+      const error = yield* Effect.scoped(AmqpConnection.fromUrl(url(peer.port), options)).pipe(Effect.flip)
+      const failed = (error as AmqpConnectionError).reason as HandshakeFailed
+      assert.strictEqual(failed._tag, "HandshakeFailed")
+      assert.isTrue(failed.possiblyAuthenticationFailure)
+      assert.isTrue((error as AmqpConnectionError).isPermanent)
+      const size = (yield* (yield* peer.connection).received).flatMap((r) =>
+        r._tag === "Frame" && r.frame._tag === "MethodFrame" && r.frame.method._tag === "connection.start-ok"
+          ? [encodeMethod(0, r.frame.method).length]
+          : []
+      )[0]
+      assert.isAbove(size ?? 0, 6_000)
+      assert.include(failed.message, `connection.start-ok was ${size} bytes`)
+      assert.include(failed.message, "initial_frame_max")
+    })))
 
   for (const how of ["fin", "reset"] as const) {
     for (const { sent, stopAt, waitingFor } of stops) {

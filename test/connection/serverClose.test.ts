@@ -1,7 +1,7 @@
 /**
  * The broker ends the connection: refused credentials (403) and an unknown vhost (530) during the
- * handshake, and `rabbitmqctl close_connection` (320) or a consumer tag used twice (530) on an
- * open connection. Each is a typed `ServerClosed` with the broker's own reply text, and no error
+ * handshake, and `rabbitmqctl close_connection` (320) or a 530 (from a scripted peer) on an open
+ * connection. Each is a typed `ServerClosed` with the broker's own reply text, and no error
  * ever shows the password; only those during the handshake are permanent.
  */
 import {
@@ -11,13 +11,18 @@ import {
   ConnectionConfig,
   ServerClosed
 } from "@effect-amqp/client"
-import { SharedBroker } from "@effect-amqp/testing"
+import { Methods } from "@effect-amqp/protocol"
+import { ScriptedPeer, SharedBroker } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Effect } from "effect"
 import { leakChecked, Names } from "../support/Probe.ts"
 import * as Tap from "../support/Tap.ts"
 
 const names = new Names("connection-server-close")
+
+/** connection.close with 530 NOT_ALLOWED, as RabbitMQ words it. */
+const notAllowed = (text: string, methodId: number) =>
+  Methods.connectionClose({ replyCode: 530, replyText: `NOT_ALLOWED - ${text}`, classId: 60, methodId })
 
 /** Expects `url` to be refused during the handshake; returns the error. */
 const refused = (url: string, overrides: ConnectionConfig.ConnectionOptionsInput) =>
@@ -128,32 +133,33 @@ describe("the broker closes an open connection", () => {
       )
     }))
 
-  it.live("a 530 on an open connection (a consumer tag used twice) is not permanent: a new connection works", () =>
-    Effect.gen(function*() {
-      const broker = yield* SharedBroker.acquire
-      yield* leakChecked(
+  it.live("a 530 on an open connection is not permanent; the same code refusing connection.open is", () =>
+    leakChecked(Effect.gen(function*() {
+      const peer = yield* ScriptedPeer.make()
+      yield* Effect.forkScoped(
         Effect.gen(function*() {
-          const url = `amqp://guest:guest@127.0.0.1:${broker.amqpPort}`
-          const connection = yield* AmqpConnection.fromUrl(url, { connectionName: names.next("tag-twice") })
-          const channel = yield* AmqpChannel.make(connection)
-          const { queue } = yield* channel.queueDeclare("", { exclusive: true })
-          const consumeAs = (tag: string) =>
-            Effect.forkScoped(channel.consumeWith(queue, () => Effect.void, { consumerTag: tag }))
-          yield* consumeAs("the-same-tag")
-          yield* Effect.sleep(100)
-          yield* consumeAs("the-same-tag")
-
-          const error = yield* connection.closed.pipe(Effect.timeout("5 seconds"))
-          assert.strictEqual(error.reason._tag, "ServerClosed")
-          assert.include(error.reason._tag === "ServerClosed" ? error.reason : {}, {
-            replyCode: 530,
-            duringHandshake: false
-          })
-          assert.isFalse(error.isPermanent)
-          const again = yield* AmqpConnection.fromUrl(url, { connectionName: names.next("after-530") })
-          assert.isTrue(yield* again.isOpen)
+          // The first connection opens, then the broker closes it over something the client did.
+          const open = yield* peer.accept()
+          yield* open.handshake({ tune: { heartbeat: 0 } })
+          yield* open.sendMethod(0, notAllowed("attempt to reuse consumer tag 't'", 20))
+          yield* open.expect("connection.close-ok")
+          // The second is refused at connection.open.
+          const second = yield* peer.accept()
+          yield* second.start()
+          yield* second.tune({ heartbeat: 0 })
+          yield* second.expect("connection.open")
+          yield* second.sendMethod(0, notAllowed("vhost v not found", 40))
+          yield* second.expect("connection.close-ok")
         }),
-        names.own(broker)
+        { startImmediately: true }
       )
-    }))
+      const connect = AmqpConnection.fromUrl(`amqp://guest:guest@127.0.0.1:${peer.port}`, { closeTimeout: 500 })
+      const afterOpen = yield* Effect.scoped(Effect.flatMap(connect, (c) => c.closed))
+      assert.include(afterOpen.reason, { _tag: "ServerClosed", replyCode: 530, duringHandshake: false })
+      assert.isFalse(afterOpen.isPermanent)
+
+      const atOpen = yield* Effect.flip(Effect.scoped(connect))
+      assert.include((atOpen as AmqpConnectionError).reason, { replyCode: 530, duringHandshake: true })
+      assert.isTrue((atOpen as AmqpConnectionError).isPermanent)
+    })))
 })

@@ -13,11 +13,12 @@
  *
  * @since 0.1.0
  */
-import { AmqpEncodeError, encodeTable, type FieldTable } from "@effect-amqp/protocol"
+import { AmqpEncodeError, encodeMethod, encodeTable, type FieldTable } from "@effect-amqp/protocol"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as Redacted from "effect/Redacted"
 import { AmqpConfigError } from "./AmqpError.ts"
+import { startOk } from "./internal/startOk.ts"
 
 /**
  * SASL mechanisms the client speaks.
@@ -145,10 +146,29 @@ const validate = (options: ConnectionOptions): Effect.Effect<ConnectionOptions, 
     const problem = check(options[name])
     return problem === undefined ? [] : [`${name} ${problem}`]
   })
+  if (problems.length === 0) {
+    const tooLarge = startOkProblem(options)
+    if (tooLarge !== undefined) problems.push(tooLarge)
+  }
   return problems.length === 0
     ? Effect.succeed(options)
     : Effect.fail(configError(`invalid connection options: ${problems.join("; ")}`))
 }
+
+/**
+ * What the client says of itself, with the credentials, goes out in one frame before tune. A
+ * server takes 4096 bytes then (RabbitMQ 4.1 and later 8192, and more when configured with
+ * initial_frame_max, for large tokens), so only what no server would take is refused here.
+ */
+const startOkProblem = (options: ConnectionOptions): string | undefined => {
+  const size = encodeMethod(0, startOk(options, options.authMechanism, options.password)).length
+  return size <= START_OK_LIMIT
+    ? undefined
+    : `clientProperties, username and password make connection.start-ok ${size} bytes, ` +
+      `over the ${START_OK_LIMIT} the client sends before tune`
+}
+
+const START_OK_LIMIT = 131_072
 
 const isAuthMechanism = (value: unknown): value is AuthMechanism =>
   value === "PLAIN" || value === "AMQPLAIN" || value === "EXTERNAL"

@@ -65,4 +65,17 @@ describe("ConnectionConfig", () => {
       const port = yield* Effect.flip(ConnectionConfig.make({ port: 70000 }))
       assert.include(port.message, "port")
     }))
+
+  it.effect("refuses clientProperties that cannot be sent, and a start-ok no server would take", () =>
+    Effect.gen(function*() {
+      const longKey = yield* Effect.flip(ConnectionConfig.make({ clientProperties: { ["k".repeat(256)]: 1 } }))
+      assert.include(longKey.message, "clientProperties cannot be encoded")
+      const notTable = yield* Effect.flip(ConnectionConfig.make({ clientProperties: [] as never }))
+      assert.include(notTable.message, "clientProperties must be a field table")
+      const huge = yield* Effect.flip(ConnectionConfig.make({ clientProperties: { note: "n".repeat(140_000) } }))
+      assert.match(huge.message, /make connection\.start-ok 14\d{4} bytes, over the 131072/)
+      // A large token for a password passes: RabbitMQ takes it when its initial_frame_max allows.
+      const token = yield* ConnectionConfig.make({ password: "t".repeat(6_000) })
+      assert.strictEqual(token.username, "guest")
+    }))
 })

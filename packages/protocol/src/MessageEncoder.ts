@@ -38,15 +38,20 @@ export interface MessageEncoderOptions {
 export class MessageEncoder {
   private readonly w = new BufferWriter(SLAB_SIZE)
   private maxPayload: number
+  /** The largest method or content header frame: frame_max, or none when it is 0 (no limit). */
+  private maxFrame: number
   private readonly copyLimit: number
 
   constructor(options: MessageEncoderOptions = {}) {
-    this.maxPayload = payloadLimit(options.frameMax ?? 131072)
+    const frameMax = options.frameMax ?? 131072
+    this.maxPayload = payloadLimit(frameMax)
+    this.maxFrame = frameMax === 0 ? Infinity : Math.max(frameMax, FRAME_MIN_SIZE)
     this.copyLimit = options.copyLimit ?? 16 * 1024
   }
 
   setFrameMax(frameMax: number): void {
     this.maxPayload = payloadLimit(frameMax)
+    this.maxFrame = frameMax === 0 ? Infinity : Math.max(frameMax, FRAME_MIN_SIZE)
   }
 
   /** One method frame. */
@@ -113,9 +118,10 @@ export class MessageEncoder {
    * broker close the whole connection with 501, so the message is refused here instead.
    */
   private checkFrameSize(what: string, frameSize: number): void {
-    const limit = this.maxPayload + FRAME_OVERHEAD
-    if (frameSize > limit) {
-      throw new AmqpEncodeError({ message: `the ${what} frame is ${frameSize} bytes, over frame_max (${limit})` })
+    if (frameSize > this.maxFrame) {
+      throw new AmqpEncodeError({
+        message: `the ${what} frame is ${frameSize} bytes, over frame_max (${this.maxFrame})`
+      })
     }
   }
 

@@ -207,3 +207,32 @@ describe("frame_max and failures", () => {
     assert.strictEqual(toHex(encoder.method(1, method)), toHex(encodeMethod(1, method)))
   })
 })
+
+/** A declare whose arguments hold one string of `length` bytes. */
+const declare = (length: number) => Methods.queueDeclare({ queue: "q", arguments: { s: "x".repeat(length) } })
+
+/** The string length that makes the declare's frame exactly `size` bytes (each byte adds one). */
+const lengthFor = (size: number) => size - encodeMethod(1, declare(0)).length
+
+describe("methods and content headers against frame_max", () => {
+  it("sends a method frame of exactly frame_max and refuses one byte more", () => {
+    const encoder = new MessageEncoder({ frameMax: 8192 })
+    assert.strictEqual(encoder.method(1, declare(lengthFor(8192))).length, 8192)
+    encodeErrorOf(() => encoder.method(1, declare(lengthFor(8193))))
+  })
+
+  it("sends a content header frame of exactly frame_max and refuses one byte more", () => {
+    const encoder = new MessageEncoder({ frameMax: 8192 })
+    const headerSize = (length: number) =>
+      (encoder.message(1, publish, { headers: { s: "x".repeat(length) } }, pattern(0)) as Buffer).length -
+      encodeMethod(1, publish).length
+    const fits = 8192 - headerSize(0)
+    assert.strictEqual(headerSize(fits), 8192)
+    encodeErrorOf(() => encoder.message(1, publish, { headers: { s: "x".repeat(fits + 1) } }, pattern(0)))
+  })
+
+  it("sets no limit on method frames when frame_max is 0", () => {
+    const encoder = new MessageEncoder({ frameMax: 0 })
+    assert.strictEqual(encoder.method(1, declare(lengthFor(200_000))).length, 200_000)
+  })
+})

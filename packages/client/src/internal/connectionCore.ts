@@ -11,8 +11,10 @@
 import {
   type Command,
   CommandAssembler,
+  encodeMethod,
   type FieldTable,
   type Frame,
+  FRAME_MIN_SIZE,
   FrameDecoder,
   HEARTBEAT_FRAME,
   MessageEncoder,
@@ -45,6 +47,7 @@ import {
 } from "../AmqpError.ts"
 import type { ConnectionOptions } from "../ConnectionConfig.ts"
 import { tracked } from "./liveFibers.ts"
+import { clientProperties, saslResponse, startOk, tableOrEmpty } from "./startOk.ts"
 import { socketFailure, type Transport } from "./transport.ts"
 
 /** What a channel gets from its connection. */
@@ -72,8 +75,6 @@ export interface Tuned {
   readonly frameMax: number
   readonly heartbeat: number
 }
-
-const version = "0.1.0"
 
 const negotiate = (client: number, server: number): number =>
   client === 0 || server === 0 ? Math.max(client, server) : Math.min(client, server)
@@ -104,6 +105,10 @@ export class ConnectionCore {
   private heartbeatFiber: Fiber.Fiber<unknown, unknown> | undefined
   private secret: Redacted.Redacted<string>
   private nextChannel = 1
+  /** The size of the start-ok frame sent, to explain a server that drops it. */
+  private startOkSize = 0
+  /** The handshake's last reply came: what the server says after it is not about the login. */
+  private openOkReceived = false
   /**
    * Set when a `close-ok` did not come within closeTimeout, until it comes: the peer is taken for
    * hung, and the closes after it send their close without waiting, so that shutting down many
@@ -251,7 +256,8 @@ export class ConnectionCore {
           classId: method.classId,
           methodId: method.methodId,
           method: methodName(method.classId, method.methodId),
-          duringHandshake: this.state === "handshake"
+          // Not `state`: an open-ok read in the same chunk is still on its way to the handshake.
+          duringHandshake: !this.openOkReceived
         })
         this.fail(reason, "end")
         return
@@ -276,6 +282,7 @@ export class ConnectionCore {
       }
       default:
         if (this.state === "handshake") {
+          if (method._tag === "connection.open-ok") this.openOkReceived = true
           Queue.offerUnsafe(this.inbox, method)
         } else if (this.state === "closing") {
           // After our connection.close, everything but close and close-ok is to be discarded.
@@ -457,16 +464,23 @@ export class ConnectionCore {
     // sides said a refused login is reported with connection.close (RabbitMQ does so then): the
     // network or the node going down is what is left.
     const afterStartOk = this.step === "secure" || this.step === "tune"
-    const both = [this.serverProperties, this.clientProperties()]
+    const both = [this.serverProperties, clientProperties(this.options)]
     const closesOnAuthFailure = both.every((properties) =>
       tableOrEmpty(properties["capabilities"])["authentication_failure_close"] === true
     )
+    // A start-ok over 4096 bytes (a large token for a password, say) is more than a server need
+    // take before tune: one that drops the connection for it will do so every time.
+    const tooLarge = afterStartOk && this.startOkSize > FRAME_MIN_SIZE
     return this.error(
       new HandshakeFailed({
         step: this.step,
         message: `the server ${reason.how === "end" ? "closed the connection" : "reset the connection"} ` +
-          `while the client waited for ${this.step}`,
-        possiblyAuthenticationFailure: afterStartOk && !closesOnAuthFailure
+          `while the client waited for ${this.step}` +
+          (tooLarge
+            ? `; connection.start-ok was ${this.startOkSize} bytes, and a server need take only ${FRAME_MIN_SIZE} ` +
+              "before tune (RabbitMQ: initial_frame_max)"
+            : ""),
+        possiblyAuthenticationFailure: afterStartOk && (!closesOnAuthFailure || tooLarge)
       })
     )
   }
@@ -480,57 +494,6 @@ export class ConnectionCore {
       new ProtocolViolation({ replyCode: 505, message: `expected ${tag} during the handshake, got ${method._tag}` })
     )
     return Effect.sync(() => this.fail(error.reason, "end")).pipe(Effect.andThen(Effect.fail(error)))
-  }
-
-  /** What start-ok tells the server; a `capabilities` table of the application's adds to ours. */
-  private clientProperties(): FieldTable {
-    const own = this.options.clientProperties ?? {}
-    return {
-      product: "effect-amqp",
-      version,
-      platform: `Node.js ${process.version}`,
-      information: "https://www.npmjs.com/package/@effect-amqp/client",
-      ...(this.name !== undefined ? { connection_name: this.name } : {}),
-      ...own,
-      capabilities: {
-        publisher_confirms: true,
-        exchange_exchange_bindings: true,
-        "basic.nack": true,
-        consumer_cancel_notify: true,
-        "connection.blocked": true,
-        authentication_failure_close: true,
-        per_consumer_qos: true,
-        ...tableOrEmpty(own["capabilities"])
-      }
-    }
-  }
-
-  private saslResponse(mechanism: string): Uint8Array {
-    const user = this.options.username
-    const password = Redacted.value(this.secret)
-    switch (mechanism) {
-      case "PLAIN":
-        return Buffer.from(`\u0000${user}\u0000${password}`, "utf8")
-      case "AMQPLAIN": {
-        const userBytes = Buffer.from(user, "utf8")
-        const passwordBytes = Buffer.from(password, "utf8")
-        const out = Buffer.alloc(2 * (1 + 1 + 4) + 5 + 8 + userBytes.length + passwordBytes.length)
-        let at = 0
-        at = out.writeUInt8(5, at)
-        at += out.write("LOGIN", at, "latin1")
-        at = out.writeUInt8(0x53, at)
-        at = out.writeUInt32BE(userBytes.length, at)
-        at += userBytes.copy(out, at)
-        at = out.writeUInt8(8, at)
-        at += out.write("PASSWORD", at, "latin1")
-        at = out.writeUInt8(0x53, at)
-        at = out.writeUInt32BE(passwordBytes.length, at)
-        passwordBytes.copy(out, at)
-        return out
-      }
-      default:
-        return new Uint8Array(0)
-    }
   }
 
   /** The AMQP handshake, bounded as a whole by `handshakeTimeout`. */
@@ -553,20 +516,17 @@ export class ConnectionCore {
       this.fail(error.reason, "end")
       return yield* Effect.fail(error)
     }
-    this.writeMethod(
-      0,
-      Methods.connectionStartOk({
-        clientProperties: this.clientProperties(),
-        mechanism,
-        response: this.saslResponse(mechanism),
-        locale: "en_US"
-      })
-    )
+    const startOkFrame = encodeMethod(0, startOk(this.options, mechanism, this.secret))
+    this.startOkSize = startOkFrame.length
+    this.transport.write(startOkFrame)
     this.step = "tune"
     let reply = yield* this.next(deadline)
     while (reply._tag === "connection.secure") {
       this.step = "secure"
-      this.writeMethod(0, Methods.connectionSecureOk({ response: this.saslResponse(mechanism) }))
+      this.writeMethod(
+        0,
+        Methods.connectionSecureOk({ response: saslResponse(mechanism, this.options.username, this.secret) })
+      )
       reply = yield* this.next(deadline)
     }
     const tune = yield* this.expect(reply, "connection.tune")
@@ -657,12 +617,6 @@ export class ConnectionCore {
     return this.secret
   }
 }
-
-/** A field value as a table, or an empty one when it is not a table. */
-const tableOrEmpty = (value: unknown): FieldTable =>
-  typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Uint8Array)
-    ? value as FieldTable
-    : {}
 
 /** The encoder's typed error, caught; any other exception is a defect and goes on. */
 export const asEncodeError = (error: unknown): AmqpEncodeError => {
