@@ -167,6 +167,8 @@ export class ChannelCore implements ChannelSink {
         // Answered in any state: when it crosses a close of ours, the broker still waits for it
         // (and answers ours with a close-ok of its own, which keeps the id taken until it comes).
         if (!this.connection.isClosed()) this.connection.writeMethod(this.id, Methods.channelCloseOk())
+        // Freed before `fail` wakes the waiters: one may open the next channel at once.
+        if (!this.closeSent || this.closeOkReceived) this.connection.releaseChannel(this.id, this.sink)
         this.fail(
           new AmqpChannelError({
             channel: this.id,
@@ -177,7 +179,6 @@ export class ChannelCore implements ChannelSink {
             method: methodName(method.classId, method.methodId)
           })
         )
-        this.releaseIdIfDone()
         return
       }
       case "channel.close-ok":
