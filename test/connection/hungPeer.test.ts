@@ -10,16 +10,10 @@ import { ScriptedPeer } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber, Scope } from "effect"
 import { leakChecked } from "../support/Probe.ts"
+import { channelOf } from "../support/scriptedAmqp.ts"
 
 const url = (port: number) => `amqp://guest:guest@127.0.0.1:${port}`
 const CLOSE_TIMEOUT = 300
-
-/** The channel of the client's next method `tag`. */
-const channelOf = (client: ScriptedPeer.PeerConnection, tag: string) =>
-  Effect.map(
-    client.expectFrame((f) => f._tag === "MethodFrame" && f.method._tag === tag, tag),
-    (frame) => frame.channel
-  )
 
 /** The methods in what the client sent, by name. */
 const methodsOf = (received: ReadonlyArray<ScriptedPeer.Received>) =>
@@ -153,13 +147,16 @@ describe("a peer that stops answering", () => {
         Effect.flatMap(peer.accept(), (client) =>
           Effect.gen(function*() {
             yield* client.handshake({ tune: { heartbeat: 0 } })
-            // A heartbeat frame whose frame-end octet is not 0xCE; then never a FIN.
+            // Once the client is open (it opens a channel): a heartbeat frame whose frame-end octet
+            // is not 0xCE; then never a FIN.
+            yield* channelOf(client, "channel.open")
             yield* client.sendRaw(Uint8Array.of(8, 0, 0, 0, 0, 0, 0, 0))
             return yield* client.awaitEnd()
           })),
         { startImmediately: true }
       )
       const connection = yield* AmqpConnection.fromUrl(url(peer.port), { heartbeat: 0, closeTimeout: CLOSE_TIMEOUT })
+      yield* Effect.forkScoped(Effect.exit(AmqpChannel.make(connection)), { startImmediately: true })
       const closed = yield* connection.closed
       const endedAt = Date.now()
       assert.strictEqual(closed.reason._tag, "ProtocolViolation")

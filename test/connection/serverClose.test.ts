@@ -141,6 +141,7 @@ describe("the broker closes an open connection", () => {
           // The first connection opens, then the broker closes it over something the client did.
           const open = yield* peer.accept()
           yield* open.handshake({ tune: { heartbeat: 0 } })
+          yield* open.expect("channel.open")
           yield* open.sendMethod(0, notAllowed("attempt to reuse consumer tag 't'", 20))
           yield* open.expect("connection.close-ok")
           // The second is refused at connection.open.
@@ -154,7 +155,11 @@ describe("the broker closes an open connection", () => {
         { startImmediately: true }
       )
       const connect = AmqpConnection.fromUrl(`amqp://guest:guest@127.0.0.1:${peer.port}`, { closeTimeout: 500 })
-      const afterOpen = yield* Effect.scoped(Effect.flatMap(connect, (c) => c.closed))
+      const afterOpen = yield* Effect.scoped(Effect.flatMap(connect, (c) =>
+        Effect.andThen(
+          Effect.forkScoped(Effect.exit(AmqpChannel.make(c)), { startImmediately: true }),
+          c.closed
+        )))
       assert.include(afterOpen.reason, { _tag: "ServerClosed", replyCode: 530, duringHandshake: false })
       assert.isFalse(afterOpen.isPermanent)
 

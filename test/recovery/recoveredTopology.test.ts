@@ -6,10 +6,10 @@
  * a server-named queue that outlives the link keeps its name instead of being left behind for a
  * new one. A private node for the file behind a fault proxy; real clock.
  */
-import { AmqpChannel, AmqpChannelError, AmqpClient, AmqpConnection } from "@effect-amqp/client"
+import { AmqpChannel, AmqpChannelError, AmqpClient, AmqpConnection, AmqpConsumerTagInUse } from "@effect-amqp/client"
 import { BrokerNode } from "@effect-amqp/testing"
 import { assert, layer } from "@effect/vitest"
-import { Effect, Exit, Scope } from "effect"
+import { Effect, Exit, Fiber, Scope, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import * as Support from "./support.ts"
 
@@ -156,6 +156,50 @@ privateNode("recovery after the broker changed", (it) => {
         yield* Support.roundTrip(channel, inbox, queue, exchange, "", "through the exchange")
         yield* channel.queueDelete(queue)
         yield* channel.exchangeDelete(exchange)
+      })
+    ))
+
+  it.effect("a consume refused before it reached the broker leaves its auto-delete queue recorded", () =>
+    Support.probed((env) =>
+      Effect.gen(function*() {
+        const client = yield* AmqpClient.make(yield* Support.options(env.proxy.port, "refused-consume"))
+        const log = yield* Support.eventLog(client)
+        const channel = yield* client.channel()
+        const other = `recovery-other-${randomUUID()}`
+        const queue = `recovery-auto-delete-${randomUUID()}`
+        yield* channel.queueDeclare(other)
+        yield* channel.queueDeclare(queue, { autoDelete: true })
+        const fromOther = yield* Support.consumeInto(channel, other, { consumerTag: "taken" })
+        yield* Support.roundTrip(channel, fromOther, other, "", other, "the tag is taken")
+        const refused = yield* Effect.flip(Stream.runDrain(channel.consume(queue, { consumerTag: "taken" })))
+        assert.instanceOf(refused, AmqpConsumerTagInUse)
+
+        // The queue's one real consumer goes with the link, and so does the queue: it is declared again.
+        const inbox = yield* Support.consumeInto(channel, queue, { consumerTag: "fine" })
+        yield* outage(env, log, Effect.void)
+        assert.deepStrictEqual(log.all("RecoveryStepFailed"), [])
+        yield* Support.roundTrip(channel, inbox, queue, "", queue, "after")
+        yield* channel.queueDelete(other)
+      })
+    ))
+
+  it.effect("a consume with a tag in use, started during an outage, fails as it does with the link up", () =>
+    Support.probed((env) =>
+      Effect.gen(function*() {
+        const client = yield* AmqpClient.make(yield* Support.options(env.proxy.port, "tag-in-outage"))
+        const log = yield* Support.eventLog(client)
+        const channel = yield* client.channel()
+        const queue = `recovery-tag-in-outage-${randomUUID()}`
+        yield* channel.queueDeclare(queue)
+        const inbox = yield* Support.consumeInto(channel, queue, { consumerTag: "same" })
+        const second = Effect.flip(Stream.runDrain(channel.consume(queue, { consumerTag: "same" })))
+
+        const started = yield* Effect.forkScoped(Effect.andThen(Support.realDelay(100), second))
+        yield* outage(env, log, Support.realDelay(300))
+        const refused = yield* Fiber.join(started).pipe(Effect.timeout("5 seconds"))
+        assert.instanceOf(refused, AmqpConsumerTagInUse)
+        yield* Support.roundTrip(channel, inbox, queue, "", queue, "the first goes on")
+        yield* channel.queueDelete(queue)
       })
     ))
 })

@@ -66,3 +66,46 @@ export const recordUntilEnd = (connection: ScriptedPeer.PeerConnection, seen: Ar
       }
     }
   })
+
+/** The channel of the client's next method `tag`. */
+export const channelOf = (client: ScriptedPeer.PeerConnection, tag: string) =>
+  Effect.map(
+    client.expectFrame((f) => f._tag === "MethodFrame" && f.method._tag === tag, tag),
+    (frame) => frame.channel
+  )
+
+/**
+ * After the handshake: answers every channel.open (after `openDelay`, in turn), channel.close
+ * (after `closeDelay`, while it reads on) and connection.close (after `connectionCloseDelay`), and
+ * returns the methods the client sent, as "<channel>:<method>", once it closes the connection or
+ * sends nothing for `idleMillis`.
+ */
+export const answerChannels = (
+  client: ScriptedPeer.PeerConnection,
+  delays: { readonly openDelay?: number; readonly closeDelay?: number; readonly connectionCloseDelay?: number } = {},
+  idleMillis = 5_000
+) =>
+  Effect.gen(function*() {
+    const seen: Array<string> = []
+    while (true) {
+      const frame = yield* client.nextFrame({ timeoutMillis: idleMillis }).pipe(Effect.option)
+      if (frame._tag === "None") return seen
+      const f = frame.value
+      if (f._tag !== "MethodFrame") continue
+      seen.push(`${f.channel}:${f.method._tag}`)
+      if (f.method._tag === "channel.open") {
+        yield* Effect.sleep(delays.openDelay ?? 0)
+        yield* client.sendMethod(f.channel, Methods.channelOpenOk())
+      } else if (f.method._tag === "channel.close") {
+        const answer = Effect.andThen(
+          Effect.sleep(delays.closeDelay ?? 0),
+          client.sendMethod(f.channel, Methods.channelCloseOk())
+        )
+        yield* Effect.forkChild(answer, { startImmediately: true })
+      } else if (f.method._tag === "connection.close") {
+        yield* Effect.sleep(delays.connectionCloseDelay ?? 0)
+        yield* client.sendMethod(0, Methods.connectionCloseOk())
+        return seen
+      }
+    }
+  })

@@ -295,7 +295,9 @@ export const openCore = (
       }),
       (opened) => opened.close
     )
-    yield* core.rpc(Methods.channelOpen())
+    // An open given up or refused closes the channel at once: its id is not held until the
+    // caller's scope ends.
+    yield* core.rpc(Methods.channelOpen()).pipe(Effect.onError(() => core.close))
     core.state = "open"
     return core
   })

@@ -412,9 +412,10 @@ class Supervisor {
       yield* Scope.close(link.scope, Exit.void)
       if (this.stopped || cause.reason._tag === "ClosedByApplication") return "closed"
       this.emit({ _tag: "Disconnected", cause })
-      if (live) this.lostAt = lostAt
-      if (reconnecting && (!live || lostAt - liveAt < QUICK_LOSS_MILLIS)) return yield* Effect.fail(cause)
-      this.lostAt ??= lostAt
+      const quick = reconnecting && (!live || lostAt - liveAt < QUICK_LOSS_MILLIS)
+      // A quick loss goes on with the outage it ended: its recovery is timed from the first loss.
+      if (quick) return yield* Effect.fail(cause)
+      this.lostAt = lostAt
       return "lost"
     }
   )
@@ -583,9 +584,15 @@ class Supervisor {
       if (reasonBytes > 255) {
         return yield* new AmqpEncodeError({ message: `the update-secret reason is ${reasonBytes} bytes, over 255` })
       }
-      this.secret = secret
-      const link = yield* this.awaitLink
+      const link = this.link
+      if (link === undefined) {
+        // Down: the next link logs in with it.
+        this.secret = secret
+        return
+      }
+      // Kept only once the open link took it: one refused (too large for a frame, say) changes nothing.
       yield* link.connection.updateSecret(secret, reason)
+      this.secret = secret
     })
   }
 }
@@ -732,9 +739,12 @@ class LogicalChannel {
         const error = Exit.isFailure(started) ? Cause.findErrorOption(started.cause) : undefined
         if (error?._tag !== "Some") continue
         this.supervisor.emit({ _tag: "RecoveryStepFailed", step: `consumer of ${consumer.queue}`, error: error.value })
-        if (error.value._tag === "AmqpChannelError" && core.isClosed()) {
-          this.consumers.delete(consumer)
-          consumer.buffer.fail(error.value)
+        // Lost with the link, it starts on the next one; refused (by the broker, or here, as a tag
+        // in use), it ends with why.
+        if (isLinkDown(error.value)) continue
+        this.consumers.delete(consumer)
+        consumer.buffer.fail(error.value)
+        if (core.isClosed()) {
           yield* Scope.close(scope, Exit.void)
           return yield* this.openIncarnation(link)
         }
@@ -975,7 +985,8 @@ class LogicalChannel {
       const stop = Effect.suspend(() => {
         consumer.ended = true
         this.consumers.delete(consumer)
-        this.supervisor.consumerGone(consumer.queue)
+        // One that never started (refused, or given up waiting for a link) leaves the queue be.
+        if (consumer.handle !== undefined) this.supervisor.consumerGone(consumer.queue)
         // Reading must go on for the cancel-ok to arrive: a buffer that paused it lets go first.
         buffer.release()
         return (consumer.handle?.cancel ?? Effect.void).pipe(Effect.andThen(buffer.drain(options.noAck !== true)))

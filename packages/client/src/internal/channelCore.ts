@@ -182,6 +182,8 @@ export class ChannelCore implements ChannelSink {
         return
       }
       case "channel.close-ok":
+        // One that answers no close of ours (a confused peer) must not stand in for the real one.
+        if (!this.closeSent) return
         this.closeOkReceived = true
         Deferred.doneUnsafe(this.closeOk, Exit.void)
         if (this.state === "closed") {
@@ -408,9 +410,13 @@ export class ChannelCore implements ChannelSink {
         this.slots++
         return confirmed
       }
+      // A publish given up between taking its slot and sending (while the socket drains) sent
+      // nothing: the slot goes back.
       return this.unblocked.pipe(
         Effect.andThen(this.acquireSlot),
-        Effect.andThen(connection.transport.drained),
+        Effect.andThen(
+          connection.transport.drained.pipe(Effect.onInterrupt(() => Effect.sync(() => this.releaseSlot())))
+        ),
         Effect.andThen(confirmed)
       )
     })
@@ -451,6 +457,11 @@ export class ChannelCore implements ChannelSink {
       this.releaseIdIfDone()
       return Effect.void
     }
+    // A close already under way (the application's and a scope's at once) is waited for, not
+    // sent again: a second channel.close makes RabbitMQ close the connection with 504.
+    if (this.closing !== undefined) return Deferred.await(this.closing)
+    const closing = Deferred.makeUnsafe<void>()
+    this.closing = closing
     const connection = this.connection
     const timeout = connection.options.closeTimeout
     return Effect.gen({ self: this }, function*() {
@@ -474,8 +485,11 @@ export class ChannelCore implements ChannelSink {
       }
       this.fail(connection.error(new ClosedByApplication()))
       this.releaseIdIfDone()
-    }).pipe(Effect.uninterruptible)
+    }).pipe(Effect.ensuring(Effect.sync(() => Deferred.doneUnsafe(closing, Exit.void))), Effect.uninterruptible)
   })
+
+  /** Done when the close under way has finished. */
+  private closing: Deferred.Deferred<void> | undefined
 
   /** Our `channel.close` went out; `closeOkReceived` once its `close-ok` came back. */
   private closeSent = false

@@ -554,6 +554,8 @@ export class ConnectionCore {
     this.step = "open"
     this.writeMethod(0, Methods.connectionOpen({ virtualHost: this.options.vhost }))
     yield* this.expect(yield* this.next(deadline), "connection.open-ok")
+    // The server may have closed the connection in the same read as its open-ok.
+    if (this.state !== "handshake") return yield* Effect.fail(this.closedError())
     this.state = "open"
   })
 
