@@ -157,8 +157,9 @@ export interface AmqpClient {
   /** The current link, waiting for one while reconnecting. */
   readonly connection: Effect.Effect<AmqpConnection.AmqpConnection, AmqpClosedError>
   /**
-   * Refreshes the credentials now and for every later reconnect. A reason over 255 bytes fails
-   * with `AmqpEncodeError` and changes nothing.
+   * Refreshes the credentials now and for every later reconnect; while the link is down, the next
+   * connect logs in with them. One the broker or the encoder refuses (a reason over 255 bytes, a
+   * secret too large for a frame) fails and changes nothing.
    */
   readonly updateSecret: (
     secret: Redacted.Redacted<string>,
