@@ -1,8 +1,9 @@
 /**
  * A peer that stops answering, or never closes its side: every step of the shutdown stays bounded
  * in total, not once per channel; a channel id whose `close-ok` never came (or whose close crossed
- * the broker's, which is answered) is not reused while the peer may still hold it; and a connection ended by the client (a protocol violation) destroys its
- * socket within closeTimeout even though the peer never sends its FIN.
+ * the broker's, which is answered) is not reused while the peer may still hold it; and a
+ * connection ended by the client (a protocol violation) destroys its socket within closeTimeout
+ * even though the peer never sends its FIN.
  */
 import { AmqpChannel, AmqpChannelLimit, AmqpConnection } from "@effect-amqp/client"
 import { Methods } from "@effect-amqp/protocol"

@@ -5,8 +5,8 @@
  *
  * Header values become `{ "type": "<field type>", "value": ... }`. Values JSON cannot carry exactly
  * are written as strings: 64-bit integers (`l`), non-finite floats, byte arrays (`x`, base64) and
- * timestamps (`T`, ISO 8601), as is a `timestamp` property past 2^53 - 1. Decimals (`D`) become `{ "scale", "value" }`, and arrays and tables
- * hold typed values in turn.
+ * timestamps (`T`, ISO 8601), as is a `timestamp` property past 2^53 - 1. Decimals (`D`) become
+ * `{ "scale", "value" }`, and arrays and tables hold typed values in turn.
  *
  * @since 0.1.0
  */
