@@ -840,12 +840,11 @@ class LogicalChannel {
   }
 
   readonly close: Effect.Effect<void> = Effect.suspend(() => {
-    const core = this.core
     const scope = this.scope
     this.end(new AmqpClosedError({ what: "channel", cause: undefined }))
-    // Closing the incarnation's scope closes the channel politely (its finalizer) and lets it go.
-    if (core === undefined) return scope === undefined ? Effect.void : Scope.close(scope, Exit.void)
-    return Effect.andThen(core.close, scope === undefined ? Effect.void : Scope.close(scope, Exit.void))
+    // Closing the incarnation's scope closes its channel politely (the scope's finalizer) and lets
+    // it go; an incarnation already lost has closed its scope.
+    return scope === undefined ? Effect.void : Scope.close(scope, Exit.void)
   })
 
   api(): ClientChannel {

@@ -241,23 +241,6 @@ export class ChannelCore implements ChannelSink {
   }
 
   /**
-   * Sends a method that expects no reply, once the socket has room; the channel is checked again
-   * after waiting, as it may have begun to close meanwhile.
-   */
-  send(method: Method): Effect.Effect<void, AmqpClosedError | AmqpConnectionError | AmqpEncodeError> {
-    return Effect.suspend((): Effect.Effect<void, AmqpClosedError | AmqpConnectionError | AmqpEncodeError> => {
-      if (!this.acceptsMethods()) return Effect.fail(this.closedError())
-      const connection = this.connection
-      if (connection.isClosed()) return Effect.fail(connection.closedError())
-      const frame = connection.encodeMethod(this.id, method)
-      if (frame instanceof AmqpEncodeError) return Effect.fail(frame)
-      if (connection.transport.congested()) return Effect.andThen(connection.transport.drained, this.send(method))
-      connection.transport.write(frame)
-      return Effect.void
-    })
-  }
-
-  /**
    * Sends a synchronous method and waits for its reply; one at a time per channel, in the order
    * callers arrived. `onReply` runs synchronously as the reply is routed.
    */
