@@ -287,6 +287,8 @@ class Supervisor {
   private lastRecovery: number | undefined
   /** When the last link was lost, for the time its recovery took. */
   private lostAt: number | undefined
+  /** Whether the last event about the current link's blocking was `Blocked`. */
+  private blocked = false
   /** Why the link was last lost or given up, for the errors of operations that find it down. */
   lastCause: AmqpConnectionError | undefined
   readonly linkTimeout: number
@@ -399,6 +401,7 @@ class Supervisor {
           this.emit({ _tag: "Recovered", durationMillis: millis })
         }
         this.link = link
+        for (const channel of this.channels) channel.release()
         Deferred.doneUnsafe(this.live, Exit.succeed(link))
         Deferred.doneUnsafe(this.firstLink, Exit.void)
       }
@@ -411,6 +414,11 @@ class Supervisor {
       if (live) this.live = Deferred.makeUnsafe<Link, AmqpClosedError>()
       if (!this.stopped) this.lastCause = cause
       yield* Scope.close(link.scope, Exit.void)
+      // A link's block ends with the link: the next one starts unblocked.
+      if (this.blocked) {
+        this.blocked = false
+        this.emit({ _tag: "Unblocked" })
+      }
       if (this.stopped || cause.reason._tag === "ClosedByApplication") return "closed"
       this.emit({ _tag: "Disconnected", cause })
       const quick = reconnecting && (!live || lostAt - liveAt < QUICK_LOSS_MILLIS)
@@ -447,8 +455,13 @@ class Supervisor {
     return link.connection.events.pipe(
       Stream.runForEach((event) =>
         Effect.sync(() => {
-          if (event._tag === "Blocked") this.emit({ _tag: "Blocked", reason: event.reason })
-          if (event._tag === "Unblocked") this.emit({ _tag: "Unblocked" })
+          if (event._tag === "Blocked") {
+            this.blocked = true
+            this.emit({ _tag: "Blocked", reason: event.reason })
+          } else if (event._tag === "Unblocked" && this.blocked) {
+            this.blocked = false
+            this.emit({ _tag: "Unblocked" })
+          }
         })
       ),
       Effect.forkIn(link.scope, { startImmediately: true }),
@@ -686,6 +699,8 @@ class LogicalChannel {
   private attachedTo: Link | undefined
   /** The incarnation opened last, live or not: where the next one's delivery tags start. */
   private lastCore: ChannelCore | undefined
+  /** The incarnation a recovery still under way opened, for `release`. */
+  private held: ChannelCore | undefined
 
   readonly supervisor: Supervisor
   readonly options: AmqpChannel.ChannelOptions
@@ -752,8 +767,8 @@ class LogicalChannel {
       }
       this.startingConsumersOn = undefined
       if (this.closedForGood !== undefined) return yield* Scope.close(scope, Exit.void)
-      this.core = core
-      Deferred.doneUnsafe(this.ready, Exit.succeed(core))
+      if (this.supervisor.link === link) this.serve(core)
+      else this.held = core
       yield* Effect.forkIn(this.watch(core, scope), link.scope, { startImmediately: true })
     }).pipe(
       Effect.catch((error) =>
@@ -779,6 +794,22 @@ class LogicalChannel {
       } else this.detach(core)
       return Scope.close(scope, Exit.void)
     })
+  }
+
+  /**
+   * Recovery has finished: operations get the incarnation it opened. Until then they wait, so a
+   * publish cannot go ahead of recovery (under a memory alarm, RabbitMQ stops reading from a
+   * connection that publishes, and the consumers that would drain its queues never restarted).
+   */
+  release(): void {
+    const core = this.held
+    this.held = undefined
+    if (core !== undefined && !core.isClosed() && this.closedForGood === undefined) this.serve(core)
+  }
+
+  private serve(core: ChannelCore): void {
+    this.core = core
+    Deferred.doneUnsafe(this.ready, Exit.succeed(core))
   }
 
   private detach(core: ChannelCore): void {

@@ -65,6 +65,11 @@ export type TlsFailureKind =
   /** A plain client reached a port that speaks only TLS. */
   | "ServerRequiresTls"
   | "HandshakeFailed"
+  /**
+   * A session that was set up failed later: a record that did not parse or decrypt, as when bytes
+   * are corrupted on the way. One link's loss, not a setup that a retry cannot fix.
+   */
+  | "SessionFailed"
 
 /**
  * @since 0.1.0
@@ -245,7 +250,7 @@ export class AmqpConnectionError extends Data.TaggedError("AmqpConnectionError")
       return code === 403 || code === 402
     }
     if (reason._tag === "HandshakeFailed" && reason.possiblyAuthenticationFailure) return true
-    if (reason._tag === "TlsFailure" && reason.kind !== "HandshakeFailed") return true
+    if (reason._tag === "TlsFailure") return reason.kind !== "HandshakeFailed" && reason.kind !== "SessionFailed"
     return false
   }
 }

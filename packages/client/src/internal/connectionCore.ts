@@ -309,7 +309,8 @@ export class ConnectionCore {
     const socket = this.transport.socket as { readonly readableEnded?: boolean }
     const error = this.transport.lastError()
     const sentCertificate = this.options.tls?.cert !== undefined || this.options.tls?.pfx !== undefined
-    const reason = socketFailure(error, socket.readableEnded === true, this.options.tls !== undefined, sentCertificate)
+    const tls = this.options.tls !== undefined ? "established" : undefined
+    const reason = socketFailure(error, socket.readableEnded === true, tls, sentCertificate)
     this.fail(reason, "destroy")
   }
 
@@ -331,13 +332,16 @@ export class ConnectionCore {
     // before this call returns, and that must find the socket already dealt with.
     if (mode === "destroy") this.transport.abort()
     else this.transport.endNow(this.options.closeTimeout)
+    // Then the channels, before anything a publisher may wait on: one held by connection.blocked,
+    // woken by `unblocked`, must find its channel closed and report its message as never sent.
+    this.blockedReason = undefined
+    for (const open of this.channels.values()) open.sink.onConnectionClosed(error)
+    this.channels.clear()
     Deferred.doneUnsafe(this.ended, Exit.succeed(error))
     Deferred.doneUnsafe(this.closeOk, Exit.void)
     Deferred.doneUnsafe(this.unblocked, Exit.void)
     for (const waiter of this.updateSecretOk.splice(0)) Deferred.doneUnsafe(waiter, Exit.void)
     Queue.endUnsafe(this.inbox)
-    for (const open of this.channels.values()) open.sink.onConnectionClosed(error)
-    this.channels.clear()
     PubSub.publishUnsafe(this.events, { _tag: "Closed", error })
   }
 

@@ -98,15 +98,22 @@ export const tlsKind = (error: Error & { code?: string }, sentCertificate: boole
   return undefined
 }
 
-/** The reason a socket-level error ends a connection. */
+/**
+ * The reason a socket-level error ends a connection. Once the TLS session is `established`, a
+ * record error is that session's failure, not a port that does not speak TLS or a failed setup;
+ * an alert from the peer still names what it refused (TLS 1.3 servers check a client's
+ * certificate after the client has seen the handshake finish).
+ */
 export const socketFailure = (
   error: (Error & { code?: string }) | undefined,
   peerEnded: boolean,
-  tls: boolean,
+  tls: "setup" | "established" | undefined,
   sentCertificate: boolean
 ): ConnectionErrorReason => {
-  if (error !== undefined && tls) {
-    const kind = tlsKind(error, sentCertificate)
+  if (error !== undefined && tls !== undefined) {
+    let kind = tlsKind(error, sentCertificate)
+    const recordError = kind === "NotTls" || (kind === "HandshakeFailed" && !/ALERT/i.test(error.code ?? ""))
+    if (tls === "established" && recordError) kind = "SessionFailed"
     if (kind !== undefined) return new TlsFailure({ kind, message: error.message, code: error.code })
   }
   if (error === undefined) {
@@ -188,7 +195,7 @@ const connect = (options: ConnectionOptions, tlsModule: typeof Tls | undefined) 
       clearTimeout(timer)
       socket.destroy()
       const reason = tls !== undefined && tlsKind(error, sentCertificate) !== undefined
-        ? socketFailure(error, false, true, sentCertificate)
+        ? socketFailure(error, false, "setup", sentCertificate)
         : new ConnectFailed({
           host: options.host,
           port: options.port,
@@ -205,7 +212,8 @@ const connect = (options: ConnectionOptions, tlsModule: typeof Tls | undefined) 
       Deferred.doneUnsafe(closed, Exit.succeed({ peerEnded, error: lastError }))
       if (!settled) {
         settled = true
-        resume(Effect.fail(fail(socketFailure(lastError, peerEnded, tls !== undefined, sentCertificate), name)))
+        const reason = socketFailure(lastError, peerEnded, tls !== undefined ? "setup" : undefined, sentCertificate)
+        resume(Effect.fail(fail(reason, name)))
       }
     })
     socket.once(readyEvent, () => {
