@@ -101,7 +101,7 @@ export const tableJson = (table: FieldTable): { readonly [key: string]: Json } =
   return out
 }
 
-const utf8 = new TextDecoder("utf-8", { fatal: true })
+const utf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
 
 /**
  * The body as text when it is valid UTF-8, else as base64.

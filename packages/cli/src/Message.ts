@@ -9,6 +9,7 @@
  * @since 0.1.0
  */
 import type { BasicProperties } from "@effect-amqp/protocol"
+import { Effect } from "effect"
 
 const alphabet = "abcdefghijklmnopqrstuvwxyz"
 const colon = 0x3a
@@ -80,3 +81,23 @@ export const ids = (count: number): Iterable<number> => ({
     for (let id = 0; id < count; id++) yield id
   }
 })
+
+/**
+ * Runs `f` for the ids `0` to `count - 1`, started in order, at most `concurrency` at once. The ids
+ * are taken one at a time by that many fibers, so a count of millions starts at once and holds no
+ * list of them (`Effect.forEach` with a concurrency collects its input first).
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const forEachId = <E, R>(
+  count: number,
+  concurrency: number,
+  f: (id: number) => Effect.Effect<void, E, R>
+): Effect.Effect<void, E, R> => {
+  let next = 0
+  const worker = Effect.gen(function*() {
+    while (next < count) yield* f(next++)
+  })
+  return Effect.forEach(ids(Math.min(concurrency, count)), () => worker, { concurrency: "unbounded", discard: true })
+}

@@ -99,3 +99,27 @@ export const progress = (enabled: boolean, render: () => string): Effect.Effect<
       Effect.forever(Effect.andThen(Effect.sleep("1 second"), Effect.suspend(() => Console.error(render()))))
     ))
     : Effect.void
+
+let stdoutErrorsHandled = false
+
+/**
+ * Writes one line to stdout and waits until it has gone: a reader that went away (`| head -1`)
+ * fails this write with its code, instead of ending the process with an unhandled `error` event
+ * after the caller went on as if it had been written.
+ *
+ * @since 0.1.0
+ * @category output
+ */
+export const stdoutLine = (line: string): Effect.Effect<void, CommandFailed> =>
+  Effect.callback((resume) => {
+    if (!stdoutErrorsHandled) {
+      stdoutErrorsHandled = true
+      // Each write's callback sees its error; the stream's own `error` event needs a listener.
+      process.stdout.on("error", () => {})
+    }
+    process.stdout.write(`${line}\n`, (error) => {
+      if (error === null || error === undefined) return resume(Effect.void)
+      const code = (error as Error & { code?: string }).code ?? error.message
+      resume(Effect.fail(new CommandFailed({ message: `cannot write to stdout (${code})` })))
+    })
+  })

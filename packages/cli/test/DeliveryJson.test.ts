@@ -1,4 +1,4 @@
-import { Decimal, type FieldValue, Typed } from "@effect-amqp/protocol"
+import { Decimal, decodeTable, type FieldValue, Typed } from "@effect-amqp/protocol"
 import { assert, describe, it } from "@effect/vitest"
 import * as DeliveryJson from "../src/DeliveryJson.ts"
 
@@ -76,6 +76,27 @@ describe("DeliveryJson", () => {
       size: 2,
       body: "hi",
       bodyEncoding: "utf8"
+    })
+  })
+})
+
+describe("DeliveryJson, losing nothing", () => {
+  it("keeps a body's byte order mark: 5 bytes in, the same 5 back", () => {
+    const body = new Uint8Array([0xef, 0xbb, 0xbf, 0x7b, 0x7d])
+    const json = DeliveryJson.deliveryJson({ exchange: "", routingKey: "q", redelivered: false, properties: {}, body })
+    assert.strictEqual(json["size"], 5)
+    assert.strictEqual(json["body"], "\uFEFF{}")
+    assert.deepStrictEqual([...Buffer.from(json["body"] as string, "utf8")], [...body])
+  })
+
+  it("prints a 'T' header beyond a Date's range (nanoseconds) as its exact decimal", () => {
+    // { ts: T 1700000000000000000 }, by hand: size, key length, key, type, int64.
+    const raw = Buffer.alloc(16)
+    raw.writeUInt32BE(12, 0)
+    raw.write("\x02tsT", 4, "latin1")
+    raw.writeBigInt64BE(1_700_000_000_000_000_000n, 8)
+    assert.deepStrictEqual(DeliveryJson.tableJson(decodeTable(raw, { typed: true })), {
+      ts: { type: "T", value: "1700000000000000000" }
     })
   })
 })

@@ -1,8 +1,9 @@
 /**
  * AMQP field tables and arrays with every value type RabbitMQ uses: t b B s u I i l f d D S A T F
  * V x. Decoded 64-bit integers are `bigint`, decimals are `Decimal`, void is `null`, byte arrays are
- * `Uint8Array`, timestamps are `Date`, nested tables are prototype-free objects so that a key such as
- * `__proto__` is plain data. Encoding infers the type RabbitMQ accepts for each JavaScript value;
+ * `Uint8Array`, timestamps are `Date` (or, beyond a `Date`'s range, `Typed("T", seconds)` with the
+ * seconds a `bigint`), nested tables are prototype-free objects so that a key such as `__proto__`
+ * is plain data. Encoding infers the type RabbitMQ accepts for each JavaScript value;
  * `Typed` forces a specific one.
  *
  * This module does not know about frames or methods.
@@ -95,6 +96,9 @@ export type FieldValue =
 export interface FieldTable {
   readonly [key: string]: FieldValue | undefined
 }
+
+/** The seconds a `Date` can hold either side of 1970 (8.64e15 milliseconds). */
+const DATE_RANGE_SECONDS = 8_640_000_000_000n
 
 /**
  * How deeply tables and arrays may nest, in both directions.
@@ -258,11 +262,12 @@ const writeTyped = (w: BufferWriter, type: FieldType, value: FieldValue, depth: 
       throw encodeError(`field type 'x' needs a Uint8Array`)
     case "T": {
       const seconds = value instanceof Date ? Math.floor(value.getTime() / 1000) : value
-      if (typeof seconds !== "number" || !Number.isSafeInteger(seconds)) {
-        throw encodeError(`field type 'T' needs a Date or whole seconds`)
-      }
+      const whole = typeof seconds === "number"
+        ? Number.isSafeInteger(seconds)
+        : typeof seconds === "bigint" && BigInt.asIntN(64, seconds) === seconds
+      if (!whole) throw encodeError(`field type 'T' needs a Date or whole seconds (64 bits)`)
       w.ensure(8)
-      w.buf.writeBigInt64BE(BigInt(seconds), w.pos)
+      w.buf.writeBigInt64BE(BigInt(seconds as number | bigint), w.pos)
       w.pos += 8
       return
     }
@@ -350,8 +355,12 @@ const readRaw = (r: BufferReader, type: FieldType, typed: boolean, depth: number
       return r.longstr()
     case "x":
       return Uint8Array.prototype.slice.call(r.longstrBytes())
-    case "T":
-      return new Date(Number(r.fixed(8, (buf, at) => buf.readBigInt64BE(at))) * 1000)
+    case "T": {
+      const seconds = r.fixed(8, (buf, at) => buf.readBigInt64BE(at))
+      if (seconds >= -DATE_RANGE_SECONDS && seconds <= DATE_RANGE_SECONDS) return new Date(Number(seconds) * 1000)
+      // Beyond what a Date holds (nanoseconds from another client, say): kept exact, as `T`.
+      return typed ? seconds : new Typed("T", seconds)
+    }
     case "A":
       return readArray(r, typed, depth)
     case "F":

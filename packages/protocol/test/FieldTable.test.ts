@@ -21,6 +21,15 @@ const encodedValue = (value: FieldValue): string => toHex(encodeTable({ v: value
 
 const expectValue = (field: Field): string => toHex(new Bytes().field(field).build())
 
+/** A table of one key "v" holding a 'T', built by hand: size, key length, key, type, int64. */
+const timestampTable = (seconds: bigint): Uint8Array => {
+  const bytes = Buffer.alloc(4 + 1 + 1 + 1 + 8)
+  bytes.writeUInt32BE(11, 0)
+  bytes.write("\x01vT", 4, "latin1")
+  bytes.writeBigInt64BE(seconds, 7)
+  return bytes
+}
+
 describe("decoding", () => {
   it("decodes every field type, nested", () => {
     const decoded = decodeTable(tableBytes(everyType))
@@ -87,6 +96,21 @@ describe("decoding", () => {
     }
     const together = decodeTable(tableBytes(keys.map((key, i) => [key, ["I", i]] as const)))
     assert.deepStrictEqual(together, { "a1b2c3d4e": 2, "a9b8c7d6e": 4, "a0b0c0d0e": 6, "": 5 })
+  })
+
+  it("keeps a timestamp beyond a Date's range exact, as Typed('T', seconds), and encodes it back", () => {
+    const nanoseconds = 1_700_000_000_000_000_000n
+    for (const seconds of [nanoseconds, -nanoseconds, 8_640_000_000_001n, 2n ** 63n - 1n, -(2n ** 63n)]) {
+      const bytes = timestampTable(seconds)
+      assert.deepStrictEqual(decodeTable(bytes), { v: new Typed("T", seconds) })
+      assert.deepStrictEqual(decodeTable(bytes, { typed: true }), { v: new Typed("T", seconds) })
+      assert.deepStrictEqual(encodeTable(decodeTable(bytes)), bytes)
+    }
+    // The edges of a Date's range are still Dates.
+    const latest = timestampTable(8_640_000_000_000n)
+    assert.deepStrictEqual(decodeTable(latest), { v: new Date(8_640_000_000_000_000) })
+    assert.deepStrictEqual(decodeTable(timestampTable(-8_640_000_000_000n)), { v: new Date(-8_640_000_000_000_000) })
+    encodeErrorOf(() => encodeTable({ v: new Typed("T", 2n ** 63n) }))
   })
 
   it("lets the last of two equal keys win", () => {

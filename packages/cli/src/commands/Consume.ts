@@ -2,7 +2,8 @@
  * `effect-amqp consume`: takes `--count` messages from a queue with manual acks and exits once all
  * were acknowledged, printing count, bytes and rate. With `--print` every delivery is also written
  * to stdout as one line of JSON (`DeliveryJson`), headers with their AMQP field types; the summary
- * then goes to stderr so that stdout stays JSON.
+ * then goes to stderr so that stdout stays JSON. A delivery is acknowledged once its line is
+ * written: when the reader goes away, the command fails and the rest stay in the queue.
  *
  * Deliveries past `--count` that the broker already sent are returned to the queue (the consumer
  * is cancelled and they are rejected with requeue). `--timeout` bounds the wait for the messages.
@@ -55,7 +56,16 @@ export const run = Effect.fn("effect-amqp consume")(function*(options: Options) 
   )
   const handle = (delivery: AmqpChannel.Delivery) =>
     Effect.gen(function*() {
-      if (options.print) yield* Console.log(JSON.stringify(DeliveryJson.deliveryJson(delivery)))
+      // Acknowledged once its line is written: one that a closed pipe refused goes back to the queue.
+      if (options.print) {
+        yield* Report.stdoutLine(JSON.stringify(DeliveryJson.deliveryJson(delivery))).pipe(
+          Effect.mapError((error) =>
+            new Report.CommandFailed({
+              message: `${error.message} after ${done} messages; the others stay in "${options.queue}"`
+            })
+          )
+        )
+      }
       yield* delivery.ack()
       done++
       byteCount += delivery.body.length

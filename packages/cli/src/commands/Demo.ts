@@ -252,7 +252,7 @@ export const run = Effect.fn("effect-amqp demo")(function*(options: Options) {
         tally.confirmed++
         if (!consumed.has(id)) awaiting.add(id)
       }).pipe(Effect.catchIf(isNack, () => Effect.sync(() => tally.nacked++)))
-    yield* Effect.forEach(Message.ids(options.count), publishOne, { concurrency: options.window, discard: true })
+    yield* Message.forEachId(options.count, options.window, publishOne)
     publisherDone = true
     yield* checkDrained
   }).pipe(Effect.scoped)

@@ -135,6 +135,8 @@ class Counters {
   /** This run's messages acknowledged. */
   ownConsumed = 0
   lastSentAt = 0
+  /** When the last producer stopped publishing, its rate limit's last turn included. */
+  publishingEndedAt = 0
   lastConfirmAt = 0
   lastConsumedAt = 0
   errors = 0
@@ -221,6 +223,16 @@ interface Plan {
 const finished = (plan: Plan, sent: number): boolean =>
   plan.count !== undefined ? sent >= plan.count : performance.now() >= plan.stopAt
 
+/** Sleeps until `due`, or until the run's end if that comes first (a timer may also wake early). */
+const untilDue = (due: number, plan: Plan) =>
+  Effect.gen(function*() {
+    let at = performance.now()
+    while (at < due && at < plan.stopAt) {
+      yield* Effect.sleep(Math.min(due, plan.stopAt) - at)
+      at = performance.now()
+    }
+  })
+
 /**
  * Publishes until the plan says stop, keeping the confirm window full from this one fiber; a second
  * fiber awaits the confirms in the order they were published.
@@ -253,8 +265,7 @@ const publishLoop = (
     let sent = 0
     while (!finished(plan, sent)) {
       if (options.rate > 0) {
-        const wait = started + (sent * 1000) / options.rate - performance.now()
-        if (wait > 0) yield* Effect.sleep(wait)
+        yield* untilDue(started + (sent * 1000) / options.rate, plan)
         if (finished(plan, sent)) break
       }
       const confirmation = yield* channel.publishAsync("", queue, stamped(template))
@@ -263,6 +274,10 @@ const publishLoop = (
       counters.lastSentAt = performance.now()
       if (options.confirm > 0) Queue.offerUnsafe(pending, confirmation)
     }
+    // Under a rate limit the last message's turn lasts until the next one would be due: the run's
+    // rate is then the limit, not a little above it.
+    if (options.rate > 0) yield* untilDue(started + (sent * 1000) / options.rate, plan)
+    counters.publishingEndedAt = Math.max(counters.publishingEndedAt, performance.now())
     Queue.endUnsafe(pending)
     yield* Fiber.join(confirms)
   })
@@ -463,7 +478,8 @@ export const run = Effect.fn("effect-amqp perf")(function*(options: Options) {
   const start = performance.now()
   const plan: Plan = {
     count: Option.getOrUndefined(options.count),
-    stopAt: start + Option.getOrElse(options.duration, () => 10) * 1000
+    // A run of --count messages is not cut short by the default duration.
+    stopAt: Option.isSome(options.count) ? Infinity : start + Option.getOrElse(options.duration, () => 10) * 1000
   }
   yield* progress(counters, start)
   yield* Effect.forEach(producerChannels, (channel) =>
@@ -477,6 +493,8 @@ export const run = Effect.fn("effect-amqp perf")(function*(options: Options) {
   const cpu = process.cpuUsage(cpuBefore)
 
   const over = (last: number, n: number) => n / (Math.max(last - start, 1) / 1000)
+  // Without a rate limit, publishing ends with the last message; with one, a turn later.
+  const publishedUntil = options.rate > 0 ? counters.publishingEndedAt : counters.lastSentAt
   const user = round(cpu.user / 1000, 1)
   const system = round(cpu.system / 1000, 1)
   const summary: Summary = {
@@ -495,9 +513,9 @@ export const run = Effect.fn("effect-amqp perf")(function*(options: Options) {
     nacked: counters.nacked,
     consumed: counters.consumed,
     rates: {
-      published: round(over(counters.lastSentAt, counters.sent), 1),
-      confirmed: round(over(counters.lastConfirmAt, counters.confirmed), 1),
-      consumed: round(over(counters.lastConsumedAt, counters.consumed), 1)
+      published: round(over(publishedUntil, counters.sent), 1),
+      confirmed: round(over(Math.max(counters.lastConfirmAt, publishedUntil), counters.confirmed), 1),
+      consumed: round(over(Math.max(counters.lastConsumedAt, publishedUntil), counters.consumed), 1)
     },
     latencyMs: latencyOf(counters.latency),
     cpuMs: { user, system, total: round(user + system, 1) },

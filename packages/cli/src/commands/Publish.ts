@@ -64,10 +64,7 @@ export const run = Effect.fn("effect-amqp publish")(function*(options: Options) 
       byteCount += body.length
     }))
   }
-  yield* Effect.forEach(Message.ids(options.count), publishOne, {
-    concurrency: options.confirm ? options.window : 1,
-    discard: true
-  })
+  yield* Message.forEachId(options.count, options.confirm ? options.window : 1, publishOne)
 
   const verb = options.confirm ? "published and confirmed" : "published"
   yield* Console.log(Report.summary(verb, done, byteCount, Report.secondsSince(start)))
