@@ -488,6 +488,8 @@ class Supervisor {
   private recover(link: Link): Effect.Effect<void> {
     return Effect.gen({ self: this }, function*() {
       const topology = this.topology
+      // Auto-delete queues declared again: the broker deletes one only when a consumer of it goes.
+      const autoDeleteQueues = new Set<string>()
       const hasTopology = topology.exchanges.size + topology.queues.size + topology.bindings.length > 0
       if (hasTopology) {
         const scope = yield* Scope.fork(link.scope)
@@ -534,7 +536,12 @@ class Supervisor {
             `queue ${queue.name}`,
             (c) =>
               c.queueDeclare(queue.serverNamed ? "" : queue.name, queue.options).pipe(
-                Effect.tap((ok) => Effect.sync(() => ok.queue !== queue.name && this.renameQueue(queue.name, ok.queue)))
+                Effect.tap((ok) =>
+                  Effect.sync(() => {
+                    if (ok.queue !== queue.name) this.renameQueue(queue.name, ok.queue)
+                    if (queue.options.autoDelete === true) autoDeleteQueues.add(ok.queue)
+                  })
+                )
               )
           )
         }
@@ -551,6 +558,21 @@ class Supervisor {
         yield* Scope.close(scope, Exit.void)
       }
       for (const channel of this.channels) yield* channel.attach(link)
+      // One whose last consumer the application ended after it was declared again, before that
+      // consumer started on this link, would stay for good: it goes, unless another has a consumer.
+      const givenUp = Array.from(autoDeleteQueues).filter((queue) => !topology.queues.has(queue))
+      if (givenUp.length > 0) {
+        yield* Effect.scoped(Effect.gen(function*() {
+          const channel = yield* AmqpChannel.make(link.connection)
+          for (const queue of givenUp) yield* channel.queueDelete(queue, { ifUnused: true })
+        })).pipe(
+          Effect.catch((error) =>
+            Effect.sync(() =>
+              this.emit({ _tag: "RecoveryStepFailed", step: `given-up queues ${givenUp.join(", ")}`, error })
+            )
+          )
+        )
+      }
     })
   }
 
@@ -582,8 +604,9 @@ class Supervisor {
         Effect.sync(() => this.channels.add(channel)),
         () => channel.close
       )
-      const link = yield* this.awaitLink
-      yield* channel.attach(link)
+      // Given up (no link within linkTimeout), it is closed at once: a recovery under way would
+      // otherwise open it on the broker, and again on every link, until the caller's scope ends.
+      yield* Effect.flatMap(this.awaitLink, (link) => channel.attach(link)).pipe(Effect.onError(() => channel.close))
       if (channel.closedForGood !== undefined) return yield* Effect.fail(channel.closedForGood)
       return channel.api()
     })
@@ -626,10 +649,23 @@ const apiOf = (core: ChannelCore): AmqpChannel.AmqpChannel => {
 const record = <A>(effect: Effect.Effect<A, AmqpChannel.ChannelError>, f: (a: A) => void) =>
   Effect.tap(effect, (a) => Effect.sync(() => f(a)))
 
+interface Qos {
+  readonly prefetchCount: number
+  readonly prefetchSize: number
+  readonly global: boolean
+}
+
+/** What a channel has before any `qos`: no limit. */
+const NO_QOS: Qos = { prefetchCount: 0, prefetchSize: 0, global: false }
+
+const sameQos = (a: Qos, b: Qos) => a.prefetchCount === b.prefetchCount && a.prefetchSize === b.prefetchSize
+
 /** A consumer of a client channel: its stream outlives the channel incarnations under it. */
 class LogicalConsumer {
   handle: ConsumerHandle | undefined
   queue: string
+  /** The per-consumer `qos` in force on its channel when it started: recovery restores it first. */
+  readonly qos: Qos | undefined
   readonly options: ConsumeOptions & { readonly consumerTag: string }
   readonly buffer: DeliveryBuffer<AmqpChannel.ChannelError | AmqpConsumerCancelled>
   readonly channel: LogicalChannel
@@ -644,6 +680,7 @@ class LogicalConsumer {
     this.options = options
     this.buffer = buffer
     this.channel = channel
+    this.qos = channel.consumerQos
   }
 
   /** The channel incarnation this consumer was last started on; it is started once per incarnation. */
@@ -689,7 +726,9 @@ class LogicalChannel {
   /** The incarnation whose consumers recovery is starting, while it does. */
   startingConsumersOn: ChannelCore | undefined
   closedForGood: AmqpChannel.ChannelError | undefined
-  qos: { readonly prefetchCount: number; readonly prefetchSize: number; readonly global: boolean } | undefined
+  /** The last `qos` with `global` (for the channel as a whole), and the last without (per consumer). */
+  globalQos: Qos | undefined
+  consumerQos: Qos | undefined
   confirm = false
   readonly consumers = new Set<LogicalConsumer>()
   /** Returns from every incarnation of this channel. */
@@ -746,11 +785,20 @@ class LogicalChannel {
       this.lastCore = core
       core.returns.add({ returned: (message) => this.returns.returned(message), ended: () => {} })
       const api = apiOf(core)
-      if (this.qos !== undefined) yield* api.qos(this.qos.prefetchCount, this.qos)
+      if (this.globalQos !== undefined) yield* api.qos(this.globalQos.prefetchCount, this.globalQos)
       if (this.confirm) yield* api.confirmSelect
+      // Each consumer starts under the per-consumer prefetch it started under before; the channel's
+      // last one is in force again afterwards, for the consumers still to come.
+      let applied: Qos = NO_QOS
+      const apply = (qos: Qos = NO_QOS) => {
+        if (sameQos(qos, applied)) return Effect.void
+        applied = qos
+        return api.qos(qos.prefetchCount, qos)
+      }
       // The broker closing this incarnation for one consumer's sake ends that consumer alone.
       this.startingConsumersOn = core
       for (const consumer of this.consumers) {
+        yield* apply(consumer.qos)
         const started = yield* Effect.exit(consumer.attach(core))
         const error = Exit.isFailure(started) ? Cause.findErrorOption(started.cause) : undefined
         if (error?._tag !== "Some") continue
@@ -766,6 +814,7 @@ class LogicalChannel {
         }
       }
       this.startingConsumersOn = undefined
+      yield* apply(this.consumerQos)
       if (this.closedForGood !== undefined) return yield* Scope.close(scope, Exit.void)
       if (this.supervisor.link === link) this.serve(core)
       else this.held = core
@@ -856,6 +905,16 @@ class LogicalChannel {
     )
   })
 
+  /**
+   * Where an acknowledgement goes: acknowledgements do not wait, not even for a recovery under way,
+   * whose restarted consumers deliver before it has finished.
+   */
+  private readonly acknowledging: Effect.Effect<ChannelCore, AmqpChannel.ChannelError> = Effect.suspend(() => {
+    const held = this.held
+    if (held !== undefined && !held.isClosed() && this.closedForGood === undefined) return Effect.succeed(held)
+    return this.current
+  })
+
   /** Runs an operation on the live incarnation; if the link dies under it, once more on the next. */
   private op<A, E extends { readonly _tag: string }>(
     f: (api: AmqpChannel.AmqpChannel, core: ChannelCore) => Effect.Effect<A, E>
@@ -918,7 +977,9 @@ class LogicalChannel {
       queueDelete: (queue, o) => record(this.op((c) => c.queueDelete(queue, o)), () => topology.queueDeleted(queue)),
       qos: (prefetchCount, o = {}) =>
         record(this.op((c) => c.qos(prefetchCount, o)), () => {
-          this.qos = { prefetchCount, prefetchSize: o.prefetchSize ?? 0, global: o.global ?? false }
+          const qos = { prefetchCount, prefetchSize: o.prefetchSize ?? 0, global: o.global ?? false }
+          if (qos.global) this.globalQos = qos
+          else this.consumerQos = qos
         }),
       confirmSelect: record(this.op((c) => c.confirmSelect), () => {
         this.confirm = true
@@ -934,14 +995,17 @@ class LogicalChannel {
       returns: returnsStream(this.returns),
       get: (queue, o) => this.op((c) => c.get(queue, o)),
       ack: (deliveryTag, multiple) =>
-        Effect.flatMap(this.current, (core) => acknowledge(core, "ack", deliveryTag, multiple ?? false, false)),
+        Effect.flatMap(this.acknowledging, (core) => acknowledge(core, "ack", deliveryTag, multiple ?? false, false)),
       nack: (deliveryTag, multiple, requeue) =>
         Effect.flatMap(
-          this.current,
+          this.acknowledging,
           (core) => acknowledge(core, "nack", deliveryTag, multiple ?? false, requeue ?? true)
         ),
       reject: (deliveryTag, requeue) =>
-        Effect.flatMap(this.current, (core) => acknowledge(core, "reject", deliveryTag, false, requeue ?? true)),
+        Effect.flatMap(
+          this.acknowledging,
+          (core) => acknowledge(core, "reject", deliveryTag, false, requeue ?? true)
+        ),
       recover: (requeue) => this.op((c) => c.recover(requeue)),
       txSelect: this.op((c) => c.txSelect),
       txCommit: this.op((c) => c.txCommit),

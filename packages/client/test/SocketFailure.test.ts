@@ -12,6 +12,7 @@ const certificateRequired = sslError(
   "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED",
   "tlsv13 alert certificate required"
 )
+const badRecordMacAlert = sslError("ERR_SSL_SSL/TLS_ALERT_BAD_RECORD_MAC", "ssl/tls alert bad record mac")
 const unknownCa = sslError("ERR_SSL_TLSV1_ALERT_UNKNOWN_CA", "tlsv1 alert unknown ca")
 
 const kindOf = (error: Error & { code: string }, tls: "setup" | "established", sentCertificate = false) => {
@@ -32,6 +33,7 @@ describe("a TLS error", () => {
   it("once the session is up is that session's failure, which a new connection may not meet", () => {
     assert.deepStrictEqual(kindOf(wrongVersion, "established"), { kind: "SessionFailed", permanent: false })
     assert.deepStrictEqual(kindOf(badRecordMac, "established"), { kind: "SessionFailed", permanent: false })
+    assert.deepStrictEqual(kindOf(badRecordMacAlert, "established"), { kind: "SessionFailed", permanent: false })
   })
 
   it("once the session is up still names an alert about certificates (TLS 1.3 checks them after)", () => {

@@ -42,3 +42,44 @@ describe("recorded bindings", () => {
     assert.strictEqual(topology.bindings.length, 2)
   })
 })
+
+const exchange = (name: string, autoDelete: boolean) => ({ name, type: "fanout", options: { autoDelete } })
+const from = (source: string, destination: string, kind: "queue" | "exchange" = "queue"): RecordedBinding => ({
+  kind,
+  destination,
+  source,
+  routingKey: "",
+  arguments: {}
+})
+
+describe("auto-delete exchanges", () => {
+  it("are forgotten with the last binding from them, however it goes, and so in turn", () => {
+    const topology = new Topology()
+    topology.exchangeDeclared(exchange("upstream", true))
+    topology.exchangeDeclared(exchange("ad", true))
+    topology.exchangeDeclared(exchange("kept", false))
+    topology.queueDeclared({ name: "q1", serverNamed: false, options: {} })
+    topology.queueDeclared({ name: "q2", serverNamed: false, options: {} })
+    topology.bound(from("upstream", "ad", "exchange"))
+    topology.bound(from("ad", "q1"))
+    topology.bound(from("ad", "q2"))
+    topology.bound(from("kept", "q1"))
+
+    topology.unbound(from("ad", "q1"))
+    assert.deepStrictEqual([...topology.exchanges.keys()], ["upstream", "ad", "kept"])
+    // Its last binding goes with its queue; the exchange bound to it loses its last binding too.
+    topology.queueDeleted("q2")
+    assert.deepStrictEqual([...topology.exchanges.keys()], ["kept"])
+    assert.deepStrictEqual(topology.bindings, [from("kept", "q1")])
+    topology.queueDeleted("q1")
+    assert.deepStrictEqual([...topology.exchanges.keys()], ["kept"])
+  })
+
+  it("stay while they never had a binding", () => {
+    const topology = new Topology()
+    topology.exchangeDeclared(exchange("ad", true))
+    topology.queueDeclared({ name: "q", serverNamed: false, options: {} })
+    topology.queueDeleted("q")
+    assert.deepStrictEqual([...topology.exchanges.keys()], ["ad"])
+  })
+})

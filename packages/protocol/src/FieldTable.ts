@@ -2,9 +2,9 @@
  * AMQP field tables and arrays with every value type RabbitMQ uses: t b B s u I i l f d D S A T F
  * V x. Decoded 64-bit integers are `bigint`, decimals are `Decimal`, void is `null`, byte arrays are
  * `Uint8Array`, timestamps are `Date` (or, beyond a `Date`'s range, `Typed("T", seconds)` with the
- * seconds a `bigint`), nested tables are prototype-free objects so that a key such as `__proto__`
- * is plain data. Encoding infers the type RabbitMQ accepts for each JavaScript value;
- * `Typed` forces a specific one.
+ * seconds a `bigint`), long strings are text (or, when not UTF-8, `Typed("S", bytes)`), nested
+ * tables are prototype-free objects so that a key such as `__proto__` is plain data. Encoding
+ * infers the type RabbitMQ accepts for each JavaScript value; `Typed` forces a specific one.
  *
  * This module does not know about frames or methods.
  *
@@ -351,8 +351,11 @@ const readRaw = (r: BufferReader, type: FieldType, typed: boolean, depth: number
       const scale = r.octet()
       return new Decimal(scale, r.fixed(4, (buf, at) => buf.readInt32BE(at)))
     }
-    case "S":
-      return r.longstr()
+    case "S": {
+      const value = r.longstrExact()
+      // Bytes that are not UTF-8 (some clients put binary data here) stay bytes, still an `S`.
+      return typeof value === "string" || typed ? value : new Typed("S", value)
+    }
     case "x":
       return Uint8Array.prototype.slice.call(r.longstrBytes())
     case "T": {

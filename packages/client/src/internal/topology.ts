@@ -53,7 +53,7 @@ export class Topology {
 
   exchangeDeleted(name: string): void {
     this.exchanges.delete(name)
-    this.bindings = this.bindings.filter((b) => b.source !== name && !(b.kind === "exchange" && b.destination === name))
+    this.forgetBindings((b) => b.source === name || (b.kind === "exchange" && b.destination === name))
   }
 
   queueDeclared(queue: RecordedQueue): void {
@@ -63,7 +63,7 @@ export class Topology {
 
   queueDeleted(name: string): void {
     this.queues.delete(name)
-    this.bindings = this.bindings.filter((b) => !(b.kind === "queue" && b.destination === name))
+    this.forgetBindings((b) => b.kind === "queue" && b.destination === name)
   }
 
   bound(binding: RecordedBinding): void {
@@ -71,7 +71,24 @@ export class Topology {
   }
 
   unbound(binding: RecordedBinding): void {
-    this.bindings = this.bindings.filter((b) => !sameBinding(b, binding))
+    this.forgetBindings((b) => sameBinding(b, binding))
+  }
+
+  /**
+   * Forgets the bindings `gone` picks. RabbitMQ deletes an auto-delete exchange once the last
+   * binding from it goes: such an exchange is forgotten too, or recovery would bring it back.
+   */
+  private forgetBindings(gone: (binding: RecordedBinding) => boolean): void {
+    const sources = new Set<string>()
+    this.bindings = this.bindings.filter((b) => {
+      if (!gone(b)) return true
+      sources.add(b.source)
+      return false
+    })
+    for (const source of sources) {
+      const autoDelete = this.exchanges.get(source)?.options.autoDelete === true
+      if (autoDelete && !this.bindings.some((b) => b.source === source)) this.exchangeDeleted(source)
+    }
   }
 
   /** A server-named queue came back under a new name. */

@@ -98,11 +98,15 @@ export const tlsKind = (error: Error & { code?: string }, sentCertificate: boole
   return undefined
 }
 
+/** Alerts by which a TLS 1.3 peer refuses a certificate after the client saw the handshake end. */
+const certificateAlert = /ALERT_(?:\w*CERTIFICATE\w*|UNKNOWN_CA|HANDSHAKE_FAILURE|ACCESS_DENIED)/i
+
 /**
  * The reason a socket-level error ends a connection. Once the TLS session is `established`, a
- * record error is that session's failure, not a port that does not speak TLS or a failed setup;
- * an alert from the peer still names what it refused (TLS 1.3 servers check a client's
- * certificate after the client has seen the handshake finish).
+ * record error, or the peer's alert about one (bad_record_mac), is that session's failure, not a
+ * port that does not speak TLS or a failed setup; an alert about a certificate still names what
+ * the peer refused (TLS 1.3 servers check a client's certificate after the client has seen the
+ * handshake finish).
  */
 export const socketFailure = (
   error: (Error & { code?: string }) | undefined,
@@ -112,7 +116,7 @@ export const socketFailure = (
 ): ConnectionErrorReason => {
   if (error !== undefined && tls !== undefined) {
     let kind = tlsKind(error, sentCertificate)
-    const recordError = kind === "NotTls" || (kind === "HandshakeFailed" && !/ALERT/i.test(error.code ?? ""))
+    const recordError = kind === "NotTls" || (kind === "HandshakeFailed" && !certificateAlert.test(error.code ?? ""))
     if (tls === "established" && recordError) kind = "SessionFailed"
     if (kind !== undefined) return new TlsFailure({ kind, message: error.message, code: error.code })
   }

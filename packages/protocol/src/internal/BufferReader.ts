@@ -2,6 +2,7 @@
  * A bounds-checked big-endian byte reader over one frame payload. Every read checks the payload's
  * end first, so truncated input becomes a typed 501 FRAME_ERROR instead of a `RangeError`.
  */
+import { isUtf8 } from "node:buffer"
 import { frameError, syntaxError } from "../ProtocolError.ts"
 
 const TWO_32 = 4294967296
@@ -126,6 +127,16 @@ export class BufferReader {
   longstr(): string {
     const length = this.long()
     return this.utf8(length)
+  }
+
+  /** A long string as text when it is UTF-8, else as a copy of its bytes, which text would lose. */
+  longstrExact(): string | Uint8Array {
+    const length = this.long()
+    this.need(length)
+    const start = this.pos
+    this.pos += length
+    const view = this.buf.subarray(start, start + length)
+    return isUtf8(view) ? view.toString("utf8") : Uint8Array.prototype.slice.call(view)
   }
 
   longstrBytes(): Uint8Array {

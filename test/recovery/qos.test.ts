@@ -1,0 +1,88 @@
+/**
+ * RabbitMQ keeps two prefetch limits per channel: `basic.qos` with `global: false` limits each
+ * consumer started after it, with `global: true` the channel as a whole. An `AmqpClient` channel
+ * restores both after a reconnect, and each consumer's own (the one in force when it started).
+ */
+import { AmqpChannel, AmqpClient, AmqpConnection } from "@effect-amqp/client"
+import { BrokerNode } from "@effect-amqp/testing"
+import { assert, layer } from "@effect/vitest"
+import { Effect, Schedule } from "effect"
+import { randomUUID } from "node:crypto"
+import * as Support from "../recovery/support.ts"
+import { poll } from "../support/channelKit.ts"
+
+layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("AmqpClient qos", (it) => {
+  it.effect("restores both the per-consumer and the channel-wide prefetch after a reconnect", () =>
+    Support.probed(({ node, proxy }) =>
+      Effect.gen(function*() {
+        const options = yield* Support.options(proxy.port, "qos-both")
+        const client = yield* AmqpClient.make(options, { reconnect: Schedule.spaced("200 millis") })
+        const log = yield* Support.eventLog(client)
+        const id = randomUUID().slice(0, 8)
+        const queue = `qos-${id}`
+        const observer = yield* AmqpConnection.fromUrl(node.url, { connectionName: `observer-${id}` })
+        const publisher = yield* AmqpChannel.make(observer)
+        yield* publisher.confirmSelect
+        yield* publisher.queueDeclare(queue)
+        for (let i = 0; i < 10; i++) yield* publisher.publish("", queue, Buffer.from(`m${i}`))
+
+        const channel = yield* client.channel()
+        yield* channel.qos(2) // each consumer: 2
+        yield* channel.qos(100, { global: true }) // the whole channel: 100
+        // Deliveries are taken and never acknowledged: the consumer holds what its prefetch allows.
+        const inbox = yield* Support.consumeInto(channel, queue)
+        const ready = Effect.map(publisher.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount)
+        const settle = Effect.andThen(Effect.sleep(500), ready)
+        assert.strictEqual(yield* poll(ready, (n) => n === 8), 8)
+        assert.strictEqual(yield* settle, 8, "before the reconnect the consumer holds 2")
+
+        yield* proxy.reset()
+        const disconnected = yield* log.next("Disconnected", 0, 30_000)
+        yield* log.next("Recovered", disconnected.index, 30_000)
+        // The 2 it held come back to the queue with the link; the consumer takes 2 again.
+        const after = yield* Effect.andThen(Effect.sleep(1_000), ready)
+        yield* publisher.queueDelete(queue)
+        void inbox
+        assert.strictEqual(after, 8, "after the reconnect the consumer holds 2, not 10")
+      })
+    ))
+
+  it.effect("restores each consumer's own prefetch (the qos in force when it started) after a reconnect", () =>
+    Support.probed(({ node, proxy }) =>
+      Effect.gen(function*() {
+        const options = yield* Support.options(proxy.port, "qos-each")
+        const client = yield* AmqpClient.make(options, { reconnect: Schedule.spaced("200 millis") })
+        const log = yield* Support.eventLog(client)
+        const id = randomUUID().slice(0, 8)
+        const small = `qos-small-${id}`
+        const large = `qos-large-${id}`
+        const observer = yield* AmqpConnection.fromUrl(node.url, { connectionName: `observer-${id}` })
+        const publisher = yield* AmqpChannel.make(observer)
+        yield* publisher.confirmSelect
+        for (const queue of [small, large]) {
+          yield* publisher.queueDeclare(queue)
+          for (let i = 0; i < 10; i++) yield* publisher.publish("", queue, Buffer.from(`m${i}`))
+        }
+        const ready = (queue: string) =>
+          Effect.map(publisher.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount)
+
+        const channel = yield* client.channel()
+        yield* channel.qos(2)
+        yield* Support.consumeInto(channel, small) // holds at most 2
+        assert.strictEqual(yield* poll(ready(small), (n) => n === 8), 8)
+        yield* channel.qos(5)
+        yield* Support.consumeInto(channel, large) // holds at most 5
+        assert.strictEqual(yield* poll(ready(large), (n) => n === 5), 5)
+        assert.strictEqual(yield* Effect.andThen(Effect.sleep(500), ready(small)), 8)
+
+        yield* proxy.reset()
+        const disconnected = yield* log.next("Disconnected", 0, 30_000)
+        yield* log.next("Recovered", disconnected.index, 30_000)
+        yield* Effect.sleep(1_000)
+        const after = { small: yield* ready(small), large: yield* ready(large) }
+        yield* publisher.queueDelete(small)
+        yield* publisher.queueDelete(large)
+        assert.deepStrictEqual(after, { small: 8, large: 5 })
+      })
+    ))
+})
