@@ -289,6 +289,10 @@ class Supervisor {
   private lostAt: number | undefined
   /** Whether the last event about the current link's blocking was `Blocked`. */
   private blocked = false
+  /** Auto-delete queues a recovery declared again, with the link it declared them on. */
+  private readonly redeclaredOn = new Map<string, Link>()
+  /** Auto-delete queues given up before their consumer started again: to delete, on this link or the next. */
+  private readonly givenUp = new Set<string>()
   /** Why the link was last lost or given up, for the errors of operations that find it down. */
   lastCause: AmqpConnectionError | undefined
   readonly linkTimeout: number
@@ -488,8 +492,7 @@ class Supervisor {
   private recover(link: Link): Effect.Effect<void> {
     return Effect.gen({ self: this }, function*() {
       const topology = this.topology
-      // Auto-delete queues declared again: the broker deletes one only when a consumer of it goes.
-      const autoDeleteQueues = new Set<string>()
+      yield* this.deleteGivenUp(link)
       const hasTopology = topology.exchanges.size + topology.queues.size + topology.bindings.length > 0
       if (hasTopology) {
         const scope = yield* Scope.fork(link.scope)
@@ -532,6 +535,8 @@ class Supervisor {
               )
             ))
           if (remains) continue
+          // Known before the declare goes: the consumer may end while its reply is on the way.
+          if (queue.options.autoDelete === true && !queue.serverNamed) this.redeclaredOn.set(queue.name, link)
           yield* step(
             `queue ${queue.name}`,
             (c) =>
@@ -539,7 +544,9 @@ class Supervisor {
                 Effect.tap((ok) =>
                   Effect.sync(() => {
                     if (ok.queue !== queue.name) this.renameQueue(queue.name, ok.queue)
-                    if (queue.options.autoDelete === true) autoDeleteQueues.add(ok.queue)
+                    if (queue.options.autoDelete === true) this.redeclaredOn.set(ok.queue, link)
+                    // Given up while it was being declared: it goes at the end of this recovery.
+                    if (queue.options.autoDelete === true && !topology.queues.has(ok.queue)) this.givenUp.add(ok.queue)
                   })
                 )
               )
@@ -558,22 +565,31 @@ class Supervisor {
         yield* Scope.close(scope, Exit.void)
       }
       for (const channel of this.channels) yield* channel.attach(link)
-      // One whose last consumer the application ended after it was declared again, before that
-      // consumer started on this link, would stay for good: it goes, unless another has a consumer.
-      const givenUp = Array.from(autoDeleteQueues).filter((queue) => !topology.queues.has(queue))
-      if (givenUp.length > 0) {
-        yield* Effect.scoped(Effect.gen(function*() {
-          const channel = yield* AmqpChannel.make(link.connection)
-          for (const queue of givenUp) yield* channel.queueDelete(queue, { ifUnused: true })
-        })).pipe(
-          Effect.catch((error) =>
-            Effect.sync(() =>
-              this.emit({ _tag: "RecoveryStepFailed", step: `given-up queues ${givenUp.join(", ")}`, error })
-            )
-          )
-        )
-      }
+      if (this.givenUp.size > 0) yield* this.deleteGivenUp(link)
     })
+  }
+
+  /**
+   * Deletes the auto-delete queues given up while they waited for a consumer on a new link (see
+   * `consumerGone`), each on a channel of its own and only if unused: one that another connection
+   * consumes stays (the broker deletes it when that consumer goes). One the link's loss kept from
+   * going stays pending, for the next link.
+   */
+  private deleteGivenUp(link: Link): Effect.Effect<void> {
+    return Effect.forEach(
+      Array.from(this.givenUp),
+      (queue) =>
+        Effect.scoped(
+          Effect.flatMap(AmqpChannel.make(link.connection), (c) => c.queueDelete(queue, { ifUnused: true }))
+        )
+          .pipe(
+            Effect.andThen(Effect.sync(() => this.givenUp.delete(queue))),
+            // 406: in use, 404: gone already; either way the broker takes it from here.
+            Effect.catchTag("AmqpChannelError", () => Effect.sync(() => this.givenUp.delete(queue))),
+            Effect.ignore
+          ),
+      { discard: true }
+    )
   }
 
   /**
@@ -581,12 +597,21 @@ class Supervisor {
    * has gone: when it was this client's last consumer of one it declared, recovery must not bring
    * the queue back (it would collect messages with nobody to consume them).
    */
-  consumerGone(queue: string): void {
+  consumerGone(queue: string, startedOn: ChannelCore | undefined): void {
     if (this.topology.queues.get(queue)?.options.autoDelete !== true) return
     for (const channel of this.channels) {
       for (const consumer of channel.consumers) if (consumer.queue === queue) return
     }
     this.topology.queueDeleted(queue)
+    // A recovery declared it again on this link, and the consumer had not started here: no
+    // consumer of it goes, so the broker would keep it for good. It is deleted now, while nobody
+    // else is likely to have declared it again.
+    const link = this.opened ?? this.link
+    const redeclaredOn = this.redeclaredOn.get(queue)
+    this.redeclaredOn.delete(queue)
+    if (link === undefined || redeclaredOn !== link || startedOn?.connection === link.connection.core) return
+    this.givenUp.add(queue)
+    Effect.runFork(Effect.forkIn(this.deleteGivenUp(link), link.scope))
   }
 
   private renameQueue(from: string, to: string): void {
@@ -685,6 +710,8 @@ class LogicalConsumer {
 
   /** The channel incarnation this consumer was last started on; it is started once per incarnation. */
   private attachedTo: ChannelCore | undefined
+  /** The incarnation its last `basic.consume` succeeded on. */
+  startedOn: ChannelCore | undefined
   /**
    * Set when the application's consumer has ended. It is not started again, and a start that was
    * in flight then (a recovery's `basic.consume`) is cancelled as soon as its `consume-ok` comes.
@@ -698,7 +725,7 @@ class LogicalConsumer {
       offer: (from, delivery) => this.buffer.offer(from, delivery),
       cancelledByBroker: (consumerTag) => {
         this.channel.consumers.delete(this)
-        this.channel.supervisor.consumerGone(this.queue)
+        this.channel.supervisor.consumerGone(this.queue, core)
         this.buffer.fail(new AmqpConsumerCancelled({ consumerTag, queue: this.queue }))
       },
       channelClosed: (cause) => {
@@ -710,6 +737,7 @@ class LogicalConsumer {
     }).pipe(
       Effect.flatMap((handle) => {
         this.handle = handle
+        this.startedOn = core
         if (!this.ended) return Effect.void
         // Nobody reads this buffer any more: what arrived before the cancel-ok goes back.
         return handle.cancel.pipe(Effect.andThen(this.buffer.drain(this.options.noAck !== true)))
@@ -1081,7 +1109,7 @@ class LogicalChannel {
         consumer.ended = true
         this.consumers.delete(consumer)
         // One that never started (refused, or given up waiting for a link) leaves the queue be.
-        if (consumer.handle !== undefined) this.supervisor.consumerGone(consumer.queue)
+        if (consumer.handle !== undefined) this.supervisor.consumerGone(consumer.queue, consumer.startedOn)
         // Reading must go on for the cancel-ok to arrive: a buffer that paused it lets go first.
         buffer.release()
         return (consumer.handle?.cancel ?? Effect.void).pipe(Effect.andThen(buffer.drain(options.noAck !== true)))
