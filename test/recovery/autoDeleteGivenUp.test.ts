@@ -1,65 +1,152 @@
 /**
- * A consumer of an auto-delete queue that the application ends while recovery runs, after the
- * recorded topology declared the queue again on the new link but before the consumer started
- * there. The broker deletes such a queue only when a consumer of it goes, so recovery deletes it
- * (if nobody else consumes it): nothing the application gave up stays on the broker.
+ * Auto-delete queues the application gives up while a recovery runs: after the recorded topology
+ * declared the queue again on the new link, before its consumer started there. The broker deletes
+ * such a queue only when a consumer of it goes, so the client deletes it (if unused) as the
+ * consumer ends, one queue at a time, and on the next link when this one is lost first: nothing
+ * the application gave up stays on the broker, and a queue another connection consumes stays.
  */
-import { AmqpClient, type AmqpConnectionError } from "@effect-amqp/client"
+import { AmqpChannel, AmqpClient, AmqpConnection, type AmqpConnectionError } from "@effect-amqp/client"
 import { BrokerNode } from "@effect-amqp/testing"
 import { assert, layer } from "@effect/vitest"
-import { Effect, Exit, Schedule, Scope } from "effect"
+import { Effect, Exit, Schedule, Scope, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import * as Support from "../recovery/support.ts"
 
 const spaced = (millis: number) => Schedule.spaced(millis).pipe(Schedule.setInputType<AmqpConnectionError>())
 
-layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("auto-delete queues", (it) => {
+/**
+ * A client whose recovery is slow: five channels to open again before the one returned, on a
+ * link that will have 250 ms of latency.
+ */
+const slowlyRecovering = (env: Support.Probed, name: string) =>
+  Effect.gen(function*() {
+    const client = yield* AmqpClient.make(yield* Support.options(env.proxy.port, name), {
+      reconnect: spaced(200),
+      linkTimeout: 30_000
+    })
+    const log = yield* Support.eventLog(client)
+    for (let i = 0; i < 5; i++) {
+      const other = yield* client.channel()
+      yield* other.qos(5)
+    }
+    return { log, channel: yield* client.channel() }
+  })
+
+/** The queue names on the node. */
+const queuesOn = (node: BrokerNode.BrokerNode) => Effect.map(node.listQueues(), (qs) => new Set(qs.map((q) => q.name)))
+
+/**
+ * Drops the link and waits until the recovery has declared `queue` again, before it has finished.
+ * Returns the index of the `Disconnected` event.
+ */
+const lostUntilRedeclared = (env: Support.Probed, log: Support.EventLog, queue: string) =>
+  Effect.gen(function*() {
+    yield* env.proxy.setLatency(250)
+    yield* env.proxy.dropAll()
+    const disconnected = yield* log.next("Disconnected")
+    let seen = false
+    for (let i = 0; i < 200 && !seen; i++) {
+      const connected = log.all("Connected", disconnected.index).length > 0
+      seen = connected && (yield* queuesOn(env.node)).has(queue)
+      if (!seen) yield* Support.realDelay(50)
+    }
+    assert.isTrue(seen, "recovery never declared the queue again")
+    assert.strictEqual(log.all("Recovered", disconnected.index).length, 0, "recovery was not slow enough")
+    return disconnected.index
+  })
+
+/** The queue names on the node once `queue` has gone, or after 5 s. */
+const afterGone = (node: BrokerNode.BrokerNode, queue: string) =>
+  Effect.gen(function*() {
+    let names = yield* queuesOn(node)
+    for (let i = 0; i < 20 && names.has(queue); i++) {
+      yield* Support.realDelay(250)
+      names = yield* queuesOn(node)
+    }
+    return names
+  })
+
+/** An auto-delete queue with a consumer of `channel` in a scope of its own, that round trips once. */
+const consumed = (env: Support.Probed, channel: AmqpClient.ClientChannel, queue: string) =>
+  Effect.gen(function*() {
+    yield* channel.queueDeclare(queue, { autoDelete: true })
+    yield* Effect.addFinalizer(() => Effect.ignore(env.node.deleteQueue(queue)))
+    const consumerScope = yield* Scope.make()
+    const inbox = yield* Scope.provide(Support.consumeInto(channel, queue), consumerScope)
+    yield* Support.roundTrip(channel, inbox, queue, "", queue, "warm")
+    return consumerScope
+  })
+
+layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("given-up auto-delete queues", (it) => {
   it.effect(
     "a consumer ended between the queue's re-declaration and its own restart leaves no queue behind",
     () =>
-      Support.probed(({ node, proxy }) =>
+      Support.probed((env) =>
         Effect.gen(function*() {
-          const client = yield* AmqpClient.make(yield* Support.options(proxy.port, "slow-autodelete"), {
-            reconnect: spaced(200),
-            linkTimeout: 20_000
-          })
-          const log = yield* Support.eventLog(client)
-          // Channels recovered before the consumer's, to make room between topology and consumer.
-          for (let i = 0; i < 5; i++) {
-            const other = yield* client.channel()
-            yield* other.qos(5)
-          }
-          const channel = yield* client.channel()
-          const queue = `slow-autodelete-${randomUUID()}`
-          yield* channel.queueDeclare(queue, { autoDelete: true })
-          yield* Effect.addFinalizer(() => Effect.ignore(node.deleteQueue(queue)))
-          const consumerScope = yield* Scope.make()
-          const inbox = yield* Scope.provide(Support.consumeInto(channel, queue), consumerScope)
-          yield* Support.roundTrip(channel, inbox, queue, "", queue, "warm")
+          const { channel, log } = yield* slowlyRecovering(env, "given-up")
+          const queue = `given-up-${randomUUID()}`
+          const consumerScope = yield* consumed(env, channel, queue)
 
-          const onBroker = Effect.map(node.listQueues(), (queues) => queues.some((q) => q.name === queue))
-          yield* proxy.setLatency(250)
-          yield* proxy.dropAll()
-          const disconnected = yield* log.next("Disconnected")
-          // Gone with its consumer on the lost link, then declared again by recovery's topology step.
-          let seen = false
-          for (let i = 0; i < 200 && !seen; i++) {
-            const connected = log.all("Connected", disconnected.index).length > 0
-            seen = connected && (yield* onBroker)
-            if (!seen) yield* Support.realDelay(50)
-          }
-          assert.isTrue(seen, "recovery never declared the queue again")
-          assert.strictEqual(log.all("Recovered", disconnected.index).length, 0, "recovery was not slow enough")
+          const disconnected = yield* lostUntilRedeclared(env, log, queue)
           yield* Scope.close(consumerScope, Exit.void)
-          yield* log.next("Recovered", disconnected.index, 30_000)
-          yield* proxy.clearFaults
+          yield* log.next("Recovered", disconnected, 30_000)
+          yield* env.proxy.clearFaults
 
-          let left = true
-          for (let i = 0; i < 20 && left; i++) {
-            left = yield* onBroker
-            if (left) yield* Support.realDelay(250)
-          }
-          assert.isFalse(left, "the auto-delete queue the application gave up is still on the broker")
+          assert.isFalse((yield* afterGone(env.node, queue)).has(queue), "the queue given up is still on the broker")
+        })
+      ),
+    { timeout: 90_000 }
+  )
+
+  it.effect(
+    "one another connection consumes stays, and does not keep the next from being deleted",
+    () =>
+      Support.probed((env) =>
+        Effect.gen(function*() {
+          const { channel, log } = yield* slowlyRecovering(env, "given-up-in-use")
+          const id = randomUUID().slice(0, 8)
+          // Declared first: its deletion is tried first.
+          const shared = `given-up-shared-${id}`
+          const mine = `given-up-mine-${id}`
+          const sharedScope = yield* consumed(env, channel, shared)
+          const consumerScope = yield* consumed(env, channel, mine)
+          const observer = yield* AmqpConnection.fromUrl(env.node.url, { connectionName: `given-up-observer-${id}` })
+          const observerChannel = yield* AmqpChannel.make(observer)
+          yield* Effect.forkScoped(Stream.runDrain(observerChannel.consume(shared, { noAck: true })))
+
+          const disconnected = yield* lostUntilRedeclared(env, log, mine)
+          yield* Scope.close(sharedScope, Exit.void)
+          yield* Scope.close(consumerScope, Exit.void)
+          yield* log.next("Recovered", disconnected, 30_000)
+          yield* env.proxy.clearFaults
+
+          const after = yield* afterGone(env.node, mine)
+          assert.deepStrictEqual({ shared: after.has(shared), mine: after.has(mine) }, { shared: true, mine: false })
+        })
+      ),
+    { timeout: 90_000 }
+  )
+
+  it.effect(
+    "one whose link is lost before its deletion is deleted on the next link",
+    () =>
+      Support.probed((env) =>
+        Effect.gen(function*() {
+          const { channel, log } = yield* slowlyRecovering(env, "given-up-lost")
+          const queue = `given-up-lost-${randomUUID()}`
+          const consumerScope = yield* consumed(env, channel, queue)
+
+          const disconnected = yield* lostUntilRedeclared(env, log, queue)
+          yield* Scope.close(consumerScope, Exit.void)
+          // The link goes before this recovery has finished.
+          const lostAt = log.events.length
+          yield* env.proxy.dropAll()
+          yield* log.next("Disconnected", lostAt, 30_000)
+          assert.strictEqual(log.all("Recovered", disconnected).length, 0, "the recovery finished first")
+          yield* env.proxy.clearFaults
+          yield* log.next("Recovered", lostAt, 30_000)
+
+          assert.isFalse((yield* afterGone(env.node, queue)).has(queue), "the queue given up is still on the broker")
         })
       ),
     { timeout: 90_000 }

@@ -5,8 +5,10 @@
  *
  * Header values become `{ "type": "<field type>", "value": ... }`. Values JSON cannot carry exactly
  * are written as strings: 64-bit integers (`l`), non-finite floats, byte arrays (`x`, base64) and
- * timestamps (`T`, ISO 8601), as is a `timestamp` property past 2^53 - 1. Decimals (`D`) become
- * `{ "scale", "value" }`, and arrays and tables hold typed values in turn.
+ * timestamps (`T`, ISO 8601, or the seconds when a Date cannot hold them), as is a `timestamp`
+ * property past 2^53 - 1. A long string (`S`) that is not UTF-8 is base64, with `"encoding":
+ * "base64"` beside it. Decimals (`D`) become `{ "scale", "value" }`, and arrays and tables hold
+ * typed values in turn.
  *
  * @since 0.1.0
  */
@@ -82,7 +84,13 @@ const plainJson = (value: FieldValue): Json => {
  * @category encoding
  */
 export const typedJson = (value: FieldValue): Json => {
-  if (value instanceof Typed) return { type: value.type, value: plainJson(value.value) }
+  if (value instanceof Typed) {
+    // A long string that is not UTF-8 arrives as bytes: base64, and said so.
+    if (value.type === "S" && value.value instanceof Uint8Array) {
+      return { type: "S", value: base64(value.value), encoding: "base64" }
+    }
+    return { type: value.type, value: plainJson(value.value) }
+  }
   return { type: fieldTypeOf(value), value: plainJson(value) }
 }
 

@@ -89,6 +89,18 @@ describe("DeliveryJson, losing nothing", () => {
     assert.deepStrictEqual([...Buffer.from(json["body"] as string, "utf8")], [...body])
   })
 
+  it("prints a long string that is not UTF-8 as base64, saying so", () => {
+    const bytes = new Uint8Array([0xff, 0xfe, 0x00, 0x80])
+    const raw = Buffer.alloc(4 + 2 + 1 + 4 + bytes.length)
+    raw.writeUInt32BE(raw.length - 4, 0)
+    raw.write("\x01sS", 4, "latin1")
+    raw.writeUInt32BE(bytes.length, 7)
+    raw.set(bytes, 11)
+    assert.deepStrictEqual(DeliveryJson.tableJson(decodeTable(raw, { typed: true })), {
+      s: { type: "S", value: Buffer.from(bytes).toString("base64"), encoding: "base64" }
+    })
+  })
+
   it("prints a 'T' header beyond a Date's range (nanoseconds) as its exact decimal", () => {
     // { ts: T 1700000000000000000 }, by hand: size, key length, key, type, int64.
     const raw = Buffer.alloc(16)
