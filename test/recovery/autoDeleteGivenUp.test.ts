@@ -3,7 +3,8 @@
  * declared the queue again on the new link, before its consumer started there. The broker deletes
  * such a queue only when a consumer of it goes, so the client deletes it (if unused) as the
  * consumer ends, one queue at a time, and on the next link when this one is lost first: nothing
- * the application gave up stays on the broker, and a queue another connection consumes stays.
+ * the application gave up stays on the broker, and a queue another connection consumes, or that
+ * another party declared instead (the recovery's declare refused), stays.
  */
 import { AmqpChannel, AmqpClient, AmqpConnection, type AmqpConnectionError } from "@effect-amqp/client"
 import { BrokerNode } from "@effect-amqp/testing"
@@ -113,6 +114,13 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("give
           const observer = yield* AmqpConnection.fromUrl(env.node.url, { connectionName: `given-up-observer-${id}` })
           const observerChannel = yield* AmqpChannel.make(observer)
           yield* Effect.forkScoped(Stream.runDrain(observerChannel.consume(shared, { noAck: true })))
+          // Both consumers there before the drop, or the broker deletes `shared` itself with ours.
+          let consumers = 0
+          for (let i = 0; i < 100 && consumers < 2; i++) {
+            consumers = (yield* env.node.listQueues()).find((q) => q.name === shared)?.consumers ?? 0
+            if (consumers < 2) yield* Support.realDelay(50)
+          }
+          assert.strictEqual(consumers, 2)
 
           const disconnected = yield* lostUntilRedeclared(env, log, mine)
           yield* Scope.close(sharedScope, Exit.void)
@@ -147,6 +155,47 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("give
           yield* log.next("Recovered", lostAt, 30_000)
 
           assert.isFalse((yield* afterGone(env.node, queue)).has(queue), "the queue given up is still on the broker")
+        })
+      ),
+    { timeout: 90_000 }
+  )
+  it.effect(
+    "one whose re-declaration the broker refused (another party's queue now) is not deleted",
+    () =>
+      Support.probed((env) =>
+        Effect.gen(function*() {
+          const { channel, log } = yield* slowlyRecovering(env, "given-up-foreign")
+          const queue = `given-up-foreign-${randomUUID()}`
+          const consumerScope = yield* consumed(env, channel, queue)
+
+          // The link goes, the broker deletes the auto-delete queue with its consumer, and another
+          // party declares a durable queue of that name, with a message in it.
+          yield* env.proxy.refuseNew("reset")
+          yield* env.proxy.dropAll()
+          const disconnected = yield* log.next("Disconnected")
+          for (let i = 0; i < 100 && (yield* queuesOn(env.node)).has(queue); i++) yield* Support.realDelay(100)
+          const operator = yield* AmqpConnection.fromUrl(env.node.url, { connectionName: `given-up-operator-${queue}` })
+          const side = yield* AmqpChannel.make(operator)
+          yield* side.queueDeclare(queue, { durable: true, autoDelete: false })
+          yield* side.publish("", queue, Buffer.from("theirs"))
+          yield* side.queueDeclare(queue, { passive: true })
+
+          // A slow recovery, whose declare of the queue is refused (406, other arguments).
+          yield* env.proxy.setLatency(250)
+          yield* env.proxy.acceptNew
+          const failed = yield* log.next("RecoveryStepFailed", disconnected.index, 30_000)
+          assert.strictEqual(failed.event.step, `queue ${queue}`)
+          assert.strictEqual(log.all("Recovered", disconnected.index).length, 0, "recovery was not slow enough")
+          yield* Scope.close(consumerScope, Exit.void)
+          yield* log.next("Recovered", disconnected.index, 30_000)
+          yield* env.proxy.clearFaults
+          yield* Support.realDelay(1_500)
+
+          const theirs = (yield* env.node.listQueues()).find((q) => q.name === queue)
+          assert.deepStrictEqual(
+            theirs === undefined ? undefined : { messages: theirs.messages, durable: theirs.durable },
+            { messages: 1, durable: true }
+          )
         })
       ),
     { timeout: 90_000 }

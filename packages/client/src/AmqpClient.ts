@@ -492,6 +492,8 @@ class Supervisor {
   private recover(link: Link): Effect.Effect<void> {
     return Effect.gen({ self: this }, function*() {
       const topology = this.topology
+      // What earlier links re-declared matters no more: a consumer given up now never had them.
+      this.redeclaredOn.clear()
       yield* this.deleteGivenUp(link)
       const hasTopology = topology.exchanges.size + topology.queues.size + topology.bindings.length > 0
       if (hasTopology) {
@@ -548,7 +550,9 @@ class Supervisor {
                     // Given up while it was being declared: it goes at the end of this recovery.
                     if (queue.options.autoDelete === true && !topology.queues.has(ok.queue)) this.givenUp.add(ok.queue)
                   })
-                )
+                ),
+                // Refused (another party's queue of that name now): not this client's to delete.
+                Effect.onError(() => Effect.sync(() => this.redeclaredOn.delete(queue.name)))
               )
           )
         }
