@@ -240,6 +240,12 @@ export class ChannelCore implements ChannelSink {
     this.connection.writeMethod(this.id, method)
   }
 
+  /** Writes a method whose latency hardly matters, batched with the tick's other writes. */
+  writeLater(method: Method): void {
+    if (this.state === "closed") return
+    this.connection.writeMethodLater(this.id, method)
+  }
+
   /**
    * Sends a synchronous method and waits for its reply; one at a time per channel, in the order
    * callers arrived. `onReply` runs synchronously as the reply is routed.

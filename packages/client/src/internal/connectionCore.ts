@@ -375,6 +375,11 @@ export class ConnectionCore {
     this.transport.write(this.encoder.method(channel, method))
   }
 
+  /** Writes a method on the next tick, in one system call with the writes until then. */
+  writeMethodLater(channel: number, method: Method): void {
+    this.transport.writeLater(this.encoder.method(channel, method))
+  }
+
   /**
    * The frame of a method whose fields come from the application, or the typed error for a value
    * it cannot carry, before anything is written or waited for.

@@ -110,9 +110,10 @@ const acknowledgeNow = (
 }
 
 /**
- * Writes an acknowledgement at once, even to a congested socket: it is a few bytes that let the
- * broker free memory, and written in the same step that records its tag as settled, the records
- * and the wire agree on its order among the channel's `tx.commit` and `tx.rollback`.
+ * Queues an acknowledgement for the next tick, even to a congested socket: it is a few bytes that
+ * let the broker free memory, and queued in the same step that records its tag as settled, the
+ * records and the wire agree on its order among the channel's `tx.commit` and `tx.rollback`. The
+ * acknowledgements a handler makes for one read's deliveries then leave in one system call.
  */
 const sendAcknowledgement = (
   core: ChannelCore,
@@ -125,13 +126,13 @@ const sendAcknowledgement = (
   if (connection.isClosed()) return Effect.fail(connection.closedError())
   switch (operation) {
     case "ack":
-      core.write(Methods.basicAck({ deliveryTag, multiple }))
+      core.writeLater(Methods.basicAck({ deliveryTag, multiple }))
       break
     case "nack":
-      core.write(Methods.basicNack({ deliveryTag, multiple, requeue }))
+      core.writeLater(Methods.basicNack({ deliveryTag, multiple, requeue }))
       break
     case "reject":
-      core.write(Methods.basicReject({ deliveryTag, requeue }))
+      core.writeLater(Methods.basicReject({ deliveryTag, requeue }))
   }
   return Effect.void
 }

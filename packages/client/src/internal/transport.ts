@@ -43,6 +43,11 @@ export interface Transport {
   /** Writes in order now; never blocks. */
   readonly write: (data: Uint8Array) => void
   readonly writev: (data: ReadonlyArray<Uint8Array>) => void
+  /**
+   * Writes in order on the next tick, with whatever else is written until then: for frames whose
+   * latency hardly matters (acknowledgements), which then share one system call.
+   */
+  readonly writeLater: (data: Uint8Array) => void
   /** True when more than the write limit is queued in the socket. */
   readonly congested: () => boolean
   /** Waits until the socket has drained below its limit, or it closed. */
@@ -175,6 +180,12 @@ const connect = (options: ConnectionOptions, tlsModule: typeof Tls | undefined) 
         rejectUnauthorized: tls.rejectUnauthorized ?? true
       }
       socket = tlsModule.connect(tlsOptions)
+      // node:tls (22.x) drops `noDelay` and `keepAlive`: without them acknowledgements and closes
+      // waited on Nagle for the broker's delayed ACK, 40 ms. They are set once TCP is up.
+      socket.once("connect", () => {
+        socket.setNoDelay(true)
+        socket.setKeepAlive(true, base.keepAliveInitialDelay)
+      })
     } else {
       socket = Net.connect(base)
     }
@@ -325,6 +336,11 @@ const makeTransport = (
     writev: (data) => {
       if (!isOpen() || writeNow(data)) return
       for (const chunk of data) enqueue(chunk)
+      schedule()
+    },
+    writeLater: (data) => {
+      if (!isOpen()) return
+      enqueue(data)
       schedule()
     },
     congested: () => socket.writableLength + pendingBytes >= WRITE_LIMIT && isOpen(),
