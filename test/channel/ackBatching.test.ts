@@ -1,8 +1,11 @@
 /**
- * Acknowledgements share system calls: the acks a handler makes for the deliveries of one socket
- * read leave the client's socket in one write, in order. Writes are counted on the client's own
- * socket (by its local port), so the scripted peer's reads, which TCP may merge, cannot hide a
- * second write.
+ * Acknowledgements cost the broker as few frames as they can, and never acknowledge more than the
+ * application did. Deliveries arrive from a scripted peer in one socket read:
+ * - acked in turn, each covering every tag below it, they become one `ack <last> multiple` frame,
+ *   in one write of the client's socket (counted on that socket, by its local port, so the peer's
+ *   reads, which TCP may merge, cannot hide a second write);
+ * - acked out of order, a tag with an unsettled one below it goes alone, without `multiple`;
+ * - a nack between acks keeps its place: the acks before and after it are separate frames.
  */
 import { AmqpChannel, AmqpConnection } from "@effect-amqp/client"
 import { Methods } from "@effect-amqp/protocol"
@@ -12,8 +15,6 @@ import { Deferred, Effect, Exit, Fiber } from "effect"
 import * as Net from "node:net"
 import { leakChecked } from "../support/Probe.ts"
 import { CHANNEL, delivery, recordUntilEnd } from "../support/scriptedAmqp.ts"
-
-const DELIVERIES = 40
 
 interface WritableInternals {
   _writeGeneric: (this: Net.Socket, ...args: Array<unknown>) => unknown
@@ -35,56 +36,96 @@ const countWrites = (localPort: () => number | undefined) =>
     (counter) => Effect.sync(counter.restore)
   )
 
+/**
+ * Sends `count` deliveries in one chunk once the consumer is started, and returns what the client
+ * sent from then on (acks, nacks, cancel, closes) and how many writes the client made until its
+ * first frame after the deliveries had arrived whole.
+ */
+const serve = (peer: ScriptedPeer.ScriptedPeer, count: number, started: Deferred.Deferred<void>) =>
+  Effect.gen(function*() {
+    let clientPort: number | undefined
+    const counter = yield* countWrites(() => clientPort)
+    const connection = yield* peer.accept()
+    yield* connection.handshake({ tune: { heartbeat: 0 } })
+    yield* connection.expect("channel.open")
+    yield* connection.sendMethod(CHANNEL, Methods.channelOpenOk())
+    yield* connection.expect("basic.consume")
+    yield* connection.sendMethod(CHANNEL, Methods.basicConsumeOk({ consumerTag: "ctag" }))
+    yield* Deferred.await(started)
+    clientPort = connection.clientPort
+    yield* connection.sendRaw(
+      Buffer.concat(Array.from({ length: count }, (_, i) => delivery("ctag", i + 1, `m${i + 1}`)))
+    )
+    const sent = yield* recordUntilEnd(connection)
+    return { sent, writes: counter.writes }
+  })
+
+/** Consumes on a client connection to `peer` with `handle` until `count` deliveries are handled. */
+const consume = (
+  peer: ScriptedPeer.ScriptedPeer,
+  count: number,
+  started: Deferred.Deferred<void>,
+  handle: (delivery: AmqpChannel.Delivery, index: number) => Effect.Effect<void, unknown>
+) =>
+  Effect.scoped(Effect.gen(function*() {
+    const connection = yield* AmqpConnection.fromUrl(`amqp://guest:guest@127.0.0.1:${peer.port}`)
+    const channel = yield* AmqpChannel.make(connection)
+    let handled = 0
+    const done = yield* Deferred.make<void>()
+    const consumer = yield* Effect.forkScoped(
+      channel.consumeWith("q", (d) =>
+        Effect.map(handle(d, handled), () => {
+          if (++handled === count) Deferred.doneUnsafe(done, Exit.void)
+        }), { consumerTag: "ctag" })
+    )
+    yield* Effect.sleep("50 millis")
+    yield* Deferred.succeed(started, undefined)
+    yield* Deferred.await(done).pipe(Effect.timeout("5 seconds"))
+    // What the handlers queued leaves before the consumer's cancel.
+    yield* Effect.sleep("20 millis")
+    yield* Fiber.interrupt(consumer)
+  }))
+
+const run = (count: number, handle: (delivery: AmqpChannel.Delivery, index: number) => Effect.Effect<void, unknown>) =>
+  Effect.gen(function*() {
+    const peer = yield* ScriptedPeer.make()
+    const started = yield* Deferred.make<void>()
+    const served = yield* Effect.forkScoped(serve(peer, count, started), { startImmediately: true })
+    yield* consume(peer, count, started, handle)
+    return yield* Fiber.join(served)
+  })
+
+const CLOSE = ["cancel ctag", "channel.close", "connection.close"]
+
 describe("acknowledgements", () => {
-  it.live(`of ${DELIVERIES} deliveries read at once leave in one write, in order`, () =>
+  it.live("of 40 deliveries read at once, each acked in turn, leave as one frame in one write", () =>
     leakChecked(Effect.gen(function*() {
-      const peer = yield* ScriptedPeer.make()
-      let clientPort: number | undefined
-      const counter = yield* countWrites(() => clientPort)
-      const consuming = yield* Deferred.make<void>()
-      const served = yield* Effect.forkScoped(
-        Effect.flatMap(peer.accept(), (connection) =>
-          Effect.gen(function*() {
-            yield* connection.handshake({ tune: { heartbeat: 0 } })
-            yield* connection.expect("channel.open")
-            yield* connection.sendMethod(CHANNEL, Methods.channelOpenOk())
-            yield* connection.expect("basic.consume")
-            yield* connection.sendMethod(CHANNEL, Methods.basicConsumeOk({ consumerTag: "ctag" }))
-            yield* Deferred.await(consuming)
-            clientPort = connection.clientPort
-            const frames = Array.from({ length: DELIVERIES }, (_, i) => delivery("ctag", i + 1, `m${i + 1}`))
-            yield* connection.sendRaw(Buffer.concat(frames))
-            const seen: Array<string> = []
-            for (let i = 0; i < DELIVERIES; i++) {
-              const ack = yield* connection.expect("basic.ack")
-              seen.push(`ack ${ack.deliveryTag}`)
-            }
-            const writes = counter.writes
-            return { seen, writes, rest: yield* recordUntilEnd(connection) }
-          })),
-        { startImmediately: true }
-      )
+      const outcome = yield* run(40, (d) => d.ack())
+      assert.deepStrictEqual(outcome.sent, ["ack 40 multiple", ...CLOSE])
+      // The ack frame and nothing else until the cancel: one write.
+      assert.strictEqual(outcome.writes, 1 + CLOSE.length)
+    })))
 
-      yield* Effect.scoped(Effect.gen(function*() {
-        const connection = yield* AmqpConnection.fromUrl(`amqp://guest:guest@127.0.0.1:${peer.port}`)
-        const channel = yield* AmqpChannel.make(connection)
-        let handled = 0
-        const done = yield* Deferred.make<void>()
-        const consumer = yield* Effect.forkScoped(
-          channel.consumeWith("q", (d) =>
-            Effect.map(d.ack(), () => {
-              if (++handled === DELIVERIES) Deferred.doneUnsafe(done, Exit.void)
-            }), { consumerTag: "ctag" })
-        )
-        yield* Effect.sleep("50 millis")
-        yield* Deferred.succeed(consuming, undefined)
-        yield* Deferred.await(done).pipe(Effect.timeout("5 seconds"))
-        yield* Fiber.interrupt(consumer)
-      }))
+  it.live("acked out of order: a tag with an unsettled one below it goes alone", () =>
+    leakChecked(Effect.gen(function*() {
+      const held: Array<AmqpChannel.Delivery> = []
+      const outcome = yield* run(6, (d, index) => {
+        // Even tags are acked as they come; odd ones once the last delivery is in, in turn.
+        if (d.deliveryTag % 2 === 0) {
+          const ack = d.ack()
+          return index === 5 ? Effect.andThen(ack, Effect.forEach(held, (h) => h.ack(), { discard: true })) : ack
+        }
+        held.push(d)
+        return Effect.void
+      })
+      // 2, 4 and 6 each had 1 unsettled below them; acking 1, 3 and 5 then settled all through 6,
+      // but the frame says 5: the broker had 1, 3 and 5 outstanding, and gets exactly those.
+      assert.deepStrictEqual(outcome.sent, ["ack 2", "ack 4", "ack 6", "ack 5 multiple", ...CLOSE])
+    })))
 
-      const outcome = yield* Fiber.join(served)
-      assert.deepStrictEqual(outcome.seen, Array.from({ length: DELIVERIES }, (_, i) => `ack ${i + 1}`))
-      assert.strictEqual(outcome.writes, 1)
-      assert.deepStrictEqual(outcome.rest, ["cancel ctag", "channel.close", "connection.close"])
+  it.live("a nack between acks keeps its place", () =>
+    leakChecked(Effect.gen(function*() {
+      const outcome = yield* run(5, (d) => d.deliveryTag === 3 ? d.nack({ requeue: false }) : d.ack())
+      assert.deepStrictEqual(outcome.sent, ["ack 2 multiple", "nack 3", "ack 5 multiple", ...CLOSE])
     })))
 })

@@ -4,7 +4,9 @@
  * channel the application closes while recovery opens it again does not stay open; an
  * auto-delete queue the broker deleted when the client's last consumer of it ended stays deleted;
  * a server-named queue that outlives the link keeps its name instead of being left behind for a
- * new one. A private node for the file behind a fault proxy; real clock.
+ * new one; what the broker did for an operation whose caller stopped waiting (a delete, an unbind,
+ * an exclusive queue's declare) is what recovery keeps. A private node for the file behind a fault
+ * proxy; real clock.
  */
 import { AmqpChannel, AmqpChannelError, AmqpClient, AmqpConnection, AmqpConsumerTagInUse } from "@effect-amqp/client"
 import { BrokerNode } from "@effect-amqp/testing"
@@ -200,6 +202,48 @@ privateNode("recovery after the broker changed", (it) => {
         assert.instanceOf(refused, AmqpConsumerTagInUse)
         yield* Support.roundTrip(channel, inbox, queue, "", queue, "the first goes on")
         yield* channel.queueDelete(queue)
+      })
+    ))
+
+  it.effect("operations given up after they went out are recorded as the broker carried them out", () =>
+    Support.probed((env) =>
+      Effect.gen(function*() {
+        const side = yield* operator(env.node)
+        const id = randomUUID()
+        const [deleted, exclusive, kept, exchange] = ["deleted", "exclusive", "kept", "exchange"].map((name) =>
+          `recovery-given-up-${name}-${id}`
+        ) as [string, string, string, string]
+        const client = yield* AmqpClient.make(yield* Support.options(env.proxy.port, "given-up"))
+        const log = yield* Support.eventLog(client)
+        const channel = yield* client.channel()
+        yield* channel.queueDeclare(deleted)
+        yield* channel.queueDeclare(kept)
+        yield* channel.exchangeDeclare(exchange, "direct", { autoDelete: false })
+        yield* channel.queueBind(kept, exchange, "k")
+        // Each goes out as it starts and is given up at once; the broker carries it out all the same.
+        const givenUp = (operation: Effect.Effect<unknown, unknown>) =>
+          Effect.gen(function*() {
+            yield* Fiber.interrupt(yield* Effect.forkChild(operation, { startImmediately: true }))
+            // The channel's next method waits for the reply still owed: it has been routed by then.
+            yield* channel.queueDeclare(kept, { passive: true })
+          })
+        yield* givenUp(channel.queueDelete(deleted))
+        yield* givenUp(channel.queueDeclare(exclusive, { exclusive: true }))
+        yield* givenUp(channel.queueUnbind(kept, exchange, "k"))
+
+        yield* outage(env, log, Effect.void)
+
+        const names = yield* queueNames(env.node)
+        // Deleted stays deleted; the exclusive queue went with the old link and is declared again.
+        assert.isFalse(names.includes(deleted))
+        assert.isTrue(names.includes(exclusive))
+        // The binding stays removed: a message to it reaches no queue.
+        yield* side.publish(exchange, "k", Buffer.from("unrouted"))
+        yield* Support.realDelay(100)
+        assert.strictEqual((yield* side.queueDeclare(kept, { passive: true })).messageCount, 0)
+        yield* channel.queueDelete(kept)
+        yield* channel.queueDelete(exclusive)
+        yield* channel.exchangeDelete(exchange)
       })
     ))
 })

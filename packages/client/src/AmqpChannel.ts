@@ -303,6 +303,15 @@ export const openCore = (
   })
 
 /**
+ * Sends back to its queue the message of a `get` whose caller has gone: unacknowledged, it would
+ * stay invisible to every consumer for as long as the channel lives.
+ */
+const giveBack = (core: ChannelCore, deliveryTag: number): void => {
+  core.settlements.settle(deliveryTag)
+  core.write(Methods.basicReject({ deliveryTag, requeue: true }))
+}
+
+/**
  * Wraps an open channel state machine in the public interface.
  *
  * @internal
@@ -314,12 +323,15 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
   const startBuffered = (queue: string, options: ConsumeOptions) =>
     Effect.gen(function*() {
       const buffer = new DeliveryBuffer<ChannelError | AmqpConsumerCancelled>({ noAck: options.noAck ?? false })
+      const start = startConsumer(core, queue, options, {
+        offer: (from, delivery) => buffer.offer(from, delivery),
+        cancelledByBroker: (consumerTag) => buffer.fail(new AmqpConsumerCancelled({ consumerTag, queue })),
+        channelClosed: (cause) => buffer.fail(cause)
+      })
       yield* Effect.acquireRelease(
-        startConsumer(core, queue, options, {
-          offer: (from, delivery) => buffer.offer(from, delivery),
-          cancelledByBroker: (consumerTag) => buffer.fail(new AmqpConsumerCancelled({ consumerTag, queue })),
-          channelClosed: (cause) => buffer.fail(cause)
-        }),
+        // The wait for consume-ok may be given up: the consumer is then cancelled once it starts,
+        // and what it delivered before goes back to the queue.
+        Effect.interruptible(start).pipe(Effect.onInterrupt(() => buffer.drain(options.noAck !== true))),
         (consumer) =>
           Effect.gen(function*() {
             // Reading must go on for the cancel-ok to arrive: a buffer that paused it lets go first.
@@ -393,7 +405,9 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
       Effect.asVoid(
         rpc(Methods.basicQos({ prefetchCount, prefetchSize: o.prefetchSize ?? 0, global: o.global ?? false }))
       ),
-    confirmSelect: Effect.asVoid(rpc(Methods.confirmSelect(), () => {
+    // The broker numbers the publishes it reads after confirm.select, before its select-ok comes
+    // (or whether or not the caller still waits for it): so does the channel.
+    confirmSelect: Effect.asVoid(rpc(Methods.confirmSelect(), undefined, () => {
       core.confirmMode = true
     })),
     publish: (exchange, routingKey, body, o = {}) =>
@@ -401,21 +415,37 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
     publishAsync: (exchange, routingKey, body, o = {}) =>
       core.publishAsync(exchange, routingKey, body, o.properties ?? {}, o.mandatory ?? false),
     get: (queue, o = {}) =>
-      // A no-ack delivery is settled as its get-ok is routed, even if the caller is gone by then.
-      Effect.map(
-        rpc(Methods.basicGet({ queue, noAck: o.noAck ?? false }), (reply) => {
-          if (o.noAck === true && reply.method._tag === "basic.get-ok") {
-            core.settlements.settle(reply.method.deliveryTag, false)
-          }
-        }),
-        (reply) => {
-          const m = reply.method
-          if (m._tag !== "basic.get-ok") return Option.none()
-          return Option.some(Object.assign(makeDelivery(core, reply, { ...m, consumerTag: "" }, o.noAck ?? false), {
-            messageCount: m.messageCount
-          }))
+      Effect.suspend(() => {
+        const noAck = o.noAck ?? false
+        // The tag of a get-ok routed but not yet handed to the caller, and whether the caller is gone.
+        let unclaimed: number | undefined
+        let abandoned = false
+        const onReply = (reply: Command) => {
+          if (reply.method._tag !== "basic.get-ok") return
+          const deliveryTag = reply.method.deliveryTag
+          // A no-ack delivery is settled as its get-ok is routed, even if the caller is gone by then.
+          if (noAck) core.settlements.settle(deliveryTag, false)
+          else if (abandoned) giveBack(core, deliveryTag)
+          else unclaimed = deliveryTag
         }
-      ),
+        return rpc(Methods.basicGet({ queue, noAck }), onReply).pipe(
+          Effect.onInterrupt(() =>
+            Effect.sync(() => {
+              abandoned = true
+              if (unclaimed !== undefined && !core.isClosed()) giveBack(core, unclaimed)
+              unclaimed = undefined
+            })
+          ),
+          Effect.map((reply) => {
+            unclaimed = undefined
+            const m = reply.method
+            if (m._tag !== "basic.get-ok") return Option.none()
+            return Option.some(Object.assign(makeDelivery(core, reply, { ...m, consumerTag: "" }, noAck), {
+              messageCount: m.messageCount
+            }))
+          })
+        )
+      }),
     ack: (deliveryTag, multiple = false) => acknowledge(core, "ack", deliveryTag, multiple, false),
     nack: (deliveryTag, multiple = false, requeue = true) => acknowledge(core, "nack", deliveryTag, multiple, requeue),
     reject: (deliveryTag, requeue = true) => acknowledge(core, "reject", deliveryTag, false, requeue),
@@ -428,7 +458,10 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
       core.transactional = true
       core.settlements.select()
     })),
-    txCommit: Effect.asVoid(rpc(Methods.txCommit(), undefined, () => core.settlements.commit())),
+    txCommit: Effect.asVoid(rpc(Methods.txCommit(), () => core.endCommit(), () => {
+      core.settlements.commit()
+      core.beginCommit()
+    })),
     txRollback: Effect.asVoid(rpc(Methods.txRollback(), undefined, () => core.settlements.rollback())),
     closed: Effect.suspend(() => core.awaitEnd),
     isOpen: Effect.sync(() => !core.isClosed())

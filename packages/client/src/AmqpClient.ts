@@ -674,7 +674,7 @@ const apiOf = (core: ChannelCore): AmqpChannel.AmqpChannel => {
   return api
 }
 
-/** Runs `f` with the result of an operation that succeeded, to record what it declared. */
+/** Runs `f` with the result of an operation that succeeded, to record the channel setting it made. */
 const record = <A>(effect: Effect.Effect<A, AmqpChannel.ChannelError>, f: (a: A) => void) =>
   Effect.tap(effect, (a) => Effect.sync(() => f(a)))
 
@@ -816,6 +816,8 @@ class LogicalChannel {
       core.tagOffset = previous === undefined ? 0 : previous.tagOffset + previous.lastDeliveryTag
       this.lastCore = core
       core.returns.add({ returned: (message) => this.returns.returned(message), ended: () => {} })
+      // The topology is recorded as the broker answers, whether or not the caller still waits.
+      core.answered = (request, reply) => this.supervisor.topology.answered(request, reply.method)
       const api = apiOf(core)
       if (this.globalQos !== undefined) yield* api.qos(this.globalQos.prefetchCount, this.globalQos)
       if (this.confirm) yield* api.confirmSelect
@@ -970,43 +972,21 @@ class LogicalChannel {
   })
 
   api(): ClientChannel {
-    const topology = this.supervisor.topology
     return {
       id: this.core?.id ?? 0,
-      exchangeDeclare: (exchange, type, o = {}) =>
-        record(
-          this.op((c) => c.exchangeDeclare(exchange, type, o)),
-          () => topology.exchangeDeclared({ name: exchange, type, options: o })
-        ),
-      exchangeDelete: (exchange, o) =>
-        record(this.op((c) => c.exchangeDelete(exchange, o)), () => topology.exchangeDeleted(exchange)),
+      exchangeDeclare: (exchange, type, o = {}) => this.op((c) => c.exchangeDeclare(exchange, type, o)),
+      exchangeDelete: (exchange, o) => this.op((c) => c.exchangeDelete(exchange, o)),
       exchangeBind: (destination, source, routingKey, args = {}) =>
-        record(
-          this.op((c) => c.exchangeBind(destination, source, routingKey, args)),
-          () => topology.bound({ kind: "exchange", destination, source, routingKey, arguments: args })
-        ),
+        this.op((c) => c.exchangeBind(destination, source, routingKey, args)),
       exchangeUnbind: (destination, source, routingKey, args = {}) =>
-        record(
-          this.op((c) => c.exchangeUnbind(destination, source, routingKey, args)),
-          () => topology.unbound({ kind: "exchange", destination, source, routingKey, arguments: args })
-        ),
-      queueDeclare: (queue = "", o = {}) =>
-        record(
-          this.op((c) => c.queueDeclare(queue, o)),
-          (ok) => topology.queueDeclared({ name: ok.queue, serverNamed: queue === "", options: o })
-        ),
+        this.op((c) => c.exchangeUnbind(destination, source, routingKey, args)),
+      queueDeclare: (queue = "", o = {}) => this.op((c) => c.queueDeclare(queue, o)),
       queueBind: (queue, exchange, routingKey, args = {}) =>
-        record(
-          this.op((c) => c.queueBind(queue, exchange, routingKey, args)),
-          () => topology.bound({ kind: "queue", destination: queue, source: exchange, routingKey, arguments: args })
-        ),
+        this.op((c) => c.queueBind(queue, exchange, routingKey, args)),
       queueUnbind: (queue, exchange, routingKey, args = {}) =>
-        record(
-          this.op((c) => c.queueUnbind(queue, exchange, routingKey, args)),
-          () => topology.unbound({ kind: "queue", destination: queue, source: exchange, routingKey, arguments: args })
-        ),
+        this.op((c) => c.queueUnbind(queue, exchange, routingKey, args)),
       queuePurge: (queue) => this.op((c) => c.queuePurge(queue)),
-      queueDelete: (queue, o) => record(this.op((c) => c.queueDelete(queue, o)), () => topology.queueDeleted(queue)),
+      queueDelete: (queue, o) => this.op((c) => c.queueDelete(queue, o)),
       qos: (prefetchCount, o = {}) =>
         record(this.op((c) => c.qos(prefetchCount, o)), () => {
           const qos = { prefetchCount, prefetchSize: o.prefetchSize ?? 0, global: o.global ?? false }
@@ -1123,8 +1103,9 @@ class LogicalChannel {
           // Known to the channel first, so that a reconnect during basic.consume starts it on the
           // next link; a lost link is then no failure of this stream.
           this.consumers.add(consumer)
-          // Waiting for a link may be interrupted; a basic.consume on its way is seen through.
-          yield* Effect.flatMap(Effect.interruptible(this.current), (core) => consumer.attach(core)).pipe(
+          // Waiting for a link or for the consume-ok may be interrupted: a consumer that starts
+          // after it was given up is cancelled then, and what it delivered goes back (stop).
+          yield* Effect.interruptible(Effect.flatMap(this.current, (core) => consumer.attach(core))).pipe(
             Effect.retry({
               times: 3,
               while: (error) => isConnectionLoss(error) && this.closedForGood === undefined && !this.supervisor.stopped

@@ -148,6 +148,32 @@ export const writeHeaderFrame = (
 }
 
 /**
+ * Sets the delivery tag of an encoded `basic.ack` frame in place. For a writer that holds such a
+ * frame, with `multiple`, not yet sent: a further acknowledgement of the same channel that covers
+ * every tag up to its own then raises that frame's tag instead of adding a frame.
+ *
+ * @since 0.1.0
+ * @category encoding
+ */
+export const setAckDeliveryTag = (frame: Uint8Array, deliveryTag: number): void => {
+  // Frame type, channel and size take 7 bytes, class and method 4: the tag is the 8 bytes at 11.
+  if (frame[0] !== FrameType.method || frame[8] !== 60 || frame[10] !== 80 || frame.length !== 21) {
+    throw new TypeError("not an encoded basic.ack frame")
+  }
+  if (!Number.isSafeInteger(deliveryTag) || deliveryTag < 0) throw new RangeError(`bad delivery tag ${deliveryTag}`)
+  const high = Math.floor(deliveryTag / 0x100000000)
+  const low = deliveryTag >>> 0
+  frame[11] = 0
+  frame[12] = high >>> 16
+  frame[13] = (high >>> 8) & 0xff
+  frame[14] = high & 0xff
+  frame[15] = low >>> 24
+  frame[16] = (low >>> 16) & 0xff
+  frame[17] = (low >>> 8) & 0xff
+  frame[18] = low & 0xff
+}
+
+/**
  * Encodes any single frame. Meant for tests, tools and the scripted peer; the client's hot path
  * uses `MessageEncoder`.
  *

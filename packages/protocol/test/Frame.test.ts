@@ -7,7 +7,8 @@ import {
   FRAME_OVERHEAD,
   FrameType,
   HEARTBEAT_FRAME,
-  PROTOCOL_HEADER
+  PROTOCOL_HEADER,
+  setAckDeliveryTag
 } from "../src/Frame.ts"
 import { Constants, Methods } from "../src/generated/Methods.ts"
 import { hex, toHex } from "./fixtures/Wire.ts"
@@ -55,5 +56,27 @@ describe("encodeFrame", () => {
     assert.strictEqual(toHex(frame.subarray(0, 7)), "03 00 01 00 01 23 45")
     assert.strictEqual(frame.length, 0x012345 + 8)
     assert.strictEqual(frame.at(-1), 0xce)
+  })
+})
+
+describe("setAckDeliveryTag", () => {
+  it("sets the tag of an encoded basic.ack in place, as encoding it with that tag would", () => {
+    for (const tag of [2, 0x1_0000_0000 + 5, Number.MAX_SAFE_INTEGER]) {
+      const frame = encodeMethod(7, Methods.basicAck({ deliveryTag: 1, multiple: true }))
+      setAckDeliveryTag(frame, tag)
+      assert.strictEqual(toHex(frame), toHex(encodeMethod(7, Methods.basicAck({ deliveryTag: tag, multiple: true }))))
+    }
+    const big = encodeMethod(1, Methods.basicAck({ deliveryTag: 1, multiple: false }))
+    setAckDeliveryTag(big, 0x0102_0304_0506)
+    assert.strictEqual(toHex(big), toHex(hex("01 0001 0000000d 003c 0050 0000010203040506 00 ce")))
+  })
+
+  it("refuses a frame that is not a basic.ack, and a tag that is not one", () => {
+    const nack = encodeMethod(1, Methods.basicNack({ deliveryTag: 1, multiple: true, requeue: false }))
+    assert.throws(() => setAckDeliveryTag(nack, 2), TypeError)
+    const ack = encodeMethod(1, Methods.basicAck({ deliveryTag: 1, multiple: true }))
+    assert.throws(() => setAckDeliveryTag(ack, -1), RangeError)
+    assert.throws(() => setAckDeliveryTag(ack, 2 ** 53), RangeError)
+    assert.strictEqual(toHex(ack), toHex(encodeMethod(1, Methods.basicAck({ deliveryTag: 1, multiple: true }))))
   })
 })

@@ -40,6 +40,7 @@ export interface ConsumerSink {
 }
 
 interface PendingRpc {
+  readonly request: Method
   readonly expect: ReadonlyArray<MethodTag>
   readonly deferred: Deferred.Deferred<Command, ChannelFailure>
   readonly onReply: ((command: Command) => void) | undefined
@@ -51,6 +52,9 @@ export interface ChannelOptions {
   /** How long a publish waits while the broker blocks the connection; undefined waits forever. */
   readonly blockedTimeout: number | undefined
 }
+
+/** A message's or a method's encoded frames, in one buffer or several to be written in order. */
+type Frames = Buffer | ReadonlyArray<Uint8Array>
 
 export class ChannelCore implements ChannelSink {
   readonly id: number
@@ -156,6 +160,12 @@ export class ChannelCore implements ChannelSink {
         })
         return
       }
+      case "basic.cancel-ok":
+        if (this.cancelsUnawaited.delete(method.consumerTag)) {
+          this.consumers.delete(method.consumerTag)
+          return
+        }
+        return this.onReply(command)
       case "basic.cancel": {
         const consumer = this.consumers.get(method.consumerTag)
         this.consumers.delete(method.consumerTag)
@@ -195,17 +205,28 @@ export class ChannelCore implements ChannelSink {
       case "channel.flow":
         this.write(Methods.channelFlowOk({ active: method.active }))
         return
-      default: {
+      default:
         if (method._tag === "basic.get-ok") this.lastDeliveryTag = method.deliveryTag
-        const pending = this.pending
-        if (pending !== undefined && pending.expect.includes(method._tag)) {
-          this.pending = undefined
-          pending.onReply?.(command)
-          Deferred.doneUnsafe(pending.deferred, Exit.succeed(command))
-        }
-      }
+        return this.onReply(command)
     }
   }
+
+  /** A reply to the synchronous method on its way, if it is one. */
+  private onReply(command: Command): void {
+    const pending = this.pending
+    if (pending !== undefined && pending.expect.includes(command.method._tag)) {
+      this.pending = undefined
+      pending.onReply?.(command)
+      this.answered?.(pending.request, command)
+      Deferred.doneUnsafe(pending.deferred, Exit.succeed(command))
+    }
+  }
+
+  /**
+   * Hears of every synchronous method the broker answered with success, as the answer is routed:
+   * whether or not its caller still waits (a recovering client records its topology so).
+   */
+  answered: ((request: Method, reply: Command) => void) | undefined
 
   onConnectionClosed(error: AmqpConnectionError): void {
     this.fail(error)
@@ -216,6 +237,7 @@ export class ChannelCore implements ChannelSink {
     if (this.state === "closed") return
     this.state = "closed"
     this.failure = cause
+    this.endCommit()
     Deferred.doneUnsafe(this.ended, Exit.succeed(cause))
     Deferred.doneUnsafe(this.closeOk, Exit.void)
     this.returns.end()
@@ -237,14 +259,77 @@ export class ChannelCore implements ChannelSink {
 
   write(method: Method): void {
     if (this.state === "closed") return
+    if (this.committing !== undefined) return this.hold(this.connection.encoder.method(this.id, method))
     this.connection.writeMethod(this.id, method)
   }
 
   /** Writes a method whose latency hardly matters, batched with the tick's other writes. */
   writeLater(method: Method): void {
     if (this.state === "closed") return
+    if (this.committing !== undefined) return this.hold(this.connection.encoder.method(this.id, method))
     this.connection.writeMethodLater(this.id, method)
   }
+
+  /** Tags of consumers cancelled with nobody waiting for the cancel-ok: it is taken here. */
+  private readonly cancelsUnawaited = new Set<string>()
+
+  /**
+   * Cancels a consumer whose starter has gone, with nothing waiting: its sink turns away what
+   * still arrives for it until the cancel-ok, after which the broker sends it nothing more, and
+   * the cancel-ok is taken by its tag, not as the reply to a method of the application.
+   */
+  cancelUnawaited(consumerTag: string): void {
+    if (!this.acceptsMethods()) return
+    this.write(Methods.basicCancel({ consumerTag, nowait: false }))
+    this.cancelsUnawaited.add(consumerTag)
+  }
+
+  /** True for a tag being cancelled so: a new consumer may take it (its consume goes after the cancel). */
+  isCancelledUnawaited(consumerTag: string): boolean {
+    return this.cancelsUnawaited.has(consumerTag)
+  }
+
+  /** Acknowledges every delivery up to `deliveryTag`, all of them settled, on the next tick. */
+  writeAckThrough(deliveryTag: number): void {
+    if (this.state === "closed") return
+    if (this.committing !== undefined) {
+      return this.hold(this.connection.encoder.method(this.id, Methods.basicAck({ deliveryTag, multiple: true })))
+    }
+    this.connection.writeAckThrough(this.id, deliveryTag)
+  }
+
+  /**
+   * Set from a `tx.commit` going out until its reply. RabbitMQ takes no other method on the
+   * channel meanwhile (it closes the whole connection with 504), but for `channel.close`: what the
+   * channel would write waits here in order, and publishes wait before they are admitted.
+   */
+  private committing: { readonly done: Deferred.Deferred<void>; readonly held: Array<Frames> } | undefined
+
+  /** `tx.commit` went out. */
+  beginCommit(): void {
+    this.committing = { done: Deferred.makeUnsafe<void>(), held: [] }
+  }
+
+  /**
+   * Its reply came, or the channel ended: what waited is written, unless the channel is closing
+   * (the broker answers anything after our `channel.close` with 504) or closed.
+   */
+  endCommit(): void {
+    const commit = this.committing
+    if (commit === undefined) return
+    this.committing = undefined
+    if (this.state === "open") { for (const frames of commit.held) this.writeFrames(frames) }
+    Deferred.doneUnsafe(commit.done, Exit.void)
+  }
+
+  private hold(frames: Frames): void {
+    this.committing?.held.push(frames)
+  }
+
+  /** Waits while a `tx.commit` is on its way. */
+  private readonly committed: Effect.Effect<void> = Effect.suspend(() =>
+    this.committing === undefined ? Effect.void : Deferred.await(this.committing.done)
+  )
 
   /**
    * Sends a synchronous method and waits for its reply; one at a time per channel, in the order
@@ -261,7 +346,7 @@ export class ChannelCore implements ChannelSink {
       const frame = this.connection.encodeMethod(this.id, method)
       if (frame instanceof AmqpEncodeError) return Effect.fail(frame)
       const deferred = Deferred.makeUnsafe<Command, ChannelFailure>()
-      this.pending = { expect, deferred, onReply }
+      this.pending = { request: method, expect, deferred, onReply }
       this.connection.transport.write(frame)
       onSent?.()
       return Deferred.await(deferred)
@@ -366,10 +451,12 @@ export class ChannelCore implements ChannelSink {
         return Effect.fail(asEncodeError(error))
       }
       const connection = this.connection
-      const ready = connection.blockedReason === undefined && !connection.transport.congested()
+      const ready = connection.blockedReason === undefined && !connection.transport.congested() &&
+        this.committing === undefined
       if (!this.confirmMode) {
         if (ready) return Effect.as(this.writeMessage(frames), Effect.void)
-        return this.unblocked.pipe(
+        return this.committed.pipe(
+          Effect.andThen(this.unblocked),
           Effect.andThen(connection.transport.drained),
           Effect.andThen(Effect.suspend(() => this.writeMessage(frames))),
           Effect.as(Effect.void)
@@ -401,7 +488,8 @@ export class ChannelCore implements ChannelSink {
       }
       // A publish given up between taking its slot and sending (while the socket drains) sent
       // nothing: the slot goes back.
-      return this.unblocked.pipe(
+      return this.committed.pipe(
+        Effect.andThen(this.unblocked),
         Effect.andThen(this.acquireSlot),
         Effect.andThen(
           connection.transport.drained.pipe(Effect.onInterrupt(() => Effect.sync(() => this.releaseSlot())))
@@ -420,14 +508,17 @@ export class ChannelCore implements ChannelSink {
 
   private writeMessage(frames: Buffer | Array<Uint8Array>): Effect.Effect<void, AmqpPublishError | AmqpClosedError> {
     if (!this.acceptsMethods()) return Effect.fail(this.unsent())
+    // Admitted before confirm.select went out, sent after it: the broker numbers it all the same.
+    if (this.confirmMode) this.confirms.skip()
     this.writeFrames(frames)
     return Effect.void
   }
 
-  private writeFrames(frames: Buffer | Array<Uint8Array>): void {
+  private writeFrames(frames: Frames): void {
+    if (this.committing !== undefined) return this.hold(frames)
     const transport = this.connection.transport
-    if (Array.isArray(frames)) transport.writev(frames)
-    else transport.write(frames)
+    if (frames instanceof Uint8Array) transport.write(frames)
+    else transport.writev(frames)
   }
 
   // -------------------------------------------------------------------------------------------

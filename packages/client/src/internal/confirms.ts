@@ -80,6 +80,15 @@ export class ConfirmTracker {
   /** Called with the number of publishes settled, to free their window slots. */
   onSettled: (count: number) => void = () => {}
 
+  /**
+   * Counts a publish sent in confirm mode that nobody waits for (admitted before confirm mode
+   * began): the broker numbers it, and its ack or nack is then taken for no other publish.
+   */
+  skip(): void {
+    this.entries.push(undefined)
+    this.nextTag++
+  }
+
   add(entry: PendingConfirm): number {
     this.entries.push(entry)
     this.outstanding++

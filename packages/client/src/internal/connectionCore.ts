@@ -21,7 +21,8 @@ import {
   type Method,
   methodName,
   Methods,
-  PROTOCOL_HEADER
+  PROTOCOL_HEADER,
+  setAckDeliveryTag
 } from "@effect-amqp/protocol"
 import { AmqpEncodeError, AmqpFrameError } from "@effect-amqp/protocol"
 import type * as Cause from "effect/Cause"
@@ -378,6 +379,26 @@ export class ConnectionCore {
   /** Writes a method on the next tick, in one system call with the writes until then. */
   writeMethodLater(channel: number, method: Method): void {
     this.transport.writeLater(this.encoder.method(channel, method))
+  }
+
+  /** The last `basic.ack` queued, while nothing has been queued after it. */
+  private lastAck: { readonly channel: number; readonly frame: Buffer; readonly sequence: number } | undefined
+
+  /**
+   * Acknowledges every delivery up to `deliveryTag` on `channel`, which the caller has settled
+   * all of (`multiple`), on the next tick. While the last frame queued is such an acknowledgement
+   * of the same channel, its tag is raised instead: a handler that acks each delivery of a read in
+   * turn sends the broker one frame for them all.
+   */
+  writeAckThrough(channel: number, deliveryTag: number): void {
+    const last = this.lastAck
+    if (last !== undefined && last.channel === channel && last.sequence === this.transport.sequence()) {
+      setAckDeliveryTag(last.frame, deliveryTag)
+      return
+    }
+    const frame = this.encoder.method(channel, Methods.basicAck({ deliveryTag, multiple: true }))
+    this.transport.writeLater(frame)
+    this.lastAck = { channel, frame, sequence: this.transport.sequence() }
   }
 
   /**

@@ -114,6 +114,10 @@ const acknowledgeNow = (
  * let the broker free memory, and queued in the same step that records its tag as settled, the
  * records and the wire agree on its order among the channel's `tx.commit` and `tx.rollback`. The
  * acknowledgements a handler makes for one read's deliveries then leave in one system call.
+ *
+ * An ack of a tag with every tag below it settled is sent with `multiple`, which then means the
+ * same, so that the next such ack can raise its tag while it waits: acking each delivery of a read
+ * in turn costs the broker one frame.
  */
 const sendAcknowledgement = (
   core: ChannelCore,
@@ -126,7 +130,8 @@ const sendAcknowledgement = (
   if (connection.isClosed()) return Effect.fail(connection.closedError())
   switch (operation) {
     case "ack":
-      core.writeLater(Methods.basicAck({ deliveryTag, multiple }))
+      if (core.settlements.isSettledThrough(deliveryTag)) core.writeAckThrough(deliveryTag)
+      else core.writeLater(Methods.basicAck({ deliveryTag, multiple }))
       break
     case "nack":
       core.writeLater(Methods.basicNack({ deliveryTag, multiple, requeue }))
@@ -254,6 +259,14 @@ export const startConsumer = (
     onChannelClosed: (cause) => outlet.channelClosed(cause)
   }
   const requested = consumerTag
+  // Set when the starter stops waiting for the consume-ok: the consumer is then cancelled as soon
+  // as the broker has started it, and what it delivers meanwhile goes back to the queue.
+  let abandoned = false
+  let started = false
+  const abandon = () => {
+    cancelling = true
+    core.cancelUnawaited(consumerTag)
+  }
   const consume = core.rpc(
     Methods.basicConsume({
       queue,
@@ -267,6 +280,8 @@ export const startConsumer = (
       if (reply.method._tag !== "basic.consume-ok") return
       consumerTag = reply.method.consumerTag
       core.consumers.set(consumerTag, sink)
+      started = true
+      if (abandoned) abandon()
     }
   )
   // A tag used twice on a channel makes RabbitMQ close the whole connection: refused here.
@@ -274,13 +289,20 @@ export const startConsumer = (
   const claimed: Effect.Effect<Command, StartError> = requested === ""
     ? consume
     : Effect.suspend((): Effect.Effect<Command, StartError> => {
-      if (core.consumers.has(requested) || core.startingTags.has(requested)) {
+      const taken = core.consumers.has(requested) && !core.isCancelledUnawaited(requested)
+      if (taken || core.startingTags.has(requested)) {
         return Effect.fail(new AmqpConsumerTagInUse({ consumerTag: requested, channel: core.id }))
       }
       core.startingTags.add(requested)
       return Effect.ensuring(consume, Effect.sync(() => core.startingTags.delete(requested)))
     })
   return claimed.pipe(
+    Effect.onInterrupt(() =>
+      Effect.sync(() => {
+        abandoned = true
+        if (started) abandon()
+      })
+    ),
     Effect.map(() => ({
       consumerTag,
       cancel: Effect.suspend(() => {

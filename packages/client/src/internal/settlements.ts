@@ -23,6 +23,11 @@ export class Settlements {
     return tag <= this.through || this.above.has(tag)
   }
 
+  /** True when every tag up to `tag` is settled. */
+  isSettledThrough(tag: number): boolean {
+    return tag <= this.through
+  }
+
   /** Settles one tag; `acknowledged` unless it came without acknowledgement (no-ack). */
   settle(tag: number, acknowledged = true): void {
     if (!acknowledged) this.checkpoint?.others.push({ tag, through: false })

@@ -4,7 +4,7 @@
  * bindings, queue bindings. A server-named queue gets a new name on recovery; `rename` makes every
  * binding follow it.
  */
-import { encodeTable, type FieldTable, type FieldValue } from "@effect-amqp/protocol"
+import { encodeTable, type FieldTable, type FieldValue, type Method } from "@effect-amqp/protocol"
 import type { ExchangeDeclareOptions, QueueDeclareOptions } from "../AmqpChannel.ts"
 
 export interface RecordedExchange {
@@ -88,6 +88,57 @@ export class Topology {
     for (const source of sources) {
       const autoDelete = this.exchanges.get(source)?.options.autoDelete === true
       if (autoDelete && !this.bindings.some((b) => b.source === source)) this.exchangeDeleted(source)
+    }
+  }
+
+  /**
+   * Records what `request` declared or deleted, once the broker has answered it with `reply`:
+   * as the reply arrives, so that a caller who stopped waiting leaves no stale record behind.
+   */
+  answered(request: Method, reply: Method): void {
+    switch (request._tag) {
+      case "exchange.declare":
+        return this.exchangeDeclared({
+          name: request.exchange,
+          type: request.type,
+          options: {
+            passive: request.passive,
+            durable: request.durable,
+            autoDelete: request.autoDelete,
+            internal: request.internal,
+            arguments: request.arguments
+          }
+        })
+      case "exchange.delete":
+        return this.exchangeDeleted(request.exchange)
+      case "exchange.bind":
+      case "exchange.unbind":
+      case "queue.bind":
+      case "queue.unbind": {
+        const binding: RecordedBinding = {
+          kind: request._tag.startsWith("queue") ? "queue" : "exchange",
+          destination: "queue" in request ? request.queue : request.destination,
+          source: "exchange" in request ? request.exchange : request.source,
+          routingKey: request.routingKey,
+          arguments: request.arguments
+        }
+        return request._tag.endsWith(".bind") ? this.bound(binding) : this.unbound(binding)
+      }
+      case "queue.declare":
+        if (reply._tag !== "queue.declare-ok") return
+        return this.queueDeclared({
+          name: reply.queue,
+          serverNamed: request.queue === "",
+          options: {
+            passive: request.passive,
+            durable: request.durable,
+            exclusive: request.exclusive,
+            autoDelete: request.autoDelete,
+            arguments: request.arguments
+          }
+        })
+      case "queue.delete":
+        return this.queueDeleted(request.queue)
     }
   }
 

@@ -48,6 +48,11 @@ export interface Transport {
    * latency hardly matters (acknowledgements), which then share one system call.
    */
   readonly writeLater: (data: Uint8Array) => void
+  /**
+   * Changes whenever bytes are queued or handed to the socket: while it reads the same, the last
+   * bytes queued are still the last, and still unsent.
+   */
+  readonly sequence: () => number
   /** True when more than the write limit is queued in the socket. */
   readonly congested: () => boolean
   /** Waits until the socket has drained below its limit, or it closed. */
@@ -255,6 +260,7 @@ const makeTransport = (
   // another in the same memory (consecutive messages from the encoder's slab) merge into one.
   let pending: Array<Uint8Array> = []
   let pendingBytes = 0
+  let sequence = 0
   let scheduled = false
   let drainWaiter: Deferred.Deferred<void> | undefined
 
@@ -266,6 +272,7 @@ const makeTransport = (
   }
   const flush = () => {
     scheduled = false
+    sequence++
     const chunks = pending
     pending = []
     pendingBytes = 0
@@ -280,6 +287,7 @@ const makeTransport = (
     if (!socket.writableNeedDrain) wake()
   }
   const enqueue = (data: Uint8Array) => {
+    sequence++
     const last = pending.length > 0 ? pending[pending.length - 1]! : undefined
     if (last !== undefined && last.buffer === data.buffer && last.byteOffset + last.byteLength === data.byteOffset) {
       pending[pending.length - 1] = new Uint8Array(last.buffer, last.byteOffset, last.byteLength + data.byteLength)
@@ -303,6 +311,7 @@ const makeTransport = (
   const writeNow = (data: Uint8Array | ReadonlyArray<Uint8Array>): boolean => {
     if (!quiet || scheduled) return false
     quiet = false
+    sequence++
     process.nextTick(endTick)
     transport.lastSent = Date.now()
     if (data instanceof Uint8Array) {
@@ -343,6 +352,7 @@ const makeTransport = (
       enqueue(data)
       schedule()
     },
+    sequence: () => sequence,
     congested: () => socket.writableLength + pendingBytes >= WRITE_LIMIT && isOpen(),
     drained: Effect.suspend(() => {
       if (!transport.congested()) return Effect.void
@@ -370,6 +380,7 @@ const makeTransport = (
         socket.destroy()
       }),
     destroy: () => {
+      sequence++
       pending = []
       pendingBytes = 0
       socket.destroy()

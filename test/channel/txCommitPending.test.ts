@@ -1,0 +1,97 @@
+/**
+ * While a `tx.commit` is on its way, RabbitMQ takes no other method on that channel: a publish or
+ * an ack arriving before its commit-ok closes the whole connection with 504. The channel holds
+ * them until the commit-ok and then sends them, in order, into the next transaction:
+ * - publishes made while the commit is pending (concurrently, or after a commit whose caller gave
+ *   up waiting) wait, and the next commit makes them visible;
+ * - an ack made while the commit is pending is sent after it, and the next commit settles it.
+ * `channel.close`, which the broker does take, is not held.
+ */
+import { AmqpChannel, AmqpConnection } from "@effect-amqp/client"
+import { SharedBroker } from "@effect-amqp/testing"
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Fiber, Option, Schedule } from "effect"
+import { leakChecked, Names } from "../support/Probe.ts"
+
+const names = new Names("tx-commit-pending")
+
+/** Messages in `queue`, once the count has settled at `expected` (publishes reach it a moment late). */
+const countSettled = (channel: AmqpChannel.AmqpChannel, queue: string, expected: number) =>
+  channel.queueDeclare(queue, { passive: true }).pipe(
+    Effect.map((ok) => ok.messageCount),
+    Effect.repeat({ until: (count) => count === expected, schedule: Schedule.spaced("10 millis"), times: 50 })
+  )
+
+describe("a pending tx.commit", () => {
+  it.live("holds publishes made meanwhile, concurrently or after a commit given up, for the next transaction", () =>
+    Effect.gen(function*() {
+      const broker = yield* SharedBroker.acquire
+      const queue = names.next("queue")
+      const outcome = yield* leakChecked(
+        Effect.gen(function*() {
+          const connection = yield* AmqpConnection.fromUrl(broker.url, { connectionName: names.next("connection") })
+          const admin = yield* AmqpChannel.make(connection)
+          const channel = yield* AmqpChannel.make(connection)
+          yield* admin.queueDeclare(queue)
+          yield* channel.txSelect
+          const rounds = 10
+          for (let i = 0; i < rounds; i++) {
+            // A large publish makes the commit take a moment; the second publish races it.
+            yield* channel.publish("", queue, new Uint8Array(64 * 1024))
+            yield* Effect.all([channel.txCommit, channel.publish("", queue, Buffer.from("during"))], {
+              concurrency: 2
+            })
+          }
+          const afterRaces = yield* connection.isOpen
+          // A commit given up as soon as it went out, then a publish: held until its commit-ok.
+          const given = yield* Effect.forkChild(channel.txCommit, { startImmediately: true })
+          yield* Fiber.interrupt(given)
+          yield* channel.publish("", queue, Buffer.from("after"))
+          yield* channel.txCommit
+          const stored = yield* countSettled(admin, queue, 2 * rounds + 1)
+          const open = yield* connection.isOpen
+          yield* admin.queueDelete(queue)
+          return { afterRaces, stored, open, rounds }
+        }),
+        names.own(broker)
+      )
+      assert.isTrue(outcome.afterRaces)
+      assert.isTrue(outcome.open)
+      assert.strictEqual(outcome.stored, 2 * outcome.rounds + 1)
+    }))
+
+  it.live("sends an ack made meanwhile after it, into the next transaction", () =>
+    Effect.gen(function*() {
+      const broker = yield* SharedBroker.acquire
+      const queue = names.next("queue")
+      const outcome = yield* leakChecked(
+        Effect.gen(function*() {
+          const connection = yield* AmqpConnection.fromUrl(broker.url, { connectionName: names.next("connection") })
+          const admin = yield* AmqpChannel.make(connection)
+          const channel = yield* AmqpChannel.make(connection)
+          yield* admin.queueDeclare(queue)
+          yield* admin.publish("", queue, Buffer.from("to ack"))
+          yield* countSettled(admin, queue, 1)
+          const got = Option.getOrThrow(yield* channel.get(queue))
+          yield* channel.txSelect
+          // Publishes make the commit take a moment; the ack is made while it is on its way.
+          for (let i = 0; i < 20; i++) yield* channel.publish("", queue, new Uint8Array(16 * 1024))
+          const commit = yield* Effect.forkChild(channel.txCommit, { startImmediately: true })
+          yield* got.ack()
+          yield* Fiber.join(commit)
+          const openAfterCommit = yield* connection.isOpen
+          // The ack belongs to the transaction after the commit: rolled back, the message is
+          // unacked again; acked and committed, it is gone.
+          yield* channel.txRollback
+          yield* channel.ack(got.deliveryTag)
+          yield* channel.txCommit
+          const stored = yield* countSettled(admin, queue, 20)
+          yield* admin.queueDelete(queue)
+          return { openAfterCommit, stored }
+        }),
+        names.own(broker)
+      )
+      assert.isTrue(outcome.openAfterCommit)
+      assert.strictEqual(outcome.stored, 20)
+    }))
+})
