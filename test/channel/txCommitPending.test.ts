@@ -10,17 +10,11 @@
 import { AmqpChannel, AmqpConnection } from "@effect-amqp/client"
 import { SharedBroker } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Option, Schedule } from "effect"
+import { Effect, Fiber, Option } from "effect"
+import { readyCountOnceAt } from "../support/channelKit.ts"
 import { leakChecked, Names } from "../support/Probe.ts"
 
 const names = new Names("tx-commit-pending")
-
-/** Messages in `queue`, once the count has settled at `expected` (publishes reach it a moment late). */
-const countSettled = (channel: AmqpChannel.AmqpChannel, queue: string, expected: number) =>
-  channel.queueDeclare(queue, { passive: true }).pipe(
-    Effect.map((ok) => ok.messageCount),
-    Effect.repeat({ until: (count) => count === expected, schedule: Schedule.spaced("10 millis"), times: 50 })
-  )
 
 describe("a pending tx.commit", () => {
   it.live("holds publishes made meanwhile, concurrently or after a commit given up, for the next transaction", () =>
@@ -48,7 +42,7 @@ describe("a pending tx.commit", () => {
           yield* Fiber.interrupt(given)
           yield* channel.publish("", queue, Buffer.from("after"))
           yield* channel.txCommit
-          const stored = yield* countSettled(admin, queue, 2 * rounds + 1)
+          const stored = yield* readyCountOnceAt(admin, queue, 2 * rounds + 1)
           const open = yield* connection.isOpen
           yield* admin.queueDelete(queue)
           return { afterRaces, stored, open, rounds }
@@ -71,7 +65,7 @@ describe("a pending tx.commit", () => {
           const channel = yield* AmqpChannel.make(connection)
           yield* admin.queueDeclare(queue)
           yield* admin.publish("", queue, Buffer.from("to ack"))
-          yield* countSettled(admin, queue, 1)
+          yield* readyCountOnceAt(admin, queue, 1)
           const got = Option.getOrThrow(yield* channel.get(queue))
           yield* channel.txSelect
           // Publishes make the commit take a moment; the ack is made while it is on its way.
@@ -85,7 +79,7 @@ describe("a pending tx.commit", () => {
           yield* channel.txRollback
           yield* channel.ack(got.deliveryTag)
           yield* channel.txCommit
-          const stored = yield* countSettled(admin, queue, 20)
+          const stored = yield* readyCountOnceAt(admin, queue, 20)
           yield* admin.queueDelete(queue)
           return { openAfterCommit, stored }
         }),

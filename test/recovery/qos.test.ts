@@ -1,7 +1,8 @@
 /**
  * RabbitMQ keeps two prefetch limits per channel: `basic.qos` with `global: false` limits each
  * consumer started after it, with `global: true` the channel as a whole. An `AmqpClient` channel
- * restores both after a reconnect, and each consumer's own (the one in force when it started).
+ * restores both after a reconnect, and each consumer's own (the one in force when it started), and
+ * with them a qos or confirm mode whose caller stopped waiting after it went out.
  */
 import { AmqpChannel, AmqpClient, AmqpConnection } from "@effect-amqp/client"
 import { BrokerNode } from "@effect-amqp/testing"
@@ -83,6 +84,37 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
         yield* publisher.queueDelete(small)
         yield* publisher.queueDelete(large)
         assert.deepStrictEqual(after, { small: 8, large: 5 })
+      })
+    ))
+
+  it.effect("restores a qos and a confirm mode whose callers gave up after they went out", () =>
+    Support.probed(({ node, proxy }) =>
+      Effect.gen(function*() {
+        const client = yield* AmqpClient.make(yield* Support.options(proxy.port, "qos-given-up"), {
+          reconnect: Schedule.spaced("200 millis")
+        })
+        const log = yield* Support.eventLog(client)
+        const channel = yield* client.channel()
+        const settings = Effect.map(node.listChannels, (all) =>
+          all.map((c) => ({ confirm: c.confirm, prefetch: c.prefetchCount })))
+        // Each reply comes 300 ms late, and each caller gives up after 50.
+        yield* proxy.setLatency(300, "serverToClient")
+        yield* Effect.exit(channel.qos(7).pipe(Effect.timeout("50 millis")))
+        // The select would wait behind the qos reply still owed: it goes out once that has come.
+        yield* Support.realDelay(500)
+        yield* Effect.exit(channel.confirmSelect.pipe(Effect.timeout("50 millis")))
+        yield* Support.realDelay(600)
+        yield* proxy.setLatency(0, "serverToClient")
+        assert.deepStrictEqual(yield* settings, [{ confirm: true, prefetch: 7 }], "the broker applied both")
+
+        yield* proxy.reset()
+        const disconnected = yield* log.next("Disconnected", 0, 30_000)
+        yield* log.next("Recovered", disconnected.index, 30_000)
+        assert.deepStrictEqual(
+          yield* poll(settings, (s) =>
+            s.length === 1),
+          [{ confirm: true, prefetch: 7 }]
+        )
       })
     ))
 })

@@ -5,7 +5,8 @@
  * auto-delete queue the broker deleted when the client's last consumer of it ended stays deleted;
  * a server-named queue that outlives the link keeps its name instead of being left behind for a
  * new one; what the broker did for an operation whose caller stopped waiting (a delete, an unbind,
- * an exclusive queue's declare) is what recovery keeps. A private node for the file behind a fault
+ * an exclusive queue's declare, a consumer start that deleted its auto-delete queue when it was
+ * cancelled) is what recovery keeps. A private node for the file behind a fault
  * proxy; real clock.
  */
 import { AmqpChannel, AmqpChannelError, AmqpClient, AmqpConnection, AmqpConsumerTagInUse } from "@effect-amqp/client"
@@ -244,6 +245,30 @@ privateNode("recovery after the broker changed", (it) => {
         yield* channel.queueDelete(kept)
         yield* channel.queueDelete(exclusive)
         yield* channel.exchangeDelete(exchange)
+      })
+    ))
+
+  it.effect("an auto-delete queue whose only consumer started after its start was given up is not declared again", () =>
+    Support.probed((env) =>
+      Effect.gen(function*() {
+        const client = yield* AmqpClient.make(yield* Support.options(env.proxy.port, "start-given-up"))
+        const log = yield* Support.eventLog(client)
+        const channel = yield* client.channel()
+        const queue = `recovery-start-given-up-${randomUUID()}`
+        yield* channel.queueDeclare(queue, { autoDelete: true })
+        // The consume-ok comes 400 ms late; the start is given up after 50.
+        yield* env.proxy.setLatency(400, "serverToClient")
+        const start = yield* Effect.exit(Stream.runDrain(channel.consume(queue)).pipe(Effect.timeout("50 millis")))
+        assert.isTrue(Exit.isFailure(start))
+        // The consume-ok arrives, the channel cancels the consumer, the broker deletes the queue.
+        yield* Support.realDelay(800)
+        yield* env.proxy.setLatency(0, "serverToClient")
+        yield* channel.queueDeclare(`${queue}-probe`, { exclusive: true })
+        assert.isFalse((yield* queueNames(env.node)).includes(queue))
+
+        yield* outage(env, log, Effect.void)
+
+        assert.isFalse((yield* queueNames(env.node)).includes(queue))
       })
     ))
 })

@@ -112,6 +112,13 @@ export const queueWithMessages = (connect: Connect, prefix: string, count: numbe
 export const readyCount = (channel: AmqpChannel.AmqpChannel, queue: string) =>
   Effect.map(channel.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount)
 
+/**
+ * The number of ready messages in `queue` once it is `expected`, or after five seconds: publishes
+ * and requeues reach a queue a moment after the methods that follow them are answered.
+ */
+export const readyCountOnceAt = (channel: AmqpChannel.AmqpChannel, queue: string, expected: number) =>
+  poll(readyCount(channel, queue), (count) => count === expected)
+
 /** SHA-256 of `bytes`, hex. */
 export const sha256 = (bytes: Uint8Array): string => Crypto.createHash("sha256").update(bytes).digest("hex")
 

@@ -303,15 +303,6 @@ export const openCore = (
   })
 
 /**
- * Sends back to its queue the message of a `get` whose caller has gone: unacknowledged, it would
- * stay invisible to every consumer for as long as the channel lives.
- */
-const giveBack = (core: ChannelCore, deliveryTag: number): void => {
-  core.settlements.settle(deliveryTag)
-  core.write(Methods.basicReject({ deliveryTag, requeue: true }))
-}
-
-/**
  * Wraps an open channel state machine in the public interface.
  *
  * @internal
@@ -417,7 +408,9 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
     get: (queue, o = {}) =>
       Effect.suspend(() => {
         const noAck = o.noAck ?? false
-        // The tag of a get-ok routed but not yet handed to the caller, and whether the caller is gone.
+        // The tag of a get-ok routed but not yet handed to the caller, and whether the caller is
+        // gone: a message whose caller has gone goes back to its queue, for unacknowledged it
+        // would stay invisible to every consumer for as long as the channel lives.
         let unclaimed: number | undefined
         let abandoned = false
         const onReply = (reply: Command) => {
@@ -425,14 +418,14 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
           const deliveryTag = reply.method.deliveryTag
           // A no-ack delivery is settled as its get-ok is routed, even if the caller is gone by then.
           if (noAck) core.settlements.settle(deliveryTag, false)
-          else if (abandoned) giveBack(core, deliveryTag)
+          else if (abandoned) core.giveBack(deliveryTag)
           else unclaimed = deliveryTag
         }
         return rpc(Methods.basicGet({ queue, noAck }), onReply).pipe(
           Effect.onInterrupt(() =>
             Effect.sync(() => {
               abandoned = true
-              if (unclaimed !== undefined && !core.isClosed()) giveBack(core, unclaimed)
+              if (unclaimed !== undefined) core.giveBack(unclaimed)
               unclaimed = undefined
             })
           ),
@@ -462,7 +455,7 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
       core.settlements.commit()
       core.beginCommit()
     })),
-    txRollback: Effect.asVoid(rpc(Methods.txRollback(), undefined, () => core.settlements.rollback())),
+    txRollback: Effect.asVoid(rpc(Methods.txRollback(), undefined, () => core.rolledBack())),
     closed: Effect.suspend(() => core.awaitEnd),
     isOpen: Effect.sync(() => !core.isClosed())
   }

@@ -16,7 +16,7 @@
  *
  * @since 0.1.0
  */
-import type { BasicProperties } from "@effect-amqp/protocol"
+import type { BasicProperties, Method } from "@effect-amqp/protocol"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
@@ -674,10 +674,6 @@ const apiOf = (core: ChannelCore): AmqpChannel.AmqpChannel => {
   return api
 }
 
-/** Runs `f` with the result of an operation that succeeded, to record the channel setting it made. */
-const record = <A>(effect: Effect.Effect<A, AmqpChannel.ChannelError>, f: (a: A) => void) =>
-  Effect.tap(effect, (a) => Effect.sync(() => f(a)))
-
 interface Qos {
   readonly prefetchCount: number
   readonly prefetchSize: number
@@ -732,6 +728,9 @@ class LogicalConsumer {
         this.channel.supervisor.consumerGone(this.queue, core)
         this.buffer.fail(new AmqpConsumerCancelled({ consumerTag, queue: this.queue }))
       },
+      // Its start was given up (the stream's scope is gone), so no stop will say it ended: an
+      // auto-delete queue the broker deletes with it is forgotten here.
+      startedGivenUp: () => this.channel.supervisor.consumerGone(this.queue, core),
       channelClosed: (cause) => {
         this.buffer.release()
         // Closed by the broker for another consumer that could not start: this one goes on, on
@@ -816,8 +815,12 @@ class LogicalChannel {
       core.tagOffset = previous === undefined ? 0 : previous.tagOffset + previous.lastDeliveryTag
       this.lastCore = core
       core.returns.add({ returned: (message) => this.returns.returned(message), ended: () => {} })
-      // The topology is recorded as the broker answers, whether or not the caller still waits.
-      core.answered = (request, reply) => this.supervisor.topology.answered(request, reply.method)
+      // The topology, and once this incarnation has its settings back the channel's own, are
+      // recorded as the broker answers, whether or not the caller still waits.
+      core.answered = (request, reply) => {
+        this.supervisor.topology.answered(request, reply.method)
+        if (this.settingsRestoredOn === core) this.settingAnswered(request)
+      }
       const api = apiOf(core)
       if (this.globalQos !== undefined) yield* api.qos(this.globalQos.prefetchCount, this.globalQos)
       if (this.confirm) yield* api.confirmSelect
@@ -849,6 +852,7 @@ class LogicalChannel {
       }
       this.startingConsumersOn = undefined
       yield* apply(this.consumerQos)
+      this.settingsRestoredOn = core
       if (this.closedForGood !== undefined) return yield* Scope.close(scope, Exit.void)
       if (this.supervisor.link === link) this.serve(core)
       else this.held = core
@@ -863,6 +867,18 @@ class LogicalChannel {
         })
       )
     )
+  }
+
+  /** The incarnation whose qos and confirm mode have been restored: later ones are the application's. */
+  private settingsRestoredOn: ChannelCore | undefined
+
+  /** Records a `qos` or `confirm.select` of the application's that the broker answered. */
+  private settingAnswered(request: Method): void {
+    if (request._tag === "confirm.select") this.confirm = true
+    if (request._tag !== "basic.qos") return
+    const qos = { prefetchCount: request.prefetchCount, prefetchSize: request.prefetchSize, global: request.global }
+    if (qos.global) this.globalQos = qos
+    else this.consumerQos = qos
   }
 
   /** Notices how this incarnation ended: a channel error ends the handle, a lost link waits. */
@@ -987,15 +1003,8 @@ class LogicalChannel {
         this.op((c) => c.queueUnbind(queue, exchange, routingKey, args)),
       queuePurge: (queue) => this.op((c) => c.queuePurge(queue)),
       queueDelete: (queue, o) => this.op((c) => c.queueDelete(queue, o)),
-      qos: (prefetchCount, o = {}) =>
-        record(this.op((c) => c.qos(prefetchCount, o)), () => {
-          const qos = { prefetchCount, prefetchSize: o.prefetchSize ?? 0, global: o.global ?? false }
-          if (qos.global) this.globalQos = qos
-          else this.consumerQos = qos
-        }),
-      confirmSelect: record(this.op((c) => c.confirmSelect), () => {
-        this.confirm = true
-      }),
+      qos: (prefetchCount, o = {}) => this.op((c) => c.qos(prefetchCount, o)),
+      confirmSelect: this.op((c) => c.confirmSelect),
       publish: (exchange, routingKey, body, o = {}) => this.publish(exchange, routingKey, body, o),
       publishAsync: (exchange, routingKey, body, o = {}) =>
         Effect.flatMap(

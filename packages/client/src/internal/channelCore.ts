@@ -257,17 +257,39 @@ export class ChannelCore implements ChannelSink {
   // outbound
   // -------------------------------------------------------------------------------------------
 
+  /**
+   * Writes a method of the channel's own (an answer, a reject), unless `channel.close` has gone
+   * out: RabbitMQ answers anything after it but its close-ok with 504, closing the connection.
+   */
   write(method: Method): void {
-    if (this.state === "closed") return
+    if (!this.acceptsMethods()) return
     if (this.committing !== undefined) return this.hold(this.connection.encoder.method(this.id, method))
     this.connection.writeMethod(this.id, method)
   }
 
   /** Writes a method whose latency hardly matters, batched with the tick's other writes. */
   writeLater(method: Method): void {
-    if (this.state === "closed") return
+    if (!this.acceptsMethods()) return
     if (this.committing !== undefined) return this.hold(this.connection.encoder.method(this.id, method))
     this.connection.writeMethodLater(this.id, method)
+  }
+
+  /**
+   * Sends back to its queue a delivery the application never had (reject with requeue). In tx
+   * mode that reject belongs to the transaction: it is sent again after each rollback, and takes
+   * effect with the next commit.
+   */
+  giveBack(deliveryTag: number): void {
+    if (!this.acceptsMethods()) return
+    this.settlements.giveBack(deliveryTag)
+    this.write(Methods.basicReject({ deliveryTag, requeue: true }))
+  }
+
+  /** `tx.rollback` went out: the deliveries handed back in the transaction are handed back again. */
+  rolledBack(): void {
+    for (const deliveryTag of this.settlements.rollback()) {
+      this.write(Methods.basicReject({ deliveryTag, requeue: true }))
+    }
   }
 
   /** Tags of consumers cancelled with nobody waiting for the cancel-ok: it is taken here. */
@@ -291,7 +313,7 @@ export class ChannelCore implements ChannelSink {
 
   /** Acknowledges every delivery up to `deliveryTag`, all of them settled, on the next tick. */
   writeAckThrough(deliveryTag: number): void {
-    if (this.state === "closed") return
+    if (!this.acceptsMethods()) return
     if (this.committing !== undefined) {
       return this.hold(this.connection.encoder.method(this.id, Methods.basicAck({ deliveryTag, multiple: true })))
     }

@@ -189,6 +189,16 @@ class DeliveryImpl implements Delivery {
     return acknowledge(this.core, operation, this.deliveryTag, multiple, requeue)
   }
 
+  /**
+   * Sends it back to its queue unseen, on the channel it came from: nothing if that channel has
+   * ended (the broker requeued it then) or it came without acknowledgement.
+   */
+  giveBack(): void {
+    if (this.noAck) return
+    const brokerTag = this.deliveryTag - this.core.tagOffset
+    if (!this.core.settlements.isSettled(brokerTag)) this.core.giveBack(brokerTag)
+  }
+
   /** Whether the channel it came from can no longer take its acknowledgement. */
   isStale(): boolean {
     return !this.core.acceptsMethods()
@@ -221,6 +231,8 @@ export interface ConsumerOutlet {
   readonly offer: (core: ChannelCore, delivery: Delivery) => void
   readonly cancelledByBroker: (consumerTag: string) => void
   readonly channelClosed: (cause: ChannelFailure | AmqpClosedError) => void
+  /** The broker started it after its start was given up; it is being cancelled. */
+  readonly startedGivenUp?: () => void
 }
 
 /** A running `basic.consume` on one channel incarnation. */
@@ -248,8 +260,8 @@ export const startConsumer = (
       const m = command.method
       if (m._tag !== "basic.deliver") return
       if (cancelling) {
-        if (!noAck) core.write(Methods.basicReject({ deliveryTag: m.deliveryTag, requeue: true }))
-        core.settlements.settle(m.deliveryTag, !noAck)
+        if (noAck) core.settlements.settle(m.deliveryTag, false)
+        else core.giveBack(m.deliveryTag)
         return
       }
       if (noAck) core.settlements.settle(m.deliveryTag, false)
@@ -266,6 +278,7 @@ export const startConsumer = (
   const abandon = () => {
     cancelling = true
     core.cancelUnawaited(consumerTag)
+    outlet.startedGivenUp?.()
   }
   const consume = core.rpc(
     Methods.basicConsume({
@@ -475,7 +488,8 @@ export class DeliveryBuffer<E> {
       this.head = 0
       this.bytes = 0
       if (!requeue) return Effect.void
-      return Effect.forEach(left, (delivery) => Effect.ignore(delivery.reject({ requeue: true })), { discard: true })
+      for (const delivery of left) if (delivery instanceof DeliveryImpl) delivery.giveBack()
+      return Effect.void
     })
 
   /** A delivery leaves the buffer: the connection reads again once it has room. */

@@ -81,13 +81,25 @@ export class Settlements {
    * what is settled now stays settled.
    */
   commit(): void {
-    this.checkpoint = { through: this.through, above: new Set(this.above), others: [] }
+    this.checkpoint = { through: this.through, above: new Set(this.above), others: [], givenBack: [] }
   }
 
-  /** `tx.rollback` was sent: the transaction's acknowledgements are outstanding again. */
-  rollback(): void {
+  /**
+   * Settles a delivery the channel hands back to its queue unseen (a reject with requeue): in a
+   * transaction it takes effect with the commit, so a rollback must not leave it outstanding.
+   */
+  giveBack(tag: number): void {
+    this.settle(tag)
+    this.checkpoint?.givenBack.push(tag)
+  }
+
+  /**
+   * `tx.rollback` was sent: the transaction's acknowledgements are outstanding again, but for the
+   * deliveries handed back, which stay settled: returned, they are to be rejected again.
+   */
+  rollback(): ReadonlyArray<number> {
     const checkpoint = this.checkpoint
-    if (checkpoint === undefined) return
+    if (checkpoint === undefined) return []
     this.through = checkpoint.through
     this.above = checkpoint.above
     this.commit()
@@ -95,6 +107,8 @@ export class Settlements {
       if (through) this.settleThrough(tag, false)
       else this.settle(tag, false)
     }
+    for (const tag of checkpoint.givenBack) this.giveBack(tag)
+    return checkpoint.givenBack
   }
 
   private closeGap(): void {
@@ -107,4 +121,6 @@ interface Checkpoint {
   readonly above: Set<number>
   /** Settlements since the checkpoint that no rollback undoes: no-ack deliveries, `basic.recover`. */
   readonly others: Array<{ readonly tag: number; readonly through: boolean }>
+  /** Deliveries handed back unseen in this transaction: a rollback rejects them again. */
+  readonly givenBack: Array<number>
 }
