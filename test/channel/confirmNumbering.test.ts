@@ -10,21 +10,19 @@
  */
 import { AmqpChannel, AmqpConnection, AmqpPublishError, Nacked } from "@effect-amqp/client"
 import { Methods } from "@effect-amqp/protocol"
-import { FaultProxy, ScriptedPeer, SharedBroker } from "@effect-amqp/testing"
+import { FaultProxy, ScriptedPeer } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber } from "effect"
-import { leakChecked, Names } from "../support/Probe.ts"
-
-const names = new Names("confirm-numbering")
+import { onSharedBroker, unique } from "../support/channelKit.ts"
+import { leakChecked } from "../support/Probe.ts"
 
 describe("confirm numbering", () => {
   it.live("after a confirmSelect given up before its select-ok, a rejected publish fails as nacked", () =>
     Effect.gen(function*() {
-      const broker = yield* SharedBroker.acquire
-      const queue = names.next("queue")
-      const outcome = yield* leakChecked(
+      const queue = unique("confirm-numbering")
+      const outcome = yield* onSharedBroker((connect) =>
         Effect.gen(function*() {
-          const connection = yield* AmqpConnection.fromUrl(broker.url, { connectionName: names.next("connection") })
+          const connection = yield* connect()
           const admin = yield* AmqpChannel.make(connection)
           const channel = yield* AmqpChannel.make(connection)
           // A full queue rejects further publishes with basic.nack.
@@ -40,8 +38,7 @@ describe("confirm numbering", () => {
           const stored = (yield* admin.queueDeclare(queue, { passive: true })).messageCount
           yield* admin.queueDelete(queue)
           return { second, stored }
-        }),
-        names.own(broker)
+        })
       )
       assert.strictEqual(outcome.stored, 1)
       assert.deepStrictEqual(outcome.second, new AmqpPublishError({ reason: new Nacked({ deliveryTag: 2 }) }))

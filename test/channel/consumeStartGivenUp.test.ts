@@ -10,12 +10,11 @@
  */
 import { AmqpChannel, AmqpClient, AmqpConnection, ConnectionConfig } from "@effect-amqp/client"
 import { Methods } from "@effect-amqp/protocol"
-import { ScriptedPeer, SharedBroker } from "@effect-amqp/testing"
+import { ScriptedPeer } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Schedule, Stream } from "effect"
-import { leakChecked, Names } from "../support/Probe.ts"
-
-const names = new Names("consume-start-given-up")
+import { onSharedBroker, unique } from "../support/channelKit.ts"
+import { leakChecked } from "../support/Probe.ts"
 
 /** A peer that opens channels, never answers basic.consume, and answers closes. */
 const silentOnConsume = (peer: ScriptedPeer.ScriptedPeer) =>
@@ -71,13 +70,12 @@ describe("a consumer start given up", () => {
 
   it.live("after its basic.consume went out gives back what was delivered, and its tag may be used again", () =>
     Effect.gen(function*() {
-      const broker = yield* SharedBroker.acquire
-      const queue = names.next("queue")
+      const queue = unique("consume-start-given-up")
       const messages = 50
       const rounds = 20
-      const outcome = yield* leakChecked(
+      const outcome = yield* onSharedBroker((connect) =>
         Effect.gen(function*() {
-          const connection = yield* AmqpConnection.fromUrl(broker.url, { connectionName: names.next("connection") })
+          const connection = yield* connect()
           const admin = yield* AmqpChannel.make(connection)
           const channel = yield* AmqpChannel.make(connection)
           yield* admin.queueDeclare(queue)
@@ -113,8 +111,7 @@ describe("a consumer start given up", () => {
           const open = yield* channel.isOpen
           yield* admin.queueDelete(queue)
           return { exits, settled, taken: taken.length, open }
-        }),
-        names.own(broker)
+        })
       )
       assert.isTrue(outcome.exits.every((exit) => Exit.hasInterrupts(exit)))
       assert.deepStrictEqual(

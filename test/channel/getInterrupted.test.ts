@@ -5,13 +5,10 @@
  * consumer for as long as the channel lives; the queue has all its messages again while the
  * channel is still open.
  */
-import { AmqpChannel, AmqpConnection } from "@effect-amqp/client"
-import { SharedBroker } from "@effect-amqp/testing"
+import { AmqpChannel } from "@effect-amqp/client"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Fiber, Option, Schedule } from "effect"
-import { leakChecked, Names } from "../support/Probe.ts"
-
-const names = new Names("get-interrupted")
+import { Effect, Exit, Fiber, Option } from "effect"
+import { onSharedBroker, readyCountOnceAt, unique } from "../support/channelKit.ts"
 
 const MESSAGES = 20
 const GIVEN_UP = 10
@@ -19,18 +16,15 @@ const GIVEN_UP = 10
 describe("a get given up before its reply", () => {
   it.live("gives the message back to the queue while the channel stays open", () =>
     Effect.gen(function*() {
-      const broker = yield* SharedBroker.acquire
-      const queue = names.next("queue")
-      const outcome = yield* leakChecked(
+      const queue = unique("get-interrupted")
+      const outcome = yield* onSharedBroker((connect) =>
         Effect.gen(function*() {
-          const connection = yield* AmqpConnection.fromUrl(broker.url, { connectionName: names.next("connection") })
+          const connection = yield* connect()
           const admin = yield* AmqpChannel.make(connection)
           const channel = yield* AmqpChannel.make(connection)
           yield* admin.queueDeclare(queue)
           for (let i = 0; i < MESSAGES; i++) yield* admin.publish("", queue, Buffer.from(`m${i}`))
-          yield* admin.queueDeclare(queue, { passive: true }).pipe(
-            Effect.repeat({ until: (ok) => ok.messageCount === MESSAGES, schedule: Schedule.spaced("10 millis") })
-          )
+          yield* readyCountOnceAt(admin, queue, MESSAGES)
           const exits: Array<Exit.Exit<unknown, unknown>> = []
           for (let i = 0; i < GIVEN_UP; i++) {
             // Sent as it starts, interrupted before the get-ok can have come.
@@ -41,18 +35,14 @@ describe("a get given up before its reply", () => {
             yield* channel.queueDeclare(queue, { passive: true })
           }
           // The rejects went out before this declare's reply came back.
-          const stored = yield* admin.queueDeclare(queue, { passive: true }).pipe(
-            Effect.map((ok) => ok.messageCount),
-            Effect.repeat({ until: (count) => count === MESSAGES, schedule: Schedule.spaced("10 millis"), times: 100 })
-          )
+          const stored = yield* readyCountOnceAt(admin, queue, MESSAGES)
           const open = yield* channel.isOpen
           // A get that is not given up still takes a message.
           const taken = yield* channel.get(queue)
           assert.isTrue(Option.isSome(taken))
           yield* admin.queueDelete(queue)
           return { exits, stored, open }
-        }),
-        names.own(broker)
+        })
       )
       assert.isTrue(outcome.exits.every((exit) => Exit.hasInterrupts(exit)))
       assert.strictEqual(outcome.stored, MESSAGES)

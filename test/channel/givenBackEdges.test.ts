@@ -8,14 +8,10 @@
  *   it again, so the next commit puts the message back, and an `ack(0, multiple)` in between does
  *   not acknowledge it.
  */
-import { AmqpChannel, AmqpConnection } from "@effect-amqp/client"
-import { SharedBroker } from "@effect-amqp/testing"
+import { AmqpChannel } from "@effect-amqp/client"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Scope, Stream } from "effect"
-import { readyCountOnceAt } from "../support/channelKit.ts"
-import { leakChecked, Names } from "../support/Probe.ts"
-
-const names = new Names("given-back-edges")
+import { onSharedBroker, readyCountOnceAt, unique } from "../support/channelKit.ts"
 
 type Via = "get" | "consume" | "consumeWith"
 
@@ -34,12 +30,11 @@ describe("handing back what a given-up operation received", () => {
   for (const via of ["get", "consume", "consumeWith"] as const) {
     it.live(`(${via}) sends nothing after channel.close when the channel closes first`, () =>
       Effect.gen(function*() {
-        const broker = yield* SharedBroker.acquire
-        const queue = names.next("queue")
+        const queue = unique("given-back-edges")
         const messages = 20
-        const outcome = yield* leakChecked(
+        const outcome = yield* onSharedBroker((connect) =>
           Effect.gen(function*() {
-            const connection = yield* AmqpConnection.fromUrl(broker.url, { connectionName: names.next("connection") })
+            const connection = yield* connect()
             const admin = yield* AmqpChannel.make(connection)
             yield* admin.queueDeclare(queue)
             for (let i = 0; i < messages; i++) yield* admin.publish("", queue, Buffer.from(`m${i}`))
@@ -55,8 +50,7 @@ describe("handing back what a given-up operation received", () => {
             const ready = yield* readyCountOnceAt(admin, queue, messages)
             yield* admin.queueDelete(queue)
             return { open, ready }
-          }),
-          names.own(broker)
+          })
         )
         assert.deepStrictEqual(outcome, { open: true, ready: messages })
       }))
@@ -65,11 +59,10 @@ describe("handing back what a given-up operation received", () => {
   for (const via of ["get", "consume"] as const) {
     it.live(`(${via}) in tx mode: the rollback sends the hand-back again, the next commit requeues it`, () =>
       Effect.gen(function*() {
-        const broker = yield* SharedBroker.acquire
-        const queue = names.next("queue")
-        const outcome = yield* leakChecked(
+        const queue = unique("given-back-edges")
+        const outcome = yield* onSharedBroker((connect) =>
           Effect.gen(function*() {
-            const connection = yield* AmqpConnection.fromUrl(broker.url, { connectionName: names.next("connection") })
+            const connection = yield* connect()
             const admin = yield* AmqpChannel.make(connection)
             yield* admin.queueDeclare(queue)
             yield* admin.publish("", queue, Buffer.from("only"))
@@ -87,8 +80,7 @@ describe("handing back what a given-up operation received", () => {
             const open = yield* channel.isOpen
             yield* admin.queueDelete(queue)
             return { ready, open }
-          }),
-          names.own(broker)
+          })
         )
         assert.deepStrictEqual(outcome, { ready: 1, open: true })
       }))

@@ -7,23 +7,18 @@
  * - an ack made while the commit is pending is sent after it, and the next commit settles it.
  * `channel.close`, which the broker does take, is not held.
  */
-import { AmqpChannel, AmqpConnection } from "@effect-amqp/client"
-import { SharedBroker } from "@effect-amqp/testing"
+import { AmqpChannel } from "@effect-amqp/client"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Option } from "effect"
-import { readyCountOnceAt } from "../support/channelKit.ts"
-import { leakChecked, Names } from "../support/Probe.ts"
-
-const names = new Names("tx-commit-pending")
+import { onSharedBroker, readyCountOnceAt, unique } from "../support/channelKit.ts"
 
 describe("a pending tx.commit", () => {
   it.live("holds publishes made meanwhile, concurrently or after a commit given up, for the next transaction", () =>
     Effect.gen(function*() {
-      const broker = yield* SharedBroker.acquire
-      const queue = names.next("queue")
-      const outcome = yield* leakChecked(
+      const queue = unique("tx-commit-pending")
+      const outcome = yield* onSharedBroker((connect) =>
         Effect.gen(function*() {
-          const connection = yield* AmqpConnection.fromUrl(broker.url, { connectionName: names.next("connection") })
+          const connection = yield* connect()
           const admin = yield* AmqpChannel.make(connection)
           const channel = yield* AmqpChannel.make(connection)
           yield* admin.queueDeclare(queue)
@@ -46,8 +41,7 @@ describe("a pending tx.commit", () => {
           const open = yield* connection.isOpen
           yield* admin.queueDelete(queue)
           return { afterRaces, stored, open, rounds }
-        }),
-        names.own(broker)
+        })
       )
       assert.isTrue(outcome.afterRaces)
       assert.isTrue(outcome.open)
@@ -56,11 +50,10 @@ describe("a pending tx.commit", () => {
 
   it.live("sends an ack made meanwhile after it, into the next transaction", () =>
     Effect.gen(function*() {
-      const broker = yield* SharedBroker.acquire
-      const queue = names.next("queue")
-      const outcome = yield* leakChecked(
+      const queue = unique("tx-commit-pending")
+      const outcome = yield* onSharedBroker((connect) =>
         Effect.gen(function*() {
-          const connection = yield* AmqpConnection.fromUrl(broker.url, { connectionName: names.next("connection") })
+          const connection = yield* connect()
           const admin = yield* AmqpChannel.make(connection)
           const channel = yield* AmqpChannel.make(connection)
           yield* admin.queueDeclare(queue)
@@ -82,8 +75,7 @@ describe("a pending tx.commit", () => {
           const stored = yield* readyCountOnceAt(admin, queue, 20)
           yield* admin.queueDelete(queue)
           return { openAfterCommit, stored }
-        }),
-        names.own(broker)
+        })
       )
       assert.isTrue(outcome.openAfterCommit)
       assert.strictEqual(outcome.stored, 20)
