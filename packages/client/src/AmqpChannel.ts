@@ -443,10 +443,11 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
     nack: (deliveryTag, multiple = false, requeue = true) => acknowledge(core, "nack", deliveryTag, multiple, requeue),
     reject: (deliveryTag, requeue = true) => acknowledge(core, "reject", deliveryTag, false, requeue),
     // Every delivery before the recover-ok is requeued (or, without requeue, delivered again).
+    // The broker requeues what is outstanding as it reads the recover: from then on an ack of it
+    // would close the channel with 406, so it is settled as the recover goes out, and so is each
+    // delivery that was already on its way, as it arrives before the recover-ok.
     recover: (requeue = true) =>
-      Effect.asVoid(
-        rpc(Methods.basicRecover({ requeue }), () => core.settlements.requeueOutstanding(core.lastDeliveryTag))
-      ),
+      Effect.asVoid(rpc(Methods.basicRecover({ requeue }), () => core.endRecover(), () => core.beginRecover())),
     txSelect: Effect.asVoid(rpc(Methods.txSelect(), undefined, () => {
       core.transactional = true
       core.settlements.select()

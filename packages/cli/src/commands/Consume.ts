@@ -3,7 +3,9 @@
  * were acknowledged, printing count, bytes and rate. With `--print` every delivery is also written
  * to stdout as one line of JSON (`DeliveryJson`), headers with their AMQP field types; the summary
  * then goes to stderr so that stdout stays JSON. A delivery is acknowledged once its line is
- * written: when the reader goes away, the command fails and the rest stay in the queue.
+ * written: when the reader goes away, the command fails and the rest stay in the queue. Written
+ * means handed to stdout: into a pipe, that is its buffer, so lines a reader that quits early
+ * (`| head`) left unread there are acknowledged all the same; a file keeps every line.
  *
  * Deliveries past `--count` that the broker already sent are returned to the queue (the consumer
  * is cancelled and they are rejected with requeue). `--timeout` bounds the wait for the messages.

@@ -131,6 +131,7 @@ export class ChannelCore implements ChannelSink {
     switch (method._tag) {
       case "basic.deliver": {
         this.lastDeliveryTag = method.deliveryTag
+        if (this.recovering > 0) this.settlements.requeueOutstanding(method.deliveryTag)
         const consumer = this.consumers.get(method.consumerTag)
         if (consumer !== undefined) consumer.onDelivery(command)
         return
@@ -206,7 +207,10 @@ export class ChannelCore implements ChannelSink {
         this.write(Methods.channelFlowOk({ active: method.active }))
         return
       default:
-        if (method._tag === "basic.get-ok") this.lastDeliveryTag = method.deliveryTag
+        if (method._tag === "basic.get-ok") {
+          this.lastDeliveryTag = method.deliveryTag
+          if (this.recovering > 0) this.settlements.requeueOutstanding(method.deliveryTag)
+        }
         return this.onReply(command)
     }
   }
@@ -290,6 +294,21 @@ export class ChannelCore implements ChannelSink {
     for (const deliveryTag of this.settlements.rollback()) {
       this.write(Methods.basicReject({ deliveryTag, requeue: true }))
     }
+  }
+
+  /** `basic.recover`s sent whose recover-ok has not come. */
+  private recovering = 0
+
+  /** `basic.recover` went out: every delivery received so far is requeued, acked or not. */
+  beginRecover(): void {
+    this.recovering++
+    this.settlements.requeueOutstanding(this.lastDeliveryTag)
+  }
+
+  /** Its recover-ok came: what arrived before it was sent before the broker read the recover. */
+  endRecover(): void {
+    this.recovering--
+    this.settlements.requeueOutstanding(this.lastDeliveryTag)
   }
 
   /** Tags of consumers cancelled with nobody waiting for the cancel-ok: it is taken here. */
