@@ -13,7 +13,7 @@ import { Methods } from "@effect-amqp/protocol"
 import { ScriptedPeer } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Schedule, Stream } from "effect"
-import { onSharedBroker, unique } from "../support/channelKit.ts"
+import { onQueue } from "../support/channelKit.ts"
 import { leakChecked } from "../support/Probe.ts"
 
 /** A peer that opens channels, never answers basic.consume, and answers closes. */
@@ -70,15 +70,10 @@ describe("a consumer start given up", () => {
 
   it.live("after its basic.consume went out gives back what was delivered, and its tag may be used again", () =>
     Effect.gen(function*() {
-      const queue = unique("consume-start-given-up")
       const messages = 50
       const rounds = 20
-      const outcome = yield* onSharedBroker((connect) =>
+      const outcome = yield* onQueue("consume-start-given-up", ({ admin, channel, queue }) =>
         Effect.gen(function*() {
-          const connection = yield* connect()
-          const admin = yield* AmqpChannel.make(connection)
-          const channel = yield* AmqpChannel.make(connection)
-          yield* admin.queueDeclare(queue)
           for (let i = 0; i < messages; i++) yield* admin.publish("", queue, Buffer.from(`m${i}`))
           const count = (expected: number) =>
             admin.queueDeclare(queue, { passive: true }).pipe(
@@ -111,8 +106,7 @@ describe("a consumer start given up", () => {
           const open = yield* channel.isOpen
           yield* admin.queueDelete(queue)
           return { exits, settled, taken: taken.length, open }
-        })
-      )
+        }))
       assert.isTrue(outcome.exits.every((exit) => Exit.hasInterrupts(exit)))
       assert.deepStrictEqual(
         { messages: outcome.settled.messageCount, consumers: outcome.settled.consumerCount },

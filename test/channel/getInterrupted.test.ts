@@ -5,10 +5,9 @@
  * consumer for as long as the channel lives; the queue has all its messages again while the
  * channel is still open.
  */
-import { AmqpChannel } from "@effect-amqp/client"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Option } from "effect"
-import { onSharedBroker, readyCountOnceAt, unique } from "../support/channelKit.ts"
+import { onQueue, readyCountOnceAt } from "../support/channelKit.ts"
 
 const MESSAGES = 20
 const GIVEN_UP = 10
@@ -16,13 +15,8 @@ const GIVEN_UP = 10
 describe("a get given up before its reply", () => {
   it.live("gives the message back to the queue while the channel stays open", () =>
     Effect.gen(function*() {
-      const queue = unique("get-interrupted")
-      const outcome = yield* onSharedBroker((connect) =>
+      const outcome = yield* onQueue("get-interrupted", ({ admin, channel, queue }) =>
         Effect.gen(function*() {
-          const connection = yield* connect()
-          const admin = yield* AmqpChannel.make(connection)
-          const channel = yield* AmqpChannel.make(connection)
-          yield* admin.queueDeclare(queue)
           for (let i = 0; i < MESSAGES; i++) yield* admin.publish("", queue, Buffer.from(`m${i}`))
           yield* readyCountOnceAt(admin, queue, MESSAGES)
           const exits: Array<Exit.Exit<unknown, unknown>> = []
@@ -42,8 +36,7 @@ describe("a get given up before its reply", () => {
           assert.isTrue(Option.isSome(taken))
           yield* admin.queueDelete(queue)
           return { exits, stored, open }
-        })
-      )
+        }))
       assert.isTrue(outcome.exits.every((exit) => Exit.hasInterrupts(exit)))
       assert.strictEqual(outcome.stored, MESSAGES)
       assert.isTrue(outcome.open)

@@ -7,41 +7,37 @@
  * - an ack made while the commit is pending is sent after it, and the next commit settles it.
  * `channel.close`, which the broker does take, is not held.
  */
-import { AmqpChannel } from "@effect-amqp/client"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Option } from "effect"
-import { onSharedBroker, readyCountOnceAt, unique } from "../support/channelKit.ts"
+import { onQueue, readyCountOnceAt } from "../support/channelKit.ts"
 
 describe("a pending tx.commit", () => {
   it.live("holds publishes made meanwhile, concurrently or after a commit given up, for the next transaction", () =>
     Effect.gen(function*() {
-      const queue = unique("tx-commit-pending")
-      const outcome = yield* onSharedBroker((connect) =>
-        Effect.gen(function*() {
-          const connection = yield* connect()
-          const admin = yield* AmqpChannel.make(connection)
-          const channel = yield* AmqpChannel.make(connection)
-          yield* admin.queueDeclare(queue)
-          yield* channel.txSelect
-          const rounds = 10
-          for (let i = 0; i < rounds; i++) {
-            // A large publish makes the commit take a moment; the second publish races it.
-            yield* channel.publish("", queue, new Uint8Array(64 * 1024))
-            yield* Effect.all([channel.txCommit, channel.publish("", queue, Buffer.from("during"))], {
-              concurrency: 2
-            })
-          }
-          const afterRaces = yield* connection.isOpen
-          // A commit given up as soon as it went out, then a publish: held until its commit-ok.
-          const given = yield* Effect.forkChild(channel.txCommit, { startImmediately: true })
-          yield* Fiber.interrupt(given)
-          yield* channel.publish("", queue, Buffer.from("after"))
-          yield* channel.txCommit
-          const stored = yield* readyCountOnceAt(admin, queue, 2 * rounds + 1)
-          const open = yield* connection.isOpen
-          yield* admin.queueDelete(queue)
-          return { afterRaces, stored, open, rounds }
-        })
+      const outcome = yield* onQueue(
+        "tx-commit-pending",
+        ({ connection, admin, channel, queue }) =>
+          Effect.gen(function*() {
+            yield* channel.txSelect
+            const rounds = 10
+            for (let i = 0; i < rounds; i++) {
+              // A large publish makes the commit take a moment; the second publish races it.
+              yield* channel.publish("", queue, new Uint8Array(64 * 1024))
+              yield* Effect.all([channel.txCommit, channel.publish("", queue, Buffer.from("during"))], {
+                concurrency: 2
+              })
+            }
+            const afterRaces = yield* connection.isOpen
+            // A commit given up as soon as it went out, then a publish: held until its commit-ok.
+            const given = yield* Effect.forkChild(channel.txCommit, { startImmediately: true })
+            yield* Fiber.interrupt(given)
+            yield* channel.publish("", queue, Buffer.from("after"))
+            yield* channel.txCommit
+            const stored = yield* readyCountOnceAt(admin, queue, 2 * rounds + 1)
+            const open = yield* connection.isOpen
+            yield* admin.queueDelete(queue)
+            return { afterRaces, stored, open, rounds }
+          })
       )
       assert.isTrue(outcome.afterRaces)
       assert.isTrue(outcome.open)
@@ -50,19 +46,16 @@ describe("a pending tx.commit", () => {
 
   it.live("sends an ack made meanwhile after it, into the next transaction", () =>
     Effect.gen(function*() {
-      const queue = unique("tx-commit-pending")
-      const outcome = yield* onSharedBroker((connect) =>
+      const outcome = yield* onQueue("tx-commit-pending", ({ connection, admin, channel, queue }) =>
         Effect.gen(function*() {
-          const connection = yield* connect()
-          const admin = yield* AmqpChannel.make(connection)
-          const channel = yield* AmqpChannel.make(connection)
-          yield* admin.queueDeclare(queue)
           yield* admin.publish("", queue, Buffer.from("to ack"))
           yield* readyCountOnceAt(admin, queue, 1)
           const got = Option.getOrThrow(yield* channel.get(queue))
           yield* channel.txSelect
           // Publishes make the commit take a moment; the ack is made while it is on its way.
-          for (let i = 0; i < 20; i++) yield* channel.publish("", queue, new Uint8Array(16 * 1024))
+          for (let i = 0; i < 20; i++) {
+            yield* channel.publish("", queue, new Uint8Array(16 * 1024))
+          }
           const commit = yield* Effect.forkChild(channel.txCommit, { startImmediately: true })
           yield* got.ack()
           yield* Fiber.join(commit)
@@ -75,8 +68,7 @@ describe("a pending tx.commit", () => {
           const stored = yield* readyCountOnceAt(admin, queue, 20)
           yield* admin.queueDelete(queue)
           return { openAfterCommit, stored }
-        })
-      )
+        }))
       assert.isTrue(outcome.openAfterCommit)
       assert.strictEqual(outcome.stored, 20)
     }))

@@ -72,6 +72,30 @@ export const onSharedBroker = <A, E>(
   body: (connect: Connect, broker: SharedBroker) => Effect.Effect<A, E, Scope.Scope>
 ) => Effect.flatMap(Shared.acquire, (broker) => withLeakProbe(broker, (connect) => body(connect, broker)))
 
+/**
+ * `onSharedBroker` with one connection, a queue named from `prefix` that an admin channel on it
+ * has declared, and a second channel on it for the test.
+ */
+export const onQueue = <A, E>(
+  prefix: string,
+  body: (env: {
+    readonly connection: AmqpConnection.AmqpConnection
+    readonly admin: AmqpChannel.AmqpChannel
+    readonly channel: AmqpChannel.AmqpChannel
+    readonly queue: string
+  }) => Effect.Effect<A, E, Scope.Scope>
+) =>
+  onSharedBroker((connect) =>
+    Effect.gen(function*() {
+      const connection = yield* connect()
+      const admin = yield* AmqpChannel.make(connection)
+      const channel = yield* AmqpChannel.make(connection)
+      const queue = unique(prefix)
+      yield* admin.queueDeclare(queue)
+      return yield* body({ connection, admin, channel, queue })
+    })
+  )
+
 /** A channel on `connection` in confirm mode, and an exclusive server-named queue it declared. */
 export const confirmingChannel = (connection: AmqpConnection.AmqpConnection, options?: AmqpChannel.ChannelOptions) =>
   Effect.gen(function*() {
