@@ -1,13 +1,66 @@
 /**
- * Pieces of scripted AMQP conversations for tests against `ScriptedPeer`: a delivery's frames, and
- * a recorder of what the client sends once the scripted part is over.
+ * Pieces of scripted AMQP conversations for tests against `ScriptedPeer`: a peer running one
+ * script, a delivery's frames, and recorders of what the client sends once the scripted part is
+ * over.
  */
 import { encodeFrame, encodeMethod, type Frame, Methods } from "@effect-amqp/protocol"
-import type { ScriptedPeer } from "@effect-amqp/testing"
-import { Effect } from "effect"
+import { ScriptedPeer } from "@effect-amqp/testing"
+import { Effect, Fiber } from "effect"
 
 /** The channel the scripted conversations use. */
 export const CHANNEL = 1
+
+export const peerUrl = (port: number) => `amqp://guest:guest@127.0.0.1:${port}`
+
+export type Script = (client: ScriptedPeer.PeerConnection) => Effect.Effect<unknown, ScriptedPeer.ScriptedPeerError>
+
+/**
+ * A peer that runs `script` on the first connection it accepts; `client` joins the script and
+ * gives that connection, whatever the script's outcome.
+ */
+export const servedBy = (script: Script) =>
+  Effect.gen(function*() {
+    const peer = yield* ScriptedPeer.make()
+    const running = yield* Effect.forkScoped(
+      Effect.flatMap(peer.accept(), (client) => Effect.as(Effect.exit(script(client)), client)),
+      { startImmediately: true }
+    )
+    return { port: peer.port, client: Fiber.join(running) }
+  })
+
+/** The handshake without heartbeats, then channel 1 opened. */
+export const openChannel: Script = (client) =>
+  Effect.gen(function*() {
+    yield* client.handshake({ tune: { heartbeat: 0 } })
+    yield* client.expect("channel.open", { channel: CHANNEL })
+    yield* client.sendMethod(CHANNEL, Methods.channelOpenOk())
+  })
+
+/** Answers the client's closes until it closes the connection (or is silent for 8 s), then FIN. */
+export const answerCloses: Script = (client) =>
+  Effect.gen(function*() {
+    while (true) {
+      const frame = yield* client.nextFrame({ timeoutMillis: 8_000 })
+      if (frame._tag !== "MethodFrame") continue
+      if (frame.method._tag === "channel.close") yield* client.sendMethod(frame.channel, Methods.channelCloseOk())
+      if (frame.method._tag === "connection.close") {
+        yield* client.sendMethod(0, Methods.connectionCloseOk())
+        return yield* client.close("fin")
+      }
+    }
+  })
+
+/** The reply codes of the `connection.close` frames the client sent, once its socket has closed. */
+export const closeCodesSent = (client: ScriptedPeer.PeerConnection) =>
+  Effect.gen(function*() {
+    yield* client.awaitClose({ timeoutMillis: 8_000 }).pipe(Effect.ignore)
+    const received = yield* client.received
+    return received.flatMap((r) =>
+      r._tag === "Frame" && r.frame._tag === "MethodFrame" && r.frame.method._tag === "connection.close"
+        ? [r.frame.method.replyCode]
+        : []
+    )
+  })
 
 /** `basic.deliver`, its content header and its body. */
 export const delivery = (consumerTag: string, deliveryTag: number, text: string): Uint8Array => {

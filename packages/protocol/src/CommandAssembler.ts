@@ -3,15 +3,17 @@
  * (`basic.deliver`, `basic.get-ok`, `basic.return`, `basic.publish`) the content header and body
  * frames that must follow it with nothing else in between.
  *
- * A frame out of that order is a 505 UNEXPECTED_FRAME; a body longer than its header announced is
- * a 501 FRAME_ERROR. A body that arrives in one frame is passed on without a copy.
+ * A frame out of that order is a 505 UNEXPECTED_FRAME; a body longer than its header announced, a
+ * header of another class than its method, or a heartbeat here is a 501 FRAME_ERROR; a
+ * `connection` method, which belongs on channel 0, is a 503 COMMAND_INVALID. A body that arrives
+ * in one frame is passed on without a copy.
  *
  * @since 0.1.0
  */
 import { type BodyFrame, type Frame, FRAME_OVERHEAD, type HeaderFrame } from "./Frame.ts"
 import { type Method, methodInfo } from "./generated/Methods.ts"
 import type { BasicProperties } from "./Properties.ts"
-import { frameError, unexpectedFrame } from "./ProtocolError.ts"
+import { commandInvalid, frameError, unexpectedFrame } from "./ProtocolError.ts"
 
 /**
  * A method with its content, if it carries any.
@@ -27,6 +29,8 @@ export interface Command {
 }
 
 const EMPTY = new Uint8Array(0)
+
+const CONNECTION_CLASS = 10
 
 /**
  * The largest body given one buffer up front (RabbitMQ's default max_message_size); larger ones
@@ -79,7 +83,11 @@ export class CommandAssembler {
             `${frame.method._tag} on channel ${this.channel} while content of ${this.method._tag} was expected`
           )
         }
-        if (!methodInfo[frame.method._tag].content) return { channel: this.channel, method: frame.method }
+        const info = methodInfo[frame.method._tag]
+        if (info.classId === CONNECTION_CLASS && this.channel !== 0) {
+          throw commandInvalid(`${frame.method._tag} on channel ${this.channel}; connection methods go on channel 0`)
+        }
+        if (!info.content) return { channel: this.channel, method: frame.method }
         this.method = frame.method
         return undefined
       case "HeaderFrame":
@@ -87,7 +95,7 @@ export class CommandAssembler {
       case "BodyFrame":
         return this.onBody(frame)
       case "HeartbeatFrame":
-        throw unexpectedFrame(`heartbeat on channel ${this.channel}`)
+        throw frameError(`heartbeat on channel ${this.channel}`)
     }
   }
 
@@ -130,6 +138,10 @@ export class CommandAssembler {
   private onHeader(frame: HeaderFrame): Command | undefined {
     if (this.method === undefined || this.header !== undefined) {
       throw unexpectedFrame(`content header on channel ${this.channel} without a content method`)
+    }
+    const classId = methodInfo[this.method._tag].classId
+    if (frame.classId !== classId) {
+      throw frameError(`content header of class ${frame.classId} after ${this.method._tag} (class ${classId})`)
     }
     this.header = frame
     if (frame.bodySize === 0) return this.complete(EMPTY)

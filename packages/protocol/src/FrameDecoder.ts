@@ -223,7 +223,7 @@ export class FrameDecoder {
         if (channel === 0) throw unexpectedFrame("content body on channel 0")
         return { _tag: "BodyFrame", channel, payload: payload.subarray(start, end) }
       default:
-        if (channel !== 0) throw unexpectedFrame(`heartbeat on channel ${channel}`)
+        if (channel !== 0) throw frameError(`heartbeat on channel ${channel}`)
         if (end !== start) throw frameError("heartbeat frame with a payload")
         return { _tag: "HeartbeatFrame", channel }
     }

@@ -152,8 +152,24 @@ describe("frames out of order", () => {
     frameErrorOf(505, () => pushAll(new CommandAssembler(CHANNEL), [deliver, header(2), header(2)]))
   })
 
-  it("rejects a heartbeat with 505", () => {
-    frameErrorOf(505, () => new CommandAssembler(CHANNEL).push({ _tag: "HeartbeatFrame", channel: CHANNEL }))
+  it("rejects a heartbeat with 501, as the spec's heartbeat rules say", () => {
+    frameErrorOf(501, () => new CommandAssembler(CHANNEL).push({ _tag: "HeartbeatFrame", channel: CHANNEL }))
+  })
+
+  it("rejects a content header of another class than its method's with 501", () => {
+    const ofConnectionClass: HeaderFrame = { ...header(1), classId: 10 }
+    frameErrorOf(501, () => pushAll(new CommandAssembler(CHANNEL), [deliver, ofConnectionClass]))
+  })
+
+  it("rejects a connection method, which belongs on channel 0, with 503", () => {
+    const methods = [
+      Methods.connectionClose({ replyCode: 320, replyText: "bye", classId: 0, methodId: 0 }),
+      Methods.connectionBlocked({ reason: "low on memory" }),
+      Methods.connectionOpenOk()
+    ]
+    for (const method of methods) {
+      frameErrorOf(503, () => new CommandAssembler(CHANNEL).push({ _tag: "MethodFrame", channel: CHANNEL, method }))
+    }
   })
 
   it("rejects a body longer than its header announced with 501", () => {

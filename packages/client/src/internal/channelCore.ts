@@ -8,7 +8,7 @@
  * publish as `Unconfirmed`, a consumer stream with it.
  */
 import { type Command, type Method, methodInfo, methodName, Methods, type MethodTag } from "@effect-amqp/protocol"
-import { AmqpEncodeError, type BasicProperties } from "@effect-amqp/protocol"
+import { AmqpEncodeError, AmqpFrameError, type BasicProperties } from "@effect-amqp/protocol"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -137,10 +137,16 @@ export class ChannelCore implements ChannelSink {
         return
       }
       case "basic.ack":
-        if (this.confirmMode) this.confirms.ack(method.deliveryTag, method.multiple)
-        return
       case "basic.nack":
-        if (this.confirmMode) this.confirms.nack(method.deliveryTag, method.multiple)
+        if (!this.confirmMode) return
+        if (!this.confirms.names(method.deliveryTag, method.multiple)) {
+          const named = `${method._tag} ${method.deliveryTag}${method.multiple ? " multiple" : ""}`
+          const message = `${named} on channel ${this.id}, which published no such message`
+          this.connection.violation(new AmqpFrameError({ replyCode: 503, message }))
+          return
+        }
+        if (method._tag === "basic.ack") this.confirms.ack(method.deliveryTag, method.multiple)
+        else this.confirms.nack(method.deliveryTag, method.multiple)
         return
       case "basic.return": {
         const returned = new Returned({

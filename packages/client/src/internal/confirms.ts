@@ -2,7 +2,9 @@
  * Publisher-confirm bookkeeping for one channel: delivery tag -> waiting publish.
  *
  * Tags are issued in order from 1, so entries sit in an array indexed by `tag - base`; an ack or
- * nack with `multiple` settles every entry up to its tag from the head.
+ * nack with `multiple` settles every entry up to its tag from the head, and with tag 0 every entry.
+ * One naming a tag not yet issued is refused: the broker's numbering is not ours, so no confirm on
+ * the channel can be trusted.
  *
  * RabbitMQ sends the `basic.return` of an unroutable mandatory message, with the message itself,
  * before the ack that confirms it. The return is given to the oldest unsettled mandatory publish
@@ -98,11 +100,10 @@ export class ConfirmTracker {
   /**
    * Marks the publish a `basic.return` of `body` with `properties` belongs to: the oldest waiting
    * mandatory publish of the same route with the same body and properties, else with the same
-   * body, else of the same route. False when none is waiting.
+   * body. False when none is: a return of another message is never charged to a publish.
    */
   returned(returned: Returned, body: Uint8Array, properties: BasicProperties): boolean {
     let sameBody: PendingConfirm | undefined
-    let sameRoute: PendingConfirm | undefined
     for (let i = this.head; i < this.entries.length; i++) {
       const entry = this.entries[i]
       if (
@@ -116,14 +117,18 @@ export class ConfirmTracker {
         }
         sameBody ??= entry
       }
-      sameRoute ??= entry
     }
-    const taker = sameBody ?? sameRoute
-    if (taker === undefined) return false
-    taker.returned = returned
+    if (sameBody === undefined) return false
+    sameBody.returned = returned
     return true
   }
 
+  /** Whether `tag` (with `multiple`) names publishes issued here; tag 0 with `multiple` names all. */
+  names(tag: number, multiple: boolean): boolean {
+    return tag < this.nextTag && (tag > 0 || multiple)
+  }
+
+  /** Settles what an ack names, which the caller has checked with `names`. */
   ack(tag: number, multiple: boolean): void {
     this.wake(this.settle(tag, multiple), (settled) =>
       settled.entry.returned !== undefined
@@ -131,6 +136,7 @@ export class ConfirmTracker {
         : Exit.void)
   }
 
+  /** Settles what a nack names, which the caller has checked with `names`. */
   nack(tag: number, multiple: boolean): void {
     this.wake(
       this.settle(tag, multiple),
@@ -156,7 +162,7 @@ export class ConfirmTracker {
 
   /** Takes the entries an ack or nack settles out of the bookkeeping and frees their slots. */
   private settle(tag: number, multiple: boolean): Array<Settled> {
-    const index = tag - this.base
+    const index = (tag === 0 ? this.nextTag - 1 : tag) - this.base
     if (index < this.head || index >= this.entries.length) return []
     const settled: Array<Settled> = []
     const take = (i: number) => {

@@ -236,7 +236,12 @@ export class ConnectionCore {
 
   private onChannelFrame(frame: Frame): void {
     const open = this.channels.get(frame.channel)
-    if (open === undefined) return
+    if (open === undefined) {
+      // An id stays taken until the broker is done with it (its close-ok came), so nothing may
+      // arrive on a free one: RabbitMQ answers the same mistake of a client's with 504.
+      this.violation(new AmqpFrameError({ replyCode: 504, message: `a frame on channel ${frame.channel}, not open` }))
+      return
+    }
     let command: Command | undefined
     try {
       command = open.assembler.push(frame)
@@ -264,6 +269,11 @@ export class ConnectionCore {
         return
       }
       case "connection.close-ok":
+        // Only an answer to our connection.close: a stray one would let shutdown skip the real one.
+        if (this.state !== "closing") {
+          this.violation(new AmqpFrameError({ replyCode: 505, message: "connection.close-ok to no close" }))
+          return
+        }
         Deferred.doneUnsafe(this.closeOk, Exit.void)
         return
       case "connection.blocked":
@@ -283,6 +293,12 @@ export class ConnectionCore {
       }
       default:
         if (this.state === "handshake") {
+          // The handshake reads nothing after open-ok: a method behind it in the same read would
+          // lie unread in the inbox, where the same method a read later is refused.
+          if (this.openOkReceived) {
+            this.violation(new AmqpFrameError({ replyCode: 505, message: `${method._tag} after open-ok` }))
+            return
+          }
           if (method._tag === "connection.open-ok") this.openOkReceived = true
           Queue.offerUnsafe(this.inbox, method)
         } else if (this.state === "closing") {
@@ -293,7 +309,11 @@ export class ConnectionCore {
     }
   }
 
-  private violation(error: unknown): void {
+  /**
+   * Ends the connection for the peer's breach of the protocol: `connection.close` with the error's
+   * reply code (501 for anything else thrown while decoding), then FIN.
+   */
+  violation(error: unknown): void {
     const replyCode = error instanceof AmqpFrameError ? error.replyCode : 501
     const message = error instanceof Error ? error.message : String(error)
     if (this.tuneSent) {
