@@ -2,15 +2,18 @@
  * RabbitMQ keeps two prefetch limits per channel: `basic.qos` with `global: false` limits each
  * consumer started after it, with `global: true` the channel as a whole. An `AmqpClient` channel
  * restores both after a reconnect, and each consumer's own (the one in force when it started), and
- * with them a qos or confirm mode whose caller stopped waiting after it went out.
+ * with them a qos or confirm mode whose caller stopped waiting after it went out. A consumer that
+ * takes nothing more holds about one prefetch however often its link is lost: what it was delivered
+ * on a lost link is dropped as that channel ends (the broker requeues it and delivers it again).
  */
 import { AmqpChannel, AmqpClient, AmqpConnection } from "@effect-amqp/client"
 import { BrokerNode } from "@effect-amqp/testing"
 import { assert, layer } from "@effect/vitest"
-import { Effect, Schedule } from "effect"
+import { Effect, Schedule, Stream } from "effect"
 import { randomUUID } from "node:crypto"
 import * as Support from "../recovery/support.ts"
 import { poll } from "../support/channelKit.ts"
+import { liveArrayBufferBytes, MiB } from "../support/Memory.ts"
 
 layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("AmqpClient qos", (it) => {
   it.effect("restores both the per-consumer and the channel-wide prefetch after a reconnect", () =>
@@ -115,6 +118,49 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
             s.length === 1),
           [{ confirm: true, prefetch: 7 }]
         )
+      })
+    ))
+
+  it.effect("a consumer that takes nothing more holds one prefetch of bodies, not one per link lost", () =>
+    Support.probed(({ node, proxy }) =>
+      Effect.gen(function*() {
+        const prefetch = 4
+        const bodySize = 2 * MiB
+        const options = yield* Support.options(proxy.port, "qos-stale")
+        const client = yield* AmqpClient.make(options, { reconnect: Schedule.spaced("100 millis") })
+        const log = yield* Support.eventLog(client)
+        const queue = `qos-stale-${randomUUID().slice(0, 8)}`
+        const observer = yield* AmqpConnection.fromUrl(node.url, { connectionName: `observer-${queue}` })
+        const publisher = yield* AmqpChannel.make(observer)
+        yield* publisher.confirmSelect
+        yield* publisher.queueDeclare(queue)
+        for (let i = 0; i < 2 * prefetch; i++) yield* publisher.publish("", queue, new Uint8Array(bodySize).fill(i))
+
+        const channel = yield* client.channel()
+        yield* channel.qos(prefetch)
+        // The handler takes the first delivery and never returns: the stream pulls nothing more.
+        let taken = 0
+        yield* Effect.forkScoped(
+          channel.consume(queue).pipe(Stream.runForEach(() => Effect.andThen(Effect.sync(() => taken++), Effect.never)))
+        )
+        const ready = Effect.map(publisher.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount)
+        yield* poll(ready, (n) => n === prefetch)
+        const before = yield* Effect.promise(liveArrayBufferBytes)
+
+        for (let loss = 0; loss < 5; loss++) {
+          const from = log.events.length
+          yield* proxy.reset()
+          const disconnected = yield* log.next("Disconnected", from, 20_000)
+          yield* log.next("Recovered", disconnected.index, 20_000)
+          // The broker requeued the prefetch the lost link held, and delivers it again.
+          yield* Support.realDelay(300)
+          yield* poll(ready, (n) => n === prefetch)
+        }
+        const grown = (yield* Effect.promise(liveArrayBufferBytes)) - before
+        yield* publisher.queueDelete(queue)
+        assert.strictEqual(taken, 1)
+        // Five lost links each left a prefetch (8 MiB) of stale bodies behind before.
+        assert.isBelow(grown / MiB, 1.5 * prefetch * bodySize / MiB, `the buffers grew by ${grown / MiB} MiB`)
       })
     ))
 })

@@ -732,7 +732,7 @@ class LogicalConsumer {
       // auto-delete queue the broker deletes with it is forgotten here.
       startedGivenUp: () => this.channel.supervisor.consumerGone(this.queue, core),
       channelClosed: (cause) => {
-        this.buffer.release()
+        this.buffer.dropStale()
         // Closed by the broker for another consumer that could not start: this one goes on, on
         // the incarnation that recovery opens next.
         if (cause._tag === "AmqpChannelError" && this.channel.startingConsumersOn !== core) this.buffer.fail(cause)

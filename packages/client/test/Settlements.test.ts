@@ -81,6 +81,45 @@ describe("Settlements", () => {
     )
   })
 
+  it("keeps the tags above the settled prefix as the fewest ranges: one per run of settled tags", () => {
+    const wide = fc.record({ tag: fc.integer({ min: 1, max: 200 }), multiple: fc.boolean() })
+    fc.assert(
+      fc.property(fc.array(wide, { maxLength: 300 }), (steps) => {
+        const settlements = new Settlements()
+        const model = new Set<number>()
+        for (const { multiple, tag } of steps) {
+          // Mostly single settlements, so that many runs form above the prefix.
+          if (multiple && tag % 4 === 0) {
+            settlements.settleThrough(tag)
+            for (let t = 1; t <= tag; t++) model.add(t)
+          } else {
+            settlements.settle(tag)
+            model.add(tag)
+          }
+        }
+        let prefix = 0
+        while (model.has(prefix + 1)) prefix++
+        let runs = 0
+        for (let t = prefix + 2; t <= 201; t++) if (model.has(t) && !model.has(t - 1)) runs++
+        assert.strictEqual(settlements.rangeCount, runs)
+        for (let t = 1; t <= 201; t++) assert.strictEqual(settlements.isSettled(t), model.has(t), `tag ${t}`)
+      }),
+      { numRuns: 300 }
+    )
+  })
+
+  it("keeps one range for a held delivery with a million settled after it", () => {
+    const settlements = new Settlements()
+    for (let tag = 2; tag <= 1_000_001; tag++) settlements.settle(tag)
+    assert.strictEqual(settlements.rangeCount, 1)
+    assert.isFalse(settlements.isSettled(1))
+    assert.isTrue(settlements.isSettled(1_000_001))
+    assert.strictEqual(settlements.highestUnsettled(1_000_001), 1)
+    settlements.settle(1)
+    assert.strictEqual(settlements.rangeCount, 0)
+    assert.isTrue(settlements.isSettledThrough(1_000_001))
+  })
+
   it("keeps only the tags settled out of order above the settled prefix", () => {
     const settlements = new Settlements()
     settlements.settle(3)

@@ -152,7 +152,7 @@ export class ConnectionCore {
   }
 
   error(reason: ConnectionErrorReason): AmqpConnectionError {
-    return new AmqpConnectionError({ reason, connectionName: this.name })
+    return withFormattedStack(new AmqpConnectionError({ reason, connectionName: this.name }))
   }
 
   // -------------------------------------------------------------------------------------------
@@ -170,8 +170,20 @@ export class ConnectionCore {
       this.violation(error)
     } finally {
       this.reading = false
+      if (this.probing) {
+        this.probing = false
+        if (this.pausers.size > 0) this.transport.socket.pause()
+      }
       this.runAfterRead()
     }
+  }
+
+  /** A read let through while reading is paused; reading pauses again after it. */
+  private probing = false
+
+  private readOnce(): void {
+    this.probing = true
+    this.transport.socket.resume()
   }
 
   /** True while a chunk is being decoded and routed. */
@@ -630,7 +642,10 @@ export class ConnectionCore {
         if (lag > this.maxEventLoopLag) this.maxEventLoopLag = lag
         if (this.isClosed()) return
         if (now - this.transport.lastSent >= interval / 2) this.transport.write(HEARTBEAT_FRAME)
-        if (this.pausers.size > 0) this.transport.lastReceived = now
+        // While a consumer's backpressure pauses reading, the broker's frames (heartbeats too)
+        // wait unread: one read goes through whenever half an interval passed without one, so a
+        // peer that died is still noticed once what it sent before has been read.
+        if (this.pausers.size > 0 && now - this.transport.lastReceived >= interval / 2) this.readOnce()
         const silent = now - this.transport.lastReceived
         if (silent >= 2 * interval && lag < tick) {
           this.fail(new HeartbeatTimeout({ heartbeatSeconds: this.tuned.heartbeat, silentMillis: silent }), "destroy")
@@ -668,6 +683,17 @@ export class ConnectionCore {
   get currentSecret(): Redacted.Redacted<string> {
     return this.secret
   }
+}
+
+/**
+ * Formats `error`'s stack now. Until its `stack` is read, V8 keeps the receiver of every frame of
+ * it, so an error made in a method of the connection (or of a channel) would keep the whole dead
+ * connection, socket and buffers, for as long as the application keeps the error (a log of past
+ * outages, say).
+ */
+export const withFormattedStack = <E extends Error>(error: E): E => {
+  void error.stack
+  return error
 }
 
 /** The encoder's typed error, caught; any other exception is a defect and goes on. */

@@ -321,10 +321,12 @@ export const startConsumer = (
       cancel: Effect.suspend(() => {
         cancelling = true
         if (!core.consumers.has(consumerTag) || core.isClosed()) return Effect.void
-        return core.rpc(Methods.basicCancel({ consumerTag })).pipe(
+        // The consumer stays registered until its cancel-ok is routed, however long that takes:
+        // what the broker delivered before it still arrives here, and goes back to the queue.
+        const cancelled = () => core.consumers.delete(consumerTag)
+        return core.rpc(Methods.basicCancel({ consumerTag }), cancelled).pipe(
           Effect.timeoutOption(core.connection.options.closeTimeout),
-          Effect.ignore,
-          Effect.andThen(Effect.sync(() => core.consumers.delete(consumerTag)))
+          Effect.ignore
         )
       })
     }))
@@ -509,6 +511,23 @@ export class DeliveryBuffer<E> {
       this.release()
     }
     return delivery
+  }
+
+  /**
+   * The channel the deliveries came from has ended: those waiting to be acknowledged are dropped
+   * now, not as they are taken (the broker has requeued them, and a consumer that takes nothing
+   * would otherwise keep a prefetch of them per lost link). No-ack deliveries are kept: they are
+   * the only copy. Reading resumes.
+   */
+  dropStale(): void {
+    if (this.dropsStale) {
+      const live = this.items.slice(this.head).filter((delivery) => !isStale(delivery))
+      this.items = live
+      this.head = 0
+      this.bytes = 0
+      for (const delivery of live) this.bytes += delivery.body.length
+    }
+    this.release()
   }
 
   /** Lets the connection read again, for example when the consumer ends. */

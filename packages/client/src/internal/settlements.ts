@@ -5,7 +5,8 @@
  * before it is sent.
  *
  * Tags mostly settle in order, so they are kept as a prefix (every tag up to `through`) and the
- * few settled out of order above it, which join the prefix once the gap below them closes.
+ * runs settled above it, as ranges, which join the prefix once the gap below them closes. One
+ * delivery held while a million after it are acked is one range, not a million tags.
  *
  * In tx mode the broker settles a tag when its acknowledgement arrives, and `tx.rollback` makes
  * the transaction's acknowledgements outstanding again; no-ack deliveries and `basic.recover` are
@@ -16,11 +17,15 @@
  */
 export class Settlements {
   private through = 0
-  private above = new Set<number>()
+  /**
+   * The tags settled above `through + 1`: ascending ranges as `[first, last, first, last, ...]`,
+   * never touching one another (touching ranges merge).
+   */
+  private ranges: Array<number> = []
   private checkpoint: Checkpoint | undefined
 
   isSettled(tag: number): boolean {
-    return tag <= this.through || this.above.has(tag)
+    return tag <= this.through || this.rangeHolding(tag) >= 0
   }
 
   /** True when every tag up to `tag` is settled. */
@@ -28,16 +33,18 @@ export class Settlements {
     return tag <= this.through
   }
 
+  /** How many ranges are kept above the prefix. */
+  get rangeCount(): number {
+    return this.ranges.length / 2
+  }
+
   /** Settles one tag; `acknowledged` unless it came without acknowledgement (no-ack). */
   settle(tag: number, acknowledged = true): void {
     if (!acknowledged) this.checkpoint?.others.push({ tag, through: false })
     if (tag <= this.through) return
-    if (tag !== this.through + 1) {
-      this.above.add(tag)
-      return
-    }
+    if (tag !== this.through + 1) return this.settleAbove(tag)
     this.through = tag
-    if (this.above.size > 0) this.closeGap()
+    if (this.ranges.length > 0) this.closeGap()
   }
 
   /** Settles every tag up to `tag`: an acknowledgement with `multiple`, or `basic.recover`. */
@@ -45,16 +52,20 @@ export class Settlements {
     if (!acknowledged) this.checkpoint?.others.push({ tag, through: true })
     if (tag <= this.through) return
     this.through = tag
-    if (this.above.size === 0) return
-    for (const settled of this.above) if (settled <= tag) this.above.delete(settled)
+    const ranges = this.ranges
+    let covered = 0
+    while (covered < ranges.length && ranges[covered + 1]! <= tag) covered += 2
+    if (covered > 0) ranges.splice(0, covered)
     this.closeGap()
   }
 
   /** The highest tag up to `tag` that is not settled, or 0 when every one is. */
   highestUnsettled(tag: number): number {
-    let candidate = tag
-    while (candidate > this.through && this.above.has(candidate)) candidate--
-    return candidate > this.through ? candidate : 0
+    if (tag <= this.through) return 0
+    const holding = this.rangeHolding(tag)
+    if (holding < 0) return tag
+    const below = this.ranges[holding]! - 1
+    return below > this.through ? below : 0
   }
 
   /**
@@ -64,9 +75,14 @@ export class Settlements {
   requeueOutstanding(tag: number): void {
     const checkpoint = this.checkpoint
     if (checkpoint !== undefined) {
-      for (let t = this.through + 1; t <= tag; t++) {
-        if (!this.above.has(t)) checkpoint.others.push({ tag: t, through: false })
+      // The outstanding tags are the gaps between the ranges.
+      const ranges = this.ranges
+      let next = this.through + 1
+      for (let i = 0; i < ranges.length && ranges[i]! <= tag; i += 2) {
+        for (; next < ranges[i]!; next++) checkpoint.others.push({ tag: next, through: false })
+        next = ranges[i + 1]! + 1
       }
+      for (; next <= tag; next++) checkpoint.others.push({ tag: next, through: false })
     }
     this.settleThrough(tag)
   }
@@ -81,7 +97,7 @@ export class Settlements {
    * what is settled now stays settled.
    */
   commit(): void {
-    this.checkpoint = { through: this.through, above: new Set(this.above), others: [], givenBack: [] }
+    this.checkpoint = { through: this.through, ranges: this.ranges.slice(), others: [], givenBack: [] }
   }
 
   /**
@@ -101,7 +117,7 @@ export class Settlements {
     const checkpoint = this.checkpoint
     if (checkpoint === undefined) return []
     this.through = checkpoint.through
-    this.above = checkpoint.above
+    this.ranges = checkpoint.ranges
     this.commit()
     for (const { tag, through } of checkpoint.others) {
       if (through) this.settleThrough(tag, false)
@@ -111,14 +127,73 @@ export class Settlements {
     return checkpoint.givenBack
   }
 
+  /** Adds `tag`, above `through + 1`, to the ranges, merging the ranges it touches. */
+  private settleAbove(tag: number): void {
+    const ranges = this.ranges
+    const count = ranges.length
+    // The usual cases first: a tag after every range, or right after the last one.
+    if (count === 0 || tag > ranges[count - 1]! + 1) {
+      ranges.push(tag, tag)
+      return
+    }
+    if (tag === ranges[count - 1]! + 1) {
+      ranges[count - 1] = tag
+      return
+    }
+    // The first range that ends at `tag - 1` or later.
+    let low = 0
+    let high = count / 2 - 1
+    while (low < high) {
+      const middle = (low + high) >> 1
+      if (ranges[2 * middle + 1]! < tag - 1) low = middle + 1
+      else high = middle
+    }
+    const at = 2 * low
+    const first = ranges[at]!
+    const last = ranges[at + 1]!
+    if (tag >= first && tag <= last) return
+    if (tag === last + 1) {
+      // It closes the gap to the next range, or ends this one a tag later.
+      if (ranges[at + 2] === tag + 1) {
+        ranges[at + 1] = ranges[at + 3]!
+        ranges.splice(at + 2, 2)
+      } else {
+        ranges[at + 1] = tag
+      }
+    } else if (tag === first - 1) {
+      ranges[at] = tag
+    } else {
+      ranges.splice(at, 0, tag, tag)
+    }
+  }
+
+  /** The index of the range that holds `tag` (of its first tag), or -1. */
+  private rangeHolding(tag: number): number {
+    const ranges = this.ranges
+    let low = 0
+    let high = ranges.length / 2 - 1
+    while (low <= high) {
+      const middle = (low + high) >> 1
+      if (tag < ranges[2 * middle]!) high = middle - 1
+      else if (tag > ranges[2 * middle + 1]!) low = middle + 1
+      else return 2 * middle
+    }
+    return -1
+  }
+
+  /** Joins the first range to the prefix when it starts right after it (ranges never touch, so one at most). */
   private closeGap(): void {
-    while (this.above.delete(this.through + 1)) this.through++
+    const ranges = this.ranges
+    if (ranges.length > 0 && ranges[0]! <= this.through + 1) {
+      this.through = Math.max(this.through, ranges[1]!)
+      ranges.splice(0, 2)
+    }
   }
 }
 
 interface Checkpoint {
   readonly through: number
-  readonly above: Set<number>
+  readonly ranges: Array<number>
   /** Settlements since the checkpoint that no rollback undoes: no-ack deliveries, `basic.recover`. */
   readonly others: Array<{ readonly tag: number; readonly through: boolean }>
   /** Deliveries handed back unseen in this transaction: a rollback rejects them again. */
