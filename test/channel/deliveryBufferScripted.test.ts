@@ -3,7 +3,8 @@
  * a broker cancel behind deliveries to acknowledge hands them over (and their acks go out) before
  * the consumer ends, and a consumer interrupted between a delivery's arrival and its wake (by
  * another consumer's handler, woken earlier by the same read) leaves that delivery buffered, and
- * it is rejected with requeue after the cancel-ok.
+ * it is rejected with requeue after the cancel-ok. A `consumeWith` interrupted while its handler
+ * runs rejects that handler's delivery with requeue, unless the handler had settled it.
  */
 import { AmqpChannel, AmqpConnection, AmqpConsumerCancelled } from "@effect-amqp/client"
 import { encodeMethod, Methods } from "@effect-amqp/protocol"
@@ -11,7 +12,7 @@ import { ScriptedPeer } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Stream } from "effect"
 import { leakChecked } from "../support/Probe.ts"
-import { CHANNEL, delivery, recordUntilEnd } from "../support/scriptedAmqp.ts"
+import { CHANNEL, delivery, peerUrl, recordUntilEnd, servedBy } from "../support/scriptedAmqp.ts"
 
 /** Handshake, channel.open, and one consume-ok per expected consume. */
 const openAndConsume = (connection: ScriptedPeer.PeerConnection, tags: ReadonlyArray<string>) =>
@@ -126,6 +127,45 @@ describe("a consumer's buffer, one read at a time", () => {
           "channel.close",
           "connection.close"
         ])
+      })))
+  }
+
+  for (const settles of [false, true]) {
+    it.live(`consumeWith interrupted in a handler that ${settles ? "acked" : "did not settle"} its delivery`, () =>
+      leakChecked(Effect.gen(function*() {
+        const sent: Array<string> = []
+        const peer = yield* servedBy((client) =>
+          Effect.gen(function*() {
+            yield* openAndConsume(client, ["held"])
+            yield* client.sendRaw(Buffer.concat([delivery("held", 1, "one"), delivery("held", 2, "two")]))
+            yield* recordUntilEnd(client, sent)
+          })
+        )
+        yield* Effect.scoped(Effect.gen(function*() {
+          const connection = yield* AmqpConnection.fromUrl(peerUrl(peer.port))
+          const channel = yield* AmqpChannel.make(connection)
+          const running = yield* Deferred.make<void>()
+          const consumer = yield* Effect.forkChild(
+            channel.consumeWith("q", (d) =>
+              Effect.andThen(
+                settles ? d.ack() : Effect.void,
+                Effect.andThen(Deferred.succeed(running, undefined), Effect.never)
+              ), { consumerTag: "held" }),
+            { startImmediately: true }
+          )
+          yield* Deferred.await(running)
+          // The ack leaves on the next tick: it is out before the interruption.
+          yield* Effect.sleep(20)
+          yield* Fiber.interrupt(consumer)
+        }))
+        yield* peer.client
+        // Delivery 2 was buffered, and goes back after the cancel-ok either way.
+        assert.deepStrictEqual(
+          sent,
+          settles
+            ? ["ack 1 multiple", "cancel held", "reject 2 requeue", "channel.close", "connection.close"]
+            : ["reject 1 requeue", "cancel held", "reject 2 requeue", "channel.close", "connection.close"]
+        )
       })))
   }
 })

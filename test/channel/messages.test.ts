@@ -48,7 +48,7 @@ const plainHeaders = {
   d: Math.PI,
   D: new Decimal(3, -123456),
   S: "grüße ✓",
-  A: [1, "two", false, null, [3n]],
+  A: [1, "two", false, null, [3]],
   T: when,
   F: { nested: { deeper: "yes" }, n: 7 },
   V: null,

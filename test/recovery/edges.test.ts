@@ -1,10 +1,20 @@
 /**
  * AmqpClient at its edges: settled tags across reconnects with tag offsets, a publish with a retry
  * schedule across an outage longer than linkTimeout, a client closed during a recovery or while
- * operations wait, a consumer ended while recovery's basic.consume is in flight. A private node
- * for the file behind a fault proxy; real clock.
+ * operations wait, a consumer ended while recovery's basic.consume is in flight, an operation the
+ * broker closes the connection for (it is not sent again on the next link, which would take the
+ * client's other channels down each time), a channel a channel error closed (it stays closed, and
+ * operations on it fail as on a plain channel). A private node for the file behind a fault proxy;
+ * real clock.
  */
-import { type AmqpChannel, AmqpClient, AmqpClosedError, type AmqpConnectionError } from "@effect-amqp/client"
+import {
+  type AmqpChannel,
+  AmqpChannelError,
+  AmqpClient,
+  AmqpClosedError,
+  AmqpConnectionError,
+  ServerClosed
+} from "@effect-amqp/client"
 import { BrokerNode } from "@effect-amqp/testing"
 import { assert, layer } from "@effect/vitest"
 import { Cause, Effect, Exit, Fiber, Option, Queue, Schedule, Scope, Stream } from "effect"
@@ -243,6 +253,53 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
         const left = yield* waitFor(0)
         assert.deepStrictEqual([left?.consumers, left?.messages], [0, 1])
         assert.strictEqual(yield* channel.queueDelete(queue), 1)
+      })
+    ))
+
+  it.effect("an operation the broker closes the connection for fails once, with one reconnect", () =>
+    Support.probed(({ proxy }) =>
+      Effect.gen(function*() {
+        const client = yield* AmqpClient.make(yield* Support.options(proxy.port, "edge-refused"), {
+          reconnect: spaced(100)
+        })
+        const log = yield* Support.eventLog(client)
+        const channel = yield* client.channel()
+        const other = yield* client.channel()
+        const exchange = `edge-refused-${randomUUID().slice(0, 8)}`
+        // An unknown exchange type: RabbitMQ closes the whole connection with 503.
+        const refused = yield* channel.exchangeDeclare(exchange, "fanot").pipe(Effect.flip)
+        yield* log.next("Recovered", 0, 10_000)
+        yield* Effect.sleep(500)
+        const declared = yield* other.queueDeclare("", { exclusive: true })
+
+        assert.instanceOf(refused, AmqpConnectionError)
+        const reason = (refused as AmqpConnectionError).reason
+        assert.instanceOf(reason, ServerClosed)
+        assert.deepInclude(reason, { replyCode: 503, method: "exchange.declare" })
+        assert.strictEqual(log.all("Disconnected").length, 1)
+        assert.isTrue(declared.queue.startsWith("amq.gen-"))
+      })
+    ))
+
+  it.effect("a channel closed by a channel error stays closed; operations on it fail as on a plain channel", () =>
+    Support.probed(({ proxy }) =>
+      Effect.gen(function*() {
+        const client = yield* AmqpClient.make(yield* Support.options(proxy.port, "edge-closed"), {
+          reconnect: spaced(100)
+        })
+        const channel = yield* client.channel()
+        const other = yield* client.channel()
+        const missing = `edge-missing-${randomUUID().slice(0, 8)}`
+        const caused = yield* channel.queueDeclare(missing, { passive: true }).pipe(Effect.flip)
+        const after = yield* channel.queueDeclare("", { exclusive: true }).pipe(Effect.flip)
+        const why = yield* channel.closed
+
+        assert.instanceOf(caused, AmqpChannelError)
+        assert.deepInclude(caused, { replyCode: 404, method: "queue.declare" })
+        assert.deepStrictEqual(after, new AmqpClosedError({ what: "channel", cause: caused as AmqpChannelError }))
+        assert.strictEqual(why, caused)
+        assert.isFalse(yield* channel.isOpen)
+        assert.isTrue((yield* other.queueDeclare("", { exclusive: true })).queue.startsWith("amq.gen-"))
       })
     ))
 })

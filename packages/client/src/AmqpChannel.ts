@@ -69,6 +69,15 @@ export interface GetResult extends Delivery {
 }
 
 /**
+ * An exchange type: RabbitMQ's four, or a plugin's (`x-delayed-message`, `x-consistent-hash`).
+ * RabbitMQ answers a type it does not know by closing the whole connection with 503.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type ExchangeType = "direct" | "fanout" | "topic" | "headers" | (string & {})
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -131,7 +140,7 @@ export interface AmqpChannel {
   readonly id: number
   readonly exchangeDeclare: (
     exchange: string,
-    type: string,
+    type: ExchangeType,
     options?: ExchangeDeclareOptions
   ) => Effect.Effect<void, ChannelError>
   readonly exchangeDelete: (

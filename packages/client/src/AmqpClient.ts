@@ -16,7 +16,7 @@
  *
  * @since 0.1.0
  */
-import type { BasicProperties, Method } from "@effect-amqp/protocol"
+import type { BasicProperties, Method, MethodTag } from "@effect-amqp/protocol"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
@@ -211,6 +211,13 @@ const isLinkDown = (error: { readonly _tag: string }): boolean =>
 
 /** The link died under an operation, which may be tried again on the next one. */
 const isConnectionLoss = (error: { readonly _tag: string }): boolean => isLinkDown(error) && !linkWaits.has(error)
+
+/**
+ * The broker closed the connection for `method` itself (an unknown exchange type is 503): the next
+ * link would get the same answer, and each try would take every channel of the client down with it.
+ */
+const brokerRefused = (error: { readonly _tag: string }, method: MethodTag): boolean =>
+  error instanceof AmqpConnectionError && error.reason._tag === "ServerClosed" && error.reason.method === method
 
 /**
  * Connects (under the reconnect policy) and keeps the link alive until the scope closes.
@@ -929,19 +936,28 @@ class LogicalChannel {
     this.supervisor.channels.delete(this)
   }
 
+  /**
+   * What an operation on the channel fails with once it has ended for good: as on a plain channel,
+   * the broker's channel error is the cause of an `AmqpClosedError` (the operation that caused it
+   * failed with the error itself).
+   */
+  private usedAfterEnd(cause: AmqpChannel.ChannelError): AmqpChannel.ChannelError {
+    return cause instanceof AmqpChannelError ? new AmqpClosedError({ what: "channel", cause }) : cause
+  }
+
   /** Waits until the handle has ended for good and returns why. */
   private readonly ended = Deferred.makeUnsafe<AmqpChannel.ChannelError>()
   readonly closedSignal: Effect.Effect<AmqpChannel.ChannelError> = Effect.suspend(() => Deferred.await(this.ended))
 
   /** The live incarnation, waiting (bounded) while the link is down. */
   readonly current: Effect.Effect<ChannelCore, AmqpChannel.ChannelError> = Effect.suspend(() => {
-    if (this.closedForGood !== undefined) return Effect.fail(this.closedForGood)
+    if (this.closedForGood !== undefined) return Effect.fail(this.usedAfterEnd(this.closedForGood))
     const core = this.core
     if (core !== undefined) {
       if (!core.isClosed()) return Effect.succeed(core)
       if (core.failure instanceof AmqpChannelError) {
         this.end(core.failure)
-        return Effect.fail(core.failure)
+        return Effect.fail(this.usedAfterEnd(core.failure))
       }
       this.detach(core)
     }
@@ -965,8 +981,12 @@ class LogicalChannel {
     return this.current
   })
 
-  /** Runs an operation on the live incarnation; if the link dies under it, once more on the next. */
+  /**
+   * Runs an operation, which sends `method`, on the live incarnation; if the link dies under it,
+   * once more on the next, unless the broker closed the connection for that method.
+   */
   private op<A, E extends { readonly _tag: string }>(
+    method: MethodTag,
     f: (api: AmqpChannel.AmqpChannel, core: ChannelCore) => Effect.Effect<A, E>
   ): Effect.Effect<A, E | AmqpChannel.ChannelError> {
     const once = Effect.flatMap(this.current, (core) => f(apiOf(core), core))
@@ -974,7 +994,8 @@ class LogicalChannel {
       Effect.retry({
         times: 3,
         while: (error: E | AmqpChannel.ChannelError) =>
-          isConnectionLoss(error) && this.closedForGood === undefined && !this.supervisor.stopped
+          isConnectionLoss(error) && !brokerRefused(error, method) && this.closedForGood === undefined &&
+          !this.supervisor.stopped
       })
     )
   }
@@ -990,21 +1011,22 @@ class LogicalChannel {
   api(): ClientChannel {
     return {
       id: this.core?.id ?? 0,
-      exchangeDeclare: (exchange, type, o = {}) => this.op((c) => c.exchangeDeclare(exchange, type, o)),
-      exchangeDelete: (exchange, o) => this.op((c) => c.exchangeDelete(exchange, o)),
+      exchangeDeclare: (exchange, type, o = {}) =>
+        this.op("exchange.declare", (c) => c.exchangeDeclare(exchange, type, o)),
+      exchangeDelete: (exchange, o) => this.op("exchange.delete", (c) => c.exchangeDelete(exchange, o)),
       exchangeBind: (destination, source, routingKey, args = {}) =>
-        this.op((c) => c.exchangeBind(destination, source, routingKey, args)),
+        this.op("exchange.bind", (c) => c.exchangeBind(destination, source, routingKey, args)),
       exchangeUnbind: (destination, source, routingKey, args = {}) =>
-        this.op((c) => c.exchangeUnbind(destination, source, routingKey, args)),
-      queueDeclare: (queue = "", o = {}) => this.op((c) => c.queueDeclare(queue, o)),
+        this.op("exchange.unbind", (c) => c.exchangeUnbind(destination, source, routingKey, args)),
+      queueDeclare: (queue = "", o = {}) => this.op("queue.declare", (c) => c.queueDeclare(queue, o)),
       queueBind: (queue, exchange, routingKey, args = {}) =>
-        this.op((c) => c.queueBind(queue, exchange, routingKey, args)),
+        this.op("queue.bind", (c) => c.queueBind(queue, exchange, routingKey, args)),
       queueUnbind: (queue, exchange, routingKey, args = {}) =>
-        this.op((c) => c.queueUnbind(queue, exchange, routingKey, args)),
-      queuePurge: (queue) => this.op((c) => c.queuePurge(queue)),
-      queueDelete: (queue, o) => this.op((c) => c.queueDelete(queue, o)),
-      qos: (prefetchCount, o = {}) => this.op((c) => c.qos(prefetchCount, o)),
-      confirmSelect: this.op((c) => c.confirmSelect),
+        this.op("queue.unbind", (c) => c.queueUnbind(queue, exchange, routingKey, args)),
+      queuePurge: (queue) => this.op("queue.purge", (c) => c.queuePurge(queue)),
+      queueDelete: (queue, o) => this.op("queue.delete", (c) => c.queueDelete(queue, o)),
+      qos: (prefetchCount, o = {}) => this.op("basic.qos", (c) => c.qos(prefetchCount, o)),
+      confirmSelect: this.op("confirm.select", (c) => c.confirmSelect),
       publish: (exchange, routingKey, body, o = {}) => this.publish(exchange, routingKey, body, o),
       publishAsync: (exchange, routingKey, body, o = {}) =>
         Effect.flatMap(
@@ -1014,7 +1036,7 @@ class LogicalChannel {
       consume: (queue, o = {}) => this.consume(queue, o),
       consumeWith: (queue, handle, o = {}) => this.consumeWith(queue, handle, o),
       returns: returnsStream(this.returns),
-      get: (queue, o) => this.op((c) => c.get(queue, o)),
+      get: (queue, o) => this.op("basic.get", (c) => c.get(queue, o)),
       ack: (deliveryTag, multiple) =>
         Effect.flatMap(this.acknowledging, (core) => acknowledge(core, "ack", deliveryTag, multiple ?? false, false)),
       nack: (deliveryTag, multiple, requeue) =>
@@ -1027,10 +1049,10 @@ class LogicalChannel {
           this.acknowledging,
           (core) => acknowledge(core, "reject", deliveryTag, false, requeue ?? true)
         ),
-      recover: (requeue) => this.op((c) => c.recover(requeue)),
-      txSelect: this.op((c) => c.txSelect),
-      txCommit: this.op((c) => c.txCommit),
-      txRollback: this.op((c) => c.txRollback),
+      recover: (requeue) => this.op("basic.recover", (c) => c.recover(requeue)),
+      txSelect: this.op("tx.select", (c) => c.txSelect),
+      txCommit: this.op("tx.commit", (c) => c.txCommit),
+      txRollback: this.op("tx.rollback", (c) => c.txRollback),
       closed: Effect.suspend(() => this.closedSignal),
       isOpen: Effect.sync(() => this.closedForGood === undefined)
     }

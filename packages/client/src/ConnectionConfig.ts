@@ -57,7 +57,7 @@ export interface ConnectionOptions {
   readonly username: string
   readonly password: Redacted.Redacted<string>
   readonly vhost: string
-  /** Set for `amqps://`; `true` means TLS with the system's trust store. */
+  /** Set for `amqps://`; `{}` means TLS with the system's trust store and default checks. */
   readonly tls: TlsOptions | undefined
   /** Seconds; 0 asks for no heartbeats. The lower of ours and the server's wins (0 = the other's). */
   readonly heartbeat: number

@@ -1,6 +1,7 @@
 /**
  * AMQP field tables and arrays with every value type RabbitMQ uses: t b B s u I i l f d D S A T F
- * V x. Decoded 64-bit integers are `bigint`, decimals are `Decimal`, void is `null`, byte arrays are
+ * V x. Decoded 64-bit integers are numbers (`bigint` beyond 2^53, or always when typed), decimals
+ * are `Decimal`, void is `null`, byte arrays are
  * `Uint8Array`, timestamps are `Date` (or, beyond a `Date`'s range, `Typed("T", seconds)` with the
  * seconds a `bigint`), long strings are text (or, when not UTF-8, `Typed("S", bytes)`), nested
  * tables are prototype-free objects so that a key such as `__proto__` is plain data. Encoding
@@ -14,6 +15,20 @@ import { BufferReader } from "./internal/BufferReader.ts"
 import { BufferWriter } from "./internal/BufferWriter.ts"
 import { AmqpEncodeError, syntaxError } from "./ProtocolError.ts"
 
+const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER)
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER)
+
+/**
+ * A signed 64-bit integer as a number while it is one exactly (within 2^53), else as a bigint:
+ * RabbitMQ writes counts as `l` (an `x-death` entry's `count`), which then add up and serialise
+ * like any number. `typed: true` gives every `l` as a bigint, with its type.
+ */
+const readInt64 = (buf: Buffer, at: number): number | bigint => {
+  const value = buf.readBigInt64BE(at)
+  return value >= MIN_SAFE && value <= MAX_SAFE ? Number(value) : value
+}
+
+const readBigInt64 = (buf: Buffer, at: number): bigint => buf.readBigInt64BE(at)
 /**
  * The one-letter type codes of field values.
  *
@@ -342,7 +357,7 @@ const readRaw = (r: BufferReader, type: FieldType, typed: boolean, depth: number
     case "i":
       return r.long()
     case "l":
-      return r.fixed(8, (buf, at) => buf.readBigInt64BE(at))
+      return r.fixed(8, typed ? readBigInt64 : readInt64)
     case "f":
       return r.fixed(4, (buf, at) => buf.readFloatBE(at))
     case "d":

@@ -31,6 +31,26 @@ const timestampTable = (seconds: bigint): Uint8Array => {
 }
 
 describe("decoding", () => {
+  it("decodes a 64-bit integer as a number within 2^53, as a bigint beyond it, and as a bigint when typed", () => {
+    const entries: Entries = [
+      ["count", ["l", 3n]],
+      ["safe", ["l", 2n ** 53n - 1n]],
+      ["negative", ["l", -(2n ** 53n) + 1n]],
+      ["beyond", ["l", 2n ** 53n]],
+      ["below", ["l", -(2n ** 53n)]]
+    ]
+    const decoded = decodeTable(tableBytes(entries))
+    assert.deepStrictEqual({ ...decoded }, {
+      count: 3,
+      safe: Number.MAX_SAFE_INTEGER,
+      negative: Number.MIN_SAFE_INTEGER,
+      beyond: 2n ** 53n,
+      below: -(2n ** 53n)
+    })
+    assert.strictEqual(JSON.stringify({ count: decoded.count }), `{"count":3}`)
+    assert.deepStrictEqual(decodeTable(tableBytes(entries), { typed: true }).count, new Typed("l", 3n))
+  })
+
   it("decodes every field type, nested", () => {
     const decoded = decodeTable(tableBytes(everyType))
     assert.deepStrictEqual(decoded, tableDecoded(everyType))

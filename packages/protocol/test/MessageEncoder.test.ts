@@ -17,7 +17,7 @@ const properties: BasicProperties = {
   deliveryMode: 2,
   messageId: "id-1",
   timestamp: 1700000000,
-  headers: { "x-retries": 2, source: "test", ratio: 0.5, big: 10n }
+  headers: { "x-retries": 2, source: "test", ratio: 0.5, big: 2n ** 60n }
 }
 
 const pieces = (

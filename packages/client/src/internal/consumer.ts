@@ -423,9 +423,12 @@ export class DeliveryBuffer<E> {
    */
   private next<A, E2, R>(use: (delivery: Delivery) => Effect.Effect<A, E2, R>): Effect.Effect<A, E | E2, R> {
     const self: Effect.Effect<A, E | E2, R> = Effect.suspend(() => {
+      this.handling = undefined
       while (this.head < this.items.length) {
         const delivery = this.take()
-        if (!(this.dropsStale && isStale(delivery))) return use(delivery)
+        if (this.dropsStale && isStale(delivery)) continue
+        this.handling = delivery
+        return use(delivery)
       }
       if (this.end !== undefined) return Effect.fail(this.end.error)
       return Effect.andThen(this.arrival, self)
@@ -439,7 +442,22 @@ export class DeliveryBuffer<E> {
    * is handled without suspending.
    */
   forEach<E2, R>(handle: (delivery: Delivery) => Effect.Effect<void, E2, R>): Effect.Effect<never, E | E2, R> {
-    return Effect.forever(this.next(handle), { disableYield: true })
+    return Effect.forever(this.next(handle), { disableYield: true }).pipe(
+      Effect.onInterrupt(() => Effect.sync(() => this.giveBackHandling()))
+    )
+  }
+
+  /**
+   * The delivery last taken, until the next is asked for: in `forEach`, the one whose handler
+   * runs. Interrupted, that handler cannot settle it, so unless it did, it goes back to the queue
+   * rather than stay unacknowledged for the channel's life.
+   */
+  private handling: Delivery | undefined
+
+  private giveBackHandling(): void {
+    const delivery = this.handling
+    this.handling = undefined
+    if (delivery instanceof DeliveryImpl) delivery.giveBack()
   }
 
   offer(core: ChannelCore, delivery: Delivery): void {
