@@ -31,6 +31,7 @@ export interface Command {
 const EMPTY = new Uint8Array(0)
 
 const CONNECTION_CLASS = 10
+const BASIC_CLASS = 60
 
 /**
  * The largest body given one buffer up front (RabbitMQ's default max_message_size); larger ones
@@ -77,11 +78,16 @@ export class CommandAssembler {
   /** Feeds one frame of this channel; returns the command it completed, if any. */
   push(frame: Frame): Command | undefined {
     switch (frame._tag) {
-      case "MethodFrame":
+      case "MethodFrame": {
         if (this.method !== undefined) {
           throw unexpectedFrame(
             `${frame.method._tag} on channel ${this.channel} while content of ${this.method._tag} was expected`
           )
+        }
+        // The message of most frames read: known to carry content, it skips the table lookup.
+        if (frame.method._tag === "basic.deliver") {
+          this.method = frame.method
+          return undefined
         }
         const info = methodInfo[frame.method._tag]
         if (info.classId === CONNECTION_CLASS && this.channel !== 0) {
@@ -90,6 +96,7 @@ export class CommandAssembler {
         if (!info.content) return { channel: this.channel, method: frame.method }
         this.method = frame.method
         return undefined
+      }
       case "HeaderFrame":
         return this.onHeader(frame)
       case "BodyFrame":
@@ -139,9 +146,9 @@ export class CommandAssembler {
     if (this.method === undefined || this.header !== undefined) {
       throw unexpectedFrame(`content header on channel ${this.channel} without a content method`)
     }
-    const classId = methodInfo[this.method._tag].classId
-    if (frame.classId !== classId) {
-      throw frameError(`content header of class ${frame.classId} after ${this.method._tag} (class ${classId})`)
+    // Only methods of the basic class carry content in 0-9-1.
+    if (frame.classId !== BASIC_CLASS) {
+      throw frameError(`content header of class ${frame.classId} after ${this.method._tag} (class ${BASIC_CLASS})`)
     }
     this.header = frame
     if (frame.bodySize === 0) return this.complete(EMPTY)

@@ -60,6 +60,8 @@ export class FrameDecoder {
   /** Whether this chunk is decoded by `pushEach`, where `bodyTarget` may be asked. */
   private targets = false
   private failure: AmqpFrameError | undefined
+  /** Reads every method and header payload in turn. */
+  private readonly reader = new BufferReader(Buffer.alloc(0), 0, 0)
 
   constructor(options: FrameDecoderOptions = {}) {
     this.frameMax = effectiveFrameMax(options.frameMax ?? 131072)
@@ -203,14 +205,14 @@ export class FrameDecoder {
     const channel = (head[headAt + 1]! << 8) | head[headAt + 2]!
     switch (type) {
       case FrameType.method: {
-        const r = new BufferReader(payload, start, end)
+        const r = this.reader.reset(payload, start, end)
         const method = readMethod(r)
         if (r.pos !== end) throw syntaxError(`${method._tag} has ${end - r.pos} bytes after its arguments`)
         return { _tag: "MethodFrame", channel, method }
       }
       case FrameType.header: {
         if (channel === 0) throw unexpectedFrame("content header on channel 0")
-        const r = new BufferReader(payload, start, end)
+        const r = this.reader.reset(payload, start, end)
         const classId = r.short()
         const weight = r.short()
         if (weight !== 0) throw syntaxError("content header weight must be 0")

@@ -246,8 +246,16 @@ export class ConnectionCore {
     return false
   }
 
+  /** The channel the last frame went to, while it is open. */
+  private lastRouted: OpenChannel | undefined
+
   private onChannelFrame(frame: Frame): void {
-    const open = this.channels.get(frame.channel)
+    // A message is three frames of one channel in a row: the last channel's entry is kept.
+    let open = this.lastRouted
+    if (open === undefined || open.assembler.channel !== frame.channel) {
+      open = this.channels.get(frame.channel)
+      this.lastRouted = open
+    }
     if (open === undefined) {
       // An id stays taken until the broker is done with it (its close-ok came), so nothing may
       // arrive on a free one: RabbitMQ answers the same mistake of a client's with 504.
@@ -370,6 +378,7 @@ export class ConnectionCore {
     this.blockedReason = undefined
     for (const open of this.channels.values()) open.sink.onConnectionClosed(error)
     this.channels.clear()
+    this.lastRouted = undefined
     Deferred.doneUnsafe(this.ended, Exit.succeed(error))
     Deferred.doneUnsafe(this.closeOk, Exit.void)
     Deferred.doneUnsafe(this.unblocked, Exit.void)
@@ -473,6 +482,7 @@ export class ConnectionCore {
   releaseChannel(id: number, sink: ChannelSink): void {
     if (this.channels.get(id)?.sink !== sink) return
     this.channels.delete(id)
+    this.lastRouted = undefined
   }
 
   private readonly pausers = new Set<unknown>()

@@ -26,14 +26,22 @@ export const uint32 = (buf: Uint8Array, at: number): number =>
   buf[at]! * 0x1000000 + ((buf[at + 1]! << 16) | (buf[at + 2]! << 8) | buf[at + 3]!)
 
 export class BufferReader {
-  readonly buf: Buffer
+  buf: Buffer
   pos: number
-  readonly end: number
+  end: number
 
   constructor(buf: Buffer, pos: number, end: number) {
     this.buf = buf
     this.pos = pos
     this.end = end
+  }
+
+  /** Points the reader at `buf[pos, end)`: a decoder reads every frame with one reader. */
+  reset(buf: Buffer, pos: number, end: number): this {
+    this.buf = buf
+    this.pos = pos
+    this.end = end
+    return this
   }
 
   need(bytes: number): void {
