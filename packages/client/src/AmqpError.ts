@@ -11,6 +11,7 @@
  *
  * @since 0.1.0
  */
+import { StacklessTaggedError } from "@effect-amqp/protocol"
 import * as Data from "effect/Data"
 
 /**
@@ -214,7 +215,7 @@ const PASSING_NOT_ALLOWED = /limit \(\d+\) is reached|is down\b/i
  * @since 0.1.0
  * @category errors
  */
-export class AmqpConnectionError extends Data.TaggedError("AmqpConnectionError")<{
+export class AmqpConnectionError extends StacklessTaggedError("AmqpConnectionError")<{
   readonly reason: ConnectionErrorReason
   /** The connection's name, as given in the options. */
   readonly connectionName: string | undefined
@@ -261,7 +262,7 @@ export class AmqpConnectionError extends Data.TaggedError("AmqpConnectionError")
  * @since 0.1.0
  * @category errors
  */
-export class AmqpChannelError extends Data.TaggedError("AmqpChannelError")<{
+export class AmqpChannelError extends StacklessTaggedError("AmqpChannelError")<{
   readonly channel: number
   readonly replyCode: number
   readonly replyText: string
@@ -282,7 +283,7 @@ export class AmqpChannelError extends Data.TaggedError("AmqpChannelError")<{
  * @since 0.1.0
  * @category errors
  */
-export class AmqpClosedError extends Data.TaggedError("AmqpClosedError")<{
+export class AmqpClosedError extends StacklessTaggedError("AmqpClosedError")<{
   readonly what: "connection" | "channel"
   readonly cause: AmqpConnectionError | AmqpChannelError | undefined
 }> {
@@ -298,7 +299,7 @@ export class AmqpClosedError extends Data.TaggedError("AmqpClosedError")<{
  * @since 0.1.0
  * @category errors
  */
-export class AmqpConfigError extends Data.TaggedError("AmqpConfigError")<{
+export class AmqpConfigError extends StacklessTaggedError("AmqpConfigError")<{
   readonly message: string
 }> {}
 
@@ -365,7 +366,7 @@ export type PublishFailure = Nacked | Returned | Unconfirmed | BlockedTimeout
  * @since 0.1.0
  * @category errors
  */
-export class AmqpPublishError extends Data.TaggedError("AmqpPublishError")<{
+export class AmqpPublishError extends StacklessTaggedError("AmqpPublishError")<{
   readonly reason: PublishFailure
 }> {
   override get message(): string {
@@ -390,7 +391,7 @@ export class AmqpPublishError extends Data.TaggedError("AmqpPublishError")<{
  * @since 0.1.0
  * @category errors
  */
-export class AmqpConsumerCancelled extends Data.TaggedError("AmqpConsumerCancelled")<{
+export class AmqpConsumerCancelled extends StacklessTaggedError("AmqpConsumerCancelled")<{
   readonly consumerTag: string
   readonly queue: string
 }> {
@@ -406,7 +407,7 @@ export class AmqpConsumerCancelled extends Data.TaggedError("AmqpConsumerCancell
  * @since 0.1.0
  * @category errors
  */
-export class AmqpStaleDelivery extends Data.TaggedError("AmqpStaleDelivery")<{
+export class AmqpStaleDelivery extends StacklessTaggedError("AmqpStaleDelivery")<{
   readonly deliveryTag: number
   readonly operation: "ack" | "nack" | "reject"
 }> {
@@ -425,7 +426,7 @@ export class AmqpStaleDelivery extends Data.TaggedError("AmqpStaleDelivery")<{
  * @since 0.1.0
  * @category errors
  */
-export class AmqpUnknownDeliveryTag extends Data.TaggedError("AmqpUnknownDeliveryTag")<{
+export class AmqpUnknownDeliveryTag extends StacklessTaggedError("AmqpUnknownDeliveryTag")<{
   readonly deliveryTag: number
   readonly operation: "ack" | "nack" | "reject"
   readonly reason: "settled" | "no-ack" | "never-delivered"
@@ -448,7 +449,7 @@ export class AmqpUnknownDeliveryTag extends Data.TaggedError("AmqpUnknownDeliver
  * @since 0.1.0
  * @category errors
  */
-export class AmqpConsumerTagInUse extends Data.TaggedError("AmqpConsumerTagInUse")<{
+export class AmqpConsumerTagInUse extends StacklessTaggedError("AmqpConsumerTagInUse")<{
   readonly consumerTag: string
   readonly channel: number
 }> {
@@ -471,7 +472,7 @@ export type ChannelEndCause = AmqpChannelError | AmqpConnectionError | AmqpClose
  * @since 0.1.0
  * @category errors
  */
-export class AmqpChannelLimit extends Data.TaggedError("AmqpChannelLimit")<{
+export class AmqpChannelLimit extends StacklessTaggedError("AmqpChannelLimit")<{
   readonly channelMax: number
 }> {
   override get message(): string {

@@ -13,6 +13,31 @@
 import * as Data from "effect/Data"
 
 /**
+ * `Data.TaggedError` without a captured stack trace, for the errors of this package and of the
+ * client. They are made in the methods of an encoder, a decoder or a connection's state machine,
+ * often in a socket's data callback: their frames would show only the library's internals, and
+ * until a stack is formatted V8 keeps the receiver of each frame, so a kept error (a log of past
+ * outages) would keep a whole dead connection alive, socket and buffers. The message and the
+ * fields say what happened.
+ *
+ * @internal
+ */
+export const StacklessTaggedError = <Tag extends string>(tag: Tag): ReturnType<typeof Data.TaggedError<Tag>> => {
+  const Base = Data.TaggedError(tag)
+  return class extends Base {
+    constructor(args?: any) {
+      const limit = Error.stackTraceLimit
+      Error.stackTraceLimit = 0
+      try {
+        super(args)
+      } finally {
+        Error.stackTraceLimit = limit
+      }
+    }
+  } as ReturnType<typeof Data.TaggedError<Tag>>
+}
+
+/**
  * The reply codes a decoding failure closes the connection with.
  *
  * @since 0.1.0
@@ -26,7 +51,7 @@ export type FrameErrorCode = 501 | 502 | 503 | 504 | 505
  * @since 0.1.0
  * @category errors
  */
-export class AmqpFrameError extends Data.TaggedError("AmqpFrameError")<{
+export class AmqpFrameError extends StacklessTaggedError("AmqpFrameError")<{
   readonly replyCode: FrameErrorCode
   readonly message: string
 }> {}
@@ -37,7 +62,7 @@ export class AmqpFrameError extends Data.TaggedError("AmqpFrameError")<{
  * @since 0.1.0
  * @category errors
  */
-export class AmqpEncodeError extends Data.TaggedError("AmqpEncodeError")<{
+export class AmqpEncodeError extends StacklessTaggedError("AmqpEncodeError")<{
   readonly message: string
 }> {}
 

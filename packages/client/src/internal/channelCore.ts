@@ -24,7 +24,7 @@ import {
   Unconfirmed
 } from "../AmqpError.ts"
 import { ConfirmTracker } from "./confirms.ts"
-import { asEncodeError, type ChannelSink, type ConnectionCore, withFormattedStack } from "./connectionCore.ts"
+import { asEncodeError, type ChannelSink, type ConnectionCore } from "./connectionCore.ts"
 import { ReturnListeners } from "./returns.ts"
 import { Settlements } from "./settlements.ts"
 
@@ -187,16 +187,14 @@ export class ChannelCore implements ChannelSink {
         // Freed before `fail` wakes the waiters: one may open the next channel at once.
         if (!this.closeSent || this.closeOkReceived) this.connection.releaseChannel(this.id, this.sink)
         this.fail(
-          withFormattedStack(
-            new AmqpChannelError({
-              channel: this.id,
-              replyCode: method.replyCode,
-              replyText: method.replyText,
-              classId: method.classId,
-              methodId: method.methodId,
-              method: methodName(method.classId, method.methodId)
-            })
-          )
+          new AmqpChannelError({
+            channel: this.id,
+            replyCode: method.replyCode,
+            replyText: method.replyText,
+            classId: method.classId,
+            methodId: method.methodId,
+            method: methodName(method.classId, method.methodId)
+          })
         )
         return
       }

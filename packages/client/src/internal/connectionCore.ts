@@ -152,7 +152,7 @@ export class ConnectionCore {
   }
 
   error(reason: ConnectionErrorReason): AmqpConnectionError {
-    return withFormattedStack(new AmqpConnectionError({ reason, connectionName: this.name }))
+    return new AmqpConnectionError({ reason, connectionName: this.name })
   }
 
   // -------------------------------------------------------------------------------------------
@@ -693,17 +693,6 @@ export class ConnectionCore {
   get currentSecret(): Redacted.Redacted<string> {
     return this.secret
   }
-}
-
-/**
- * Formats `error`'s stack now. Until its `stack` is read, V8 keeps the receiver of every frame of
- * it, so an error made in a method of the connection (or of a channel) would keep the whole dead
- * connection, socket and buffers, for as long as the application keeps the error (a log of past
- * outages, say).
- */
-export const withFormattedStack = <E extends Error>(error: E): E => {
-  void error.stack
-  return error
 }
 
 /** The encoder's typed error, caught; any other exception is a defect and goes on. */
