@@ -7,7 +7,7 @@
  * `Effect.sleep`, which is virtual here) after each step of the `TestClock`. The first link goes
  * through a fault proxy to the run's shared node; only the proxy is faulted.
  */
-import { AmqpClient } from "@effect-amqp/client"
+import { AmqpClient, AmqpConnectionError } from "@effect-amqp/client"
 import { FaultProxy, LeakProbe, SharedBroker } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Exit, Fiber, PubSub } from "effect"
@@ -137,10 +137,11 @@ describe("AmqpClient.defaultReconnect", () => {
       const error = Exit.findErrorOption(exit!)
       assert.isTrue(error._tag === "Some")
       if (error._tag === "Some") {
-        assert.strictEqual(error.value._tag, "AmqpConnectionError")
-        assert.strictEqual(error.value.reason._tag, "ServerClosed")
-        assert.strictEqual(error.value.replyCode, 403)
-        assert.isTrue(error.value.isPermanent)
+        assert.instanceOf(error.value, AmqpConnectionError)
+        const refused = error.value as AmqpConnectionError
+        assert.strictEqual(refused.reason._tag, "ServerClosed")
+        assert.strictEqual(refused.replyCode, 403)
+        assert.isTrue(refused.isPermanent)
       }
       assert.strictEqual((yield* proxy.stats).accepted, 1)
       // The failed first connect is seen through onEvent: one attempt, then GaveUp with the 403.

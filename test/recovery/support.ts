@@ -207,3 +207,14 @@ export const probed = <A, E>(
     yield* LeakProbe.assertNoLeaks(before, { broker: node, timeoutMillis: 10_000 })
     return result
   })
+
+/** Options for a client of a scripted peer on `port`: no heartbeats, short closes, user guest. */
+export const scriptedPeerOptions = (port: number, password: string) =>
+  ConnectionConfig.make({
+    host: "127.0.0.1",
+    port,
+    heartbeat: 0,
+    username: "guest",
+    password,
+    closeTimeout: 300
+  })

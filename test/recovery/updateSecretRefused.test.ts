@@ -3,12 +3,13 @@
  * frame_max fails with AmqpEncodeError, and changes nothing: the next reconnect logs in with the
  * secret the client had, not the refused one.
  */
-import { AmqpClient, ConnectionConfig } from "@effect-amqp/client"
+import { AmqpClient } from "@effect-amqp/client"
 import { AmqpEncodeError } from "@effect-amqp/protocol"
 import { ScriptedPeer } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Redacted, Schedule } from "effect"
 import { leakChecked } from "../support/Probe.ts"
+import * as Support from "./support.ts"
 
 describe("an update-secret refused by the encoder", () => {
   it.live("changes nothing: the next reconnect logs in with the secret the client had", () =>
@@ -28,14 +29,7 @@ describe("an update-secret refused by the encoder", () => {
         { startImmediately: true }
       )
 
-      const options = yield* ConnectionConfig.make({
-        host: "127.0.0.1",
-        port: peer.port,
-        heartbeat: 0,
-        username: "guest",
-        password: "guest",
-        closeTimeout: 300
-      })
+      const options = yield* Support.scriptedPeerOptions(peer.port, "guest")
       const client = yield* AmqpClient.make(options, { reconnect: Schedule.spaced("20 millis") })
       const huge = "x".repeat(10_000)
       const result = yield* client.updateSecret(Redacted.make(huge), "rotate").pipe(Effect.flip)

@@ -37,7 +37,7 @@ import * as AmqpConnection from "./AmqpConnection.ts"
 import {
   AmqpChannelError,
   AmqpClosedError,
-  type AmqpConfigError,
+  AmqpConfigError,
   AmqpConnectionError,
   AmqpConsumerCancelled,
   AmqpEncodeError,
@@ -194,6 +194,8 @@ interface Link {
   readonly connection: AmqpConnection.AmqpConnection
   readonly scope: Scope.Closeable
   readonly host: string
+  /** The secret it logged in with. */
+  readonly secret: Redacted.Redacted<string>
 }
 
 /** Errors that mean an operation's wait for a link ran out: another try would only wait again. */
@@ -219,6 +221,19 @@ const isConnectionLoss = (error: { readonly _tag: string }): boolean => isLinkDo
 const brokerRefused = (error: { readonly _tag: string }, method: MethodTag): boolean =>
   error instanceof AmqpConnectionError && error.reason._tag === "ServerClosed" && error.reason.method === method
 
+/** What is wrong with a `hosts` option, if anything. */
+const invalidHosts = (hosts: ClientOptions["hosts"]): string | undefined => {
+  if (hosts === undefined) return undefined
+  if (hosts.length === 0) return "hosts is empty"
+  for (const [i, { host, port }] of hosts.entries()) {
+    if (typeof host !== "string" || host.trim() === "") return `hosts[${i}].host must be a host name or address`
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      return `hosts[${i}].port must be an integer from 1 to 65535, got ${String(port)}`
+    }
+  }
+  return undefined
+}
+
 /**
  * Connects (under the reconnect policy) and keeps the link alive until the scope closes.
  *
@@ -228,8 +243,10 @@ const brokerRefused = (error: { readonly _tag: string }, method: MethodTag): boo
 export const make = (
   options: ConnectionOptions,
   clientOptions: ClientOptions = {}
-): Effect.Effect<AmqpClient, AmqpConnectionError, Scope.Scope> =>
+): Effect.Effect<AmqpClient, AmqpConnectionError | AmqpConfigError, Scope.Scope> =>
   Effect.gen(function*() {
+    const invalid = invalidHosts(clientOptions.hosts)
+    if (invalid !== undefined) return yield* new AmqpConfigError({ message: `invalid client options: ${invalid}` })
     const events = yield* Effect.acquireRelease(PubSub.unbounded<LifecycleEvent>(), PubSub.shutdown)
     const supervisor = new Supervisor(options, clientOptions, events)
     const fiber = yield* Effect.forkScoped(tracked("recovery", supervisor.run), { startImmediately: true })
@@ -358,7 +375,7 @@ class Supervisor {
         }
         return yield* Effect.failCause(exit.cause)
       }
-      return { connection: exit.value, scope, host: target.host }
+      return { connection: exit.value, scope, host: target.host, secret: options.password }
     })
   })
 
@@ -378,6 +395,9 @@ class Supervisor {
           Deferred.doneUnsafe(this.firstLink, Exit.fail(error.value))
           Deferred.doneUnsafe(this.live, Exit.fail(new AmqpClosedError({ what: "connection", cause: error.value })))
           this.endChannels(error.value)
+        } else {
+          // A defect: `make`, waiting for the first link, dies with it rather than wait forever.
+          Deferred.doneUnsafe(this.firstLink, Exit.failCause(outage.cause))
         }
         this.stopped = true
         return
@@ -401,6 +421,8 @@ class Supervisor {
       this.emit({ _tag: "Connected", host: link.host, port: link.connection.options.port })
       yield* this.forwardBlocked(link)
       yield* this.recover(link)
+      // A secret updated while this link was opening: the link takes it before it goes live.
+      if (link.secret !== this.secret) yield* Effect.ignore(link.connection.updateSecret(this.secret, "updated"))
       const live = yield* link.connection.isOpen
       if (live) {
         if (this.lostAt !== undefined) {
@@ -657,9 +679,10 @@ class Supervisor {
       if (reasonBytes > 255) {
         return yield* new AmqpEncodeError({ message: `the update-secret reason is ${reasonBytes} bytes, over 255` })
       }
+      if (this.stopped) return yield* new AmqpClosedError({ what: "connection", cause: this.lastCause })
       const link = this.link
       if (link === undefined) {
-        // Down: the next link logs in with it.
+        // Down: the next link logs in with it, or takes it as it comes up.
         this.secret = secret
         return
       }

@@ -41,7 +41,8 @@ describe("a TLS error", () => {
       kind: "ClientCertificateRequired",
       permanent: true
     })
-    assert.deepStrictEqual(kindOf(unknownCa, "established", true), { kind: "HandshakeFailed", permanent: false })
+    // The broker did not trust the client's certificate: a retry cannot fix that.
+    assert.deepStrictEqual(kindOf(unknownCa, "established", true), { kind: "UntrustedCertificate", permanent: true })
   })
 
   it("on a plain connection is no TLS failure", () => {

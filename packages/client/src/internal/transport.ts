@@ -99,6 +99,9 @@ export const tlsKind = (error: Error & { code?: string }, sentCertificate: boole
   if (/ALTNAME|Hostname\/IP does not match/i.test(text)) return "HostnameMismatch"
   if (/CERT_HAS_EXPIRED|CERT_NOT_YET_VALID/.test(code)) return "CertificateExpired"
   if (untrustedCodes.test(code)) return "UntrustedCertificate"
+  // The server's alerts about the client's certificate name the same faults.
+  if (/ALERT_CERTIFICATE_EXPIRED/i.test(code)) return "CertificateExpired"
+  if (/ALERT_UNKNOWN_CA/i.test(code)) return "UntrustedCertificate"
   if (/CERTIFICATE_REQUIRED/i.test(text)) return "ClientCertificateRequired"
   if (/ALERT_HANDSHAKE_FAILURE|ALERT_BAD_CERTIFICATE/i.test(text) && !sentCertificate) {
     return "ClientCertificateRequired"
