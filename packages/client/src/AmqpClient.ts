@@ -307,6 +307,8 @@ class Supervisor {
   private readonly hosts: ReadonlyArray<{ readonly host: string; readonly port: number }>
   private attempt = 0
   private secret: Redacted.Redacted<string>
+  /** The reason given with a secret updated while no link was up, sent when a link takes it. */
+  private secretReason = ""
   private reconnectCount = 0
   private lastRecovery: number | undefined
   /** When the last link was lost, for the time its recovery took. */
@@ -422,7 +424,9 @@ class Supervisor {
       yield* this.forwardBlocked(link)
       yield* this.recover(link)
       // A secret updated while this link was opening: the link takes it before it goes live.
-      if (link.secret !== this.secret) yield* Effect.ignore(link.connection.updateSecret(this.secret, "updated"))
+      if (link.secret !== this.secret) {
+        yield* Effect.ignore(link.connection.updateSecret(this.secret, this.secretReason))
+      }
       const live = yield* link.connection.isOpen
       if (live) {
         if (this.lostAt !== undefined) {
@@ -684,6 +688,7 @@ class Supervisor {
       if (link === undefined) {
         // Down: the next link logs in with it, or takes it as it comes up.
         this.secret = secret
+        this.secretReason = reason
         return
       }
       // Kept only once the open link took it: one refused (too large for a frame, say) changes nothing.

@@ -76,7 +76,4 @@ export const syntaxError = (message: string): AmqpFrameError => new AmqpFrameErr
 export const commandInvalid = (message: string): AmqpFrameError => new AmqpFrameError({ replyCode: 503, message })
 
 /** @internal */
-export const channelError = (message: string): AmqpFrameError => new AmqpFrameError({ replyCode: 504, message })
-
-/** @internal */
 export const unexpectedFrame = (message: string): AmqpFrameError => new AmqpFrameError({ replyCode: 505, message })
