@@ -56,6 +56,12 @@ export interface ChannelOptions {
 /** A message's or a method's encoded frames, in one buffer or several to be written in order. */
 type Frames = Buffer | ReadonlyArray<Uint8Array>
 
+/** What admitting a publish gives outside confirm mode, once it is written: nothing to wait for. */
+const sentUnconfirmed: Effect.Effect<Effect.Effect<void, AmqpPublishError>> = Exit.succeed(Effect.void)
+
+const isAdmittedAtOnce = <A, E>(effect: Effect.Effect<A, E>): effect is Exit.Success<A, E> =>
+  Exit.isExit(effect) && Exit.isSuccess(effect)
+
 export class ChannelCore implements ChannelSink {
   readonly id: number
   readonly connection: ConnectionCore
@@ -462,7 +468,11 @@ export class ChannelCore implements ChannelSink {
     properties: BasicProperties,
     mandatory: boolean
   ): Effect.Effect<void, AmqpPublishError | AmqpClosedError | ChannelFailure | AmqpEncodeError> {
-    return Effect.flatten(this.publishAsync(exchange, routingKey, body, properties, mandatory))
+    return Effect.suspend(() => {
+      // Admitted at once (the usual case), the result is already there: no flatten to run.
+      const admitted = this.admit(exchange, routingKey, body, properties, mandatory)
+      return isAdmittedAtOnce(admitted) ? admitted.value : Effect.flatten(admitted)
+    })
   }
 
   /**
@@ -479,71 +489,96 @@ export class ChannelCore implements ChannelSink {
     Effect.Effect<void, AmqpPublishError>,
     AmqpPublishError | AmqpClosedError | ChannelFailure | AmqpEncodeError
   > {
-    return Effect.suspend((): Effect.Effect<
-      Effect.Effect<void, AmqpPublishError>,
-      AmqpPublishError | AmqpClosedError | ChannelFailure | AmqpEncodeError
-    > => {
-      if (!this.acceptsMethods()) return Effect.fail(this.closedError())
-      // Encoded before it waits for anything, so that a value the encoder refuses fails this
-      // publish alone, holding no confirm slot.
-      let frames: Buffer | Array<Uint8Array>
-      try {
-        frames = this.connection.encoder.message(
-          this.id,
-          Methods.basicPublish({ exchange, routingKey, mandatory }),
-          properties,
-          body
-        )
-      } catch (error) {
-        return Effect.fail(asEncodeError(error))
-      }
-      const connection = this.connection
-      const ready = connection.blockedReason === undefined && !connection.transport.congested() &&
-        this.committing === undefined
-      if (!this.confirmMode) {
-        if (ready) return Effect.as(this.writeMessage(frames), Effect.void)
-        return this.committed.pipe(
-          Effect.andThen(this.unblocked),
-          Effect.andThen(connection.transport.drained),
-          Effect.andThen(Effect.suspend(() => this.writeMessage(frames))),
-          Effect.as(Effect.void)
-        )
-      }
-      const confirmed = Effect.suspend(
-        (): Effect.Effect<Effect.Effect<void, AmqpPublishError>, AmqpPublishError | AmqpClosedError> => {
-          if (!this.acceptsMethods()) {
-            this.releaseSlot()
-            return Effect.fail(this.unsent())
-          }
-          const deferred = Deferred.makeUnsafe<void, AmqpPublishError>()
-          this.confirms.add({
-            deferred,
-            exchange,
-            routingKey,
-            mandatory,
-            body: mandatory ? body : undefined,
-            properties: mandatory ? properties : undefined,
-            returned: undefined
-          })
-          this.writeFrames(frames)
-          return Effect.succeed(Deferred.await(deferred))
-        }
+    return Effect.suspend(() => this.admit(exchange, routingKey, body, properties, mandatory))
+  }
+
+  /**
+   * Writes the publish now when nothing holds it, else waits until it may go: either way the
+   * result is the wait for its confirm (`sentUnconfirmed` when there is none). Written at once,
+   * the result is an `Exit`.
+   */
+  private admit(
+    exchange: string,
+    routingKey: string,
+    body: Uint8Array,
+    properties: BasicProperties,
+    mandatory: boolean
+  ): Effect.Effect<
+    Effect.Effect<void, AmqpPublishError>,
+    AmqpPublishError | AmqpClosedError | ChannelFailure | AmqpEncodeError
+  > {
+    if (!this.acceptsMethods()) return Effect.fail(this.closedError())
+    // Encoded before it waits for anything, so that a value the encoder refuses fails this
+    // publish alone, holding no confirm slot.
+    let frames: Buffer | Array<Uint8Array>
+    try {
+      frames = this.connection.encoder.message(
+        this.id,
+        Methods.basicPublish({ exchange, routingKey, mandatory }),
+        properties,
+        body
       )
-      if (ready && this.slots < this.options.maxOutstandingConfirms && this.slotWaiters.length === 0) {
-        this.slots++
-        return confirmed
+    } catch (error) {
+      return Effect.fail(asEncodeError(error))
+    }
+    const connection = this.connection
+    const ready = connection.blockedReason === undefined && !connection.transport.congested() &&
+      this.committing === undefined
+    if (!this.confirmMode) {
+      if (ready) {
+        this.writeFrames(frames)
+        return sentUnconfirmed
       }
-      // A publish given up between taking its slot and sending (while the socket drains) sent
-      // nothing: the slot goes back.
       return this.committed.pipe(
         Effect.andThen(this.unblocked),
-        Effect.andThen(this.acquireSlot),
-        Effect.andThen(
-          connection.transport.drained.pipe(Effect.onInterrupt(() => Effect.sync(() => this.releaseSlot())))
-        ),
-        Effect.andThen(confirmed)
+        Effect.andThen(connection.transport.drained),
+        Effect.andThen(Effect.suspend(() => this.writeMessage(frames))),
+        Effect.as(Effect.void)
       )
+    }
+    if (ready && this.slots < this.options.maxOutstandingConfirms && this.slotWaiters.length === 0) {
+      this.slots++
+      return Exit.succeed(this.sendConfirmed(frames, exchange, routingKey, body, properties, mandatory))
+    }
+    // A publish given up between taking its slot and sending (while the socket drains) sent
+    // nothing: the slot goes back.
+    return this.committed.pipe(
+      Effect.andThen(this.unblocked),
+      Effect.andThen(this.acquireSlot),
+      Effect.andThen(
+        connection.transport.drained.pipe(Effect.onInterrupt(() => Effect.sync(() => this.releaseSlot())))
+      ),
+      Effect.andThen(Effect.suspend(() => {
+        if (this.acceptsMethods()) {
+          return Effect.succeed(this.sendConfirmed(frames, exchange, routingKey, body, properties, mandatory))
+        }
+        this.releaseSlot()
+        return Effect.fail(this.unsent())
+      }))
+    )
+  }
+
+  /** Sends a publish that holds a window slot and returns the wait for its confirm. */
+  private sendConfirmed(
+    frames: Frames,
+    exchange: string,
+    routingKey: string,
+    body: Uint8Array,
+    properties: BasicProperties,
+    mandatory: boolean
+  ): Effect.Effect<void, AmqpPublishError> {
+    const deferred = Deferred.makeUnsafe<void, AmqpPublishError>()
+    this.confirms.add({
+      deferred,
+      exchange,
+      routingKey,
+      mandatory,
+      body: mandatory ? body : undefined,
+      properties: mandatory ? properties : undefined,
+      returned: undefined
     })
+    this.writeFrames(frames)
+    return Deferred.await(deferred)
   }
 
   /** The outcome of a publish that never left because the channel ended while it waited. */
