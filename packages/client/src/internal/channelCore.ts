@@ -59,6 +59,12 @@ type Frames = Buffer | ReadonlyArray<Uint8Array>
 /** What admitting a publish gives outside confirm mode, once it is written: nothing to wait for. */
 const sentUnconfirmed: Effect.Effect<Effect.Effect<void, AmqpPublishError>> = Exit.succeed(Effect.void)
 
+/** Why a publish can fail before it is sent. */
+type PublishFailure = AmqpPublishError | AmqpClosedError | ChannelFailure | AmqpEncodeError
+
+/** A publish let through to the socket, with the wait for its confirm. */
+type Admission = Effect.Effect<Effect.Effect<void, AmqpPublishError>, PublishFailure>
+
 const isAdmittedAtOnce = <A, E>(effect: Effect.Effect<A, E>): effect is Exit.Success<A, E> =>
   Exit.isExit(effect) && Exit.isSuccess(effect)
 
@@ -467,7 +473,7 @@ export class ChannelCore implements ChannelSink {
     body: Uint8Array,
     properties: BasicProperties,
     mandatory: boolean
-  ): Effect.Effect<void, AmqpPublishError | AmqpClosedError | ChannelFailure | AmqpEncodeError> {
+  ): Effect.Effect<void, PublishFailure> {
     return Effect.suspend(() => {
       // Admitted at once (the usual case), the result is already there: no flatten to run.
       const admitted = this.admit(exchange, routingKey, body, properties, mandatory)
@@ -485,10 +491,7 @@ export class ChannelCore implements ChannelSink {
     body: Uint8Array,
     properties: BasicProperties,
     mandatory: boolean
-  ): Effect.Effect<
-    Effect.Effect<void, AmqpPublishError>,
-    AmqpPublishError | AmqpClosedError | ChannelFailure | AmqpEncodeError
-  > {
+  ): Admission {
     return Effect.suspend(() => this.admit(exchange, routingKey, body, properties, mandatory))
   }
 
@@ -503,10 +506,7 @@ export class ChannelCore implements ChannelSink {
     body: Uint8Array,
     properties: BasicProperties,
     mandatory: boolean
-  ): Effect.Effect<
-    Effect.Effect<void, AmqpPublishError>,
-    AmqpPublishError | AmqpClosedError | ChannelFailure | AmqpEncodeError
-  > {
+  ): Admission {
     if (!this.acceptsMethods()) return Effect.fail(this.closedError())
     // Encoded before it waits for anything, so that a value the encoder refuses fails this
     // publish alone, holding no confirm slot.
