@@ -217,9 +217,12 @@ describe("consumeWith", () => {
           assert.deepStrictEqual(onBroker.map((c) => c.consumerCount), [0])
           const unacked = onBroker[0]!.messagesUnacknowledged
           assert.isAtMost(unacked, 1)
+          // The channel has handed everything back by now; the queue counts some 11,000 requeues a
+          // moment later. In one full run on a slow machine, 5 s were not enough (1,003 short).
           const ready = yield* poll(
             channel.queueDeclare(queue, { passive: true }),
-            (ok) => ok.messageCount + acked + unacked === total
+            (ok) => ok.messageCount + acked + unacked === total,
+            20_000
           )
           assert.strictEqual(ready.messageCount + acked + unacked, total)
           assert.isAbove(ready.messageCount, 0)
