@@ -4,8 +4,8 @@
  * a generator loop of `publish`, `publishAsync` for a confirm window (the API the library offers for
  * one: `Effect.forEach` with a concurrency of 1,000 over `publish` costs a fiber per message, about
  * 15 % more CPU here), and `consumeWith`, a handler per delivery as the other clients' consume
- * callbacks are (the consumer `Stream` costs about 2 µs more per delivery). The connection and its default channel live in a
- * `Scope` that `close` closes.
+ * callbacks are (the consumer `Stream` costs about 2 µs more per delivery). The connection and its
+ * default channel live in a `Scope` that `close` closes.
  *
  * A handler that is a generator is written with `Effect.fnUntraced`, as the README advises: an
  * `Effect.gen(function*() {...})` inside the handler makes a new generator function per delivery,
