@@ -294,7 +294,8 @@ const main = async () => {
     "effect-amqp runs compiled to JavaScript (tsc, types dropped), as a published package does;"
     + " the other clients ship JavaScript.",
     "Every worker first warms up, unmeasured, with a fifth of the scenario's messages (at most 10,000,"
-    + " and 10,000 for the one-at-a-time confirm and the round trip, whose counts are over before the JIT is done;"
+    + " and 10,000 for the 64 KiB publish, the one-at-a-time confirm and the round trip, whose counts are over"
+    + " before the JIT is done;"
     + " none for messages of 1 MiB and more, whose memory is measured from a process that never held one),"
     + ` in ${WARMUP_PASSES} passes, each the whole scenario on a queue of its own, so that each client is measured`
     + " after the JIT has compiled its hot code, and recompiled it after the first consumer or channel ended.",
