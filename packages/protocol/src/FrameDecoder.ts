@@ -16,6 +16,8 @@ import { readProperties } from "./Properties.ts"
 import { AmqpFrameError, frameError, syntaxError, unexpectedFrame } from "./ProtocolError.ts"
 
 const HEADER_SIZE = 7
+/** What the reader points at between chunks, so that it keeps no chunk alive. */
+const NO_BYTES = Buffer.alloc(0)
 
 /**
  * @since 0.1.0
@@ -60,8 +62,8 @@ export class FrameDecoder {
   /** Whether this chunk is decoded by `pushEach`, where `bodyTarget` may be asked. */
   private targets = false
   private failure: AmqpFrameError | undefined
-  /** Reads every method and header payload in turn. */
-  private readonly reader = new BufferReader(Buffer.alloc(0), 0, 0)
+  /** Reads every method and header payload in turn; between chunks it holds none of them. */
+  private readonly reader = new BufferReader(NO_BYTES, 0, 0)
 
   constructor(options: FrameDecoderOptions = {}) {
     this.frameMax = effectiveFrameMax(options.frameMax ?? 131072)
@@ -108,6 +110,8 @@ export class FrameDecoder {
         ? error
         : frameError(`undecodable input: ${error instanceof Error ? error.message : String(error)}`)
       throw this.failure
+    } finally {
+      this.reader.reset(NO_BYTES, 0, 0)
     }
   }
 

@@ -1,5 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as fc from "fast-check"
+import * as V8 from "node:v8"
+import * as Vm from "node:vm"
 import type { CommandAssembler } from "../src/CommandAssembler.ts"
 import { encodeFrame, encodeMethod, type Frame, FrameType, HEARTBEAT_FRAME } from "../src/Frame.ts"
 import { FRAME_MAX_CEILING, FrameDecoder } from "../src/FrameDecoder.ts"
@@ -216,6 +218,35 @@ describe("malformed frames", () => {
     const again = frameErrorOf(501, () => decoder.push(HEARTBEAT_FRAME))
     assert.strictEqual(again, first)
     assert.strictEqual(frameErrorOf(501, () => decoder.push(new Uint8Array(0))), first)
+  })
+})
+
+describe("memory", () => {
+  it("keeps no reference to a chunk once its frames are handed out", async () => {
+    V8.setFlagsFromString("--expose-gc")
+    const collectGarbage = Vm.runInNewContext("gc") as () => void
+    const decoder = new FrameDecoder()
+    const chunkBuffer = (() => {
+      const acks = [1, 2, 3].map((deliveryTag) =>
+        encodeFrame({ _tag: "MethodFrame", channel: 1, method: Methods.basicAck({ deliveryTag }) })
+      )
+      const chunk = new Uint8Array(new ArrayBuffer(64 * 1024), 0, acks.reduce((n, a) => n + a.length, 0))
+      let at = 0
+      for (const ack of acks) {
+        chunk.set(ack, at)
+        at += ack.length
+      }
+      assert.deepStrictEqual(decoder.push(chunk).map((f) => f._tag), ["MethodFrame", "MethodFrame", "MethodFrame"])
+      return new WeakRef(chunk.buffer)
+    })()
+    // A WeakRef's target stays alive until the job that made or read it ends: collect in later ones.
+    for (let round = 0; round < 3; round++) {
+      await new Promise((resolve) => setImmediate(resolve))
+      collectGarbage()
+    }
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.strictEqual(chunkBuffer.deref(), undefined)
+    assert.strictEqual(decoder.push(HEARTBEAT_FRAME).length, 1)
   })
 })
 
