@@ -4,18 +4,22 @@
  * through one queue for `--duration` seconds (or `--count` messages per producer), and the command
  * reports rates, publish-to-consume latency, CPU time and memory.
  *
- * A producer is one fiber that publishes with `publishAsync`; with `--confirm W` the channel admits
- * at most W unconfirmed messages, and a second fiber awaits the confirms in order, so one fiber keeps
- * the whole window in flight. `--rate` paces each producer. Consumers ack each delivery, or with
- * `--multi-ack K` every K deliveries with `multiple` (a partial group is acked after 50 ms). Every
- * body starts with the time it was published (milliseconds since the epoch, a big-endian float64)
- * and a 32-bit id of the run; latency is taken from the bodies of this run only, so messages left
- * in a named queue by earlier runs are consumed but not measured.
+ * A producer is one fiber that publishes with `publishAsync` and keeps up to `--confirm W`
+ * unconfirmed messages in flight: with W out, it waits for the oldest confirm before it takes the
+ * time for the next body, so a message's latency never includes its wait for the window. `--rate`
+ * paces each producer. Consumers ack each delivery, or with `--multi-ack K` every K deliveries
+ * with `multiple` (a partial group is acked after 50 ms). Every body starts with the time it was
+ * published (milliseconds since the epoch, a big-endian float64) and a 32-bit id of the run;
+ * latency is taken from the bodies of this run only, so messages left in a named queue by earlier
+ * runs are consumed but not measured.
  *
  * The queue is `--queue`, declared with `--queue-type` unless it exists, and kept; by default it is
  * a fresh uniquely named queue that is deleted at the end, also on failure or interruption. Classic
- * queues are declared non-durable, quorum queues and streams durable, as RabbitMQ requires. Stream
- * consumers start from one second before the run, so none of the run's messages can slip past them.
+ * queues are declared non-durable, quorum queues and streams durable, as RabbitMQ requires. An
+ * existing queue is used as it is; AMQP does not tell its type, so with `--queue-type` the command
+ * declares it as it would declare a new one, and the broker refuses a queue of another type (or
+ * other settings), and without it the summary reports the type as `null`. Stream consumers start
+ * from one second before the run, so none of the run's messages can slip past them.
  *
  * What runs where goes to stderr first, then a progress line once a second: totals, rates and
  * latency p50/p99 over the last second. At the end the summary goes to stdout, as lines or, with
@@ -46,7 +50,9 @@ export type QueueType = "classic" | "quorum" | "stream"
  * @since 0.1.0
  * @category models
  */
-export interface Options extends Settings {
+export interface Options extends Omit<Settings, "queueType"> {
+  /** The type to declare a missing queue with (classic when not given), and to check an existing one against. */
+  readonly queueType: Option.Option<QueueType>
   readonly url: Option.Option<string>
   readonly duration: Option.Option<number>
   readonly count: Option.Option<number>
@@ -61,7 +67,8 @@ export interface Options extends Settings {
  * @category models
  */
 export interface Settings {
-  readonly queueType: QueueType
+  /** `null` for an existing queue used without `--queue-type`: its type was not checked. */
+  readonly queueType: QueueType | null
   readonly producers: number
   readonly consumers: number
   readonly size: number
@@ -192,26 +199,52 @@ const queueArguments = (type: QueueType) => ({
   arguments: type === "classic" ? {} : { "x-queue-type": type }
 })
 
+/** The queue of a run and its type, when known. */
+interface RunQueue {
+  readonly name: string
+  readonly type: QueueType | null
+}
+
 /**
- * The queue of the run: `--queue` as it is (declared when missing), else a fresh one deleted with the
- * scope.
+ * The queue of the run: `--queue` (declared when missing; when it exists, checked against
+ * `--queue-type` if given, else used as it is), or a fresh one deleted with the scope.
  */
-const setupQueue = (connection: AmqpConnection.AmqpConnection, options: Options) => {
-  const declareOptions = queueArguments(options.queueType)
-  return Option.match(options.queue, {
-    onSome: (name) =>
-      Queues.withChannel(connection, (channel) => channel.queueDeclare(name, { passive: true })).pipe(
-        Effect.catchIf(
-          (error) => error._tag === "AmqpChannelError" && error.replyCode === 404,
-          () => Queues.withChannel(connection, (channel) => channel.queueDeclare(name, declareOptions))
-        ),
-        Effect.as(name)
-      ),
-    onNone: () => {
-      const name = Queues.uniqueName("perf")
-      return Effect.as(Queues.temporary(connection, name, declareOptions), name)
-    }
-  })
+const setupQueue = (
+  connection: AmqpConnection.AmqpConnection,
+  options: Options
+): Effect.Effect<RunQueue, AmqpChannel.ChannelError | Report.CommandFailed, Scope.Scope> => {
+  const type = Option.getOrElse(options.queueType, () => "classic" as const)
+  const declare = (name: string) =>
+    Effect.as(Queues.withChannel(connection, (channel) => channel.queueDeclare(name, queueArguments(type))), {
+      name,
+      type
+    })
+  if (Option.isNone(options.queue)) {
+    const name = Queues.uniqueName("perf")
+    return Effect.as(Queues.temporary(connection, name, queueArguments(type)), { name, type })
+  }
+  const name = options.queue.value
+  // Declared as perf would declare it, an existing queue of another type (or other settings) is
+  // refused by the broker with 406.
+  const checkExisting = (): Effect.Effect<RunQueue, AmqpChannel.ChannelError | Report.CommandFailed> =>
+    Option.isNone(options.queueType) ? Effect.succeed({ name, type: null }) : declare(name).pipe(
+      Effect.catchIf(
+        (error) => error._tag === "AmqpChannelError" && error.replyCode === 406,
+        (error) =>
+          Effect.fail(
+            new Report.CommandFailed({
+              message: `queue ${name} exists, but not as perf declares a ${type} queue: ${error.message}`
+            })
+          )
+      )
+    )
+  return Queues.withChannel(connection, (channel) => channel.queueDeclare(name, { passive: true })).pipe(
+    Effect.matchEffect({
+      onFailure: (error) =>
+        error._tag === "AmqpChannelError" && error.replyCode === 404 ? declare(name) : Effect.fail(error),
+      onSuccess: checkExisting
+    })
+  )
 }
 
 /** When a producer stops: after `count` messages, or at `stopAt` (performance.now milliseconds). */
@@ -234,8 +267,10 @@ const untilDue = (due: number, plan: Plan) =>
   })
 
 /**
- * Publishes until the plan says stop, keeping the confirm window full from this one fiber; a second
- * fiber awaits the confirms in the order they were published.
+ * Publishes until the plan says stop, keeping up to `--confirm` unconfirmed messages in flight from
+ * this one fiber; a second fiber counts the confirms in the order they were published. With the
+ * window full the producer waits for the oldest confirm before it stamps the next body, so the
+ * channel, whose window is the same size, never holds a stamped message back.
  */
 const publishLoop = (
   channel: AmqpChannel.AmqpChannel,
@@ -261,6 +296,7 @@ const publishLoop = (
         })
       ))
     )
+    const window: Array<Effect.Effect<void, AmqpPublishError>> = []
     const started = performance.now()
     let sent = 0
     while (!finished(plan, sent)) {
@@ -268,11 +304,15 @@ const publishLoop = (
         yield* untilDue(started + (sent * 1000) / options.rate, plan)
         if (finished(plan, sent)) break
       }
+      if (options.confirm > 0 && sent >= options.confirm) yield* Effect.exit(window[sent % options.confirm]!)
       const confirmation = yield* channel.publishAsync("", queue, stamped(template))
       sent++
       counters.sent++
       counters.lastSentAt = performance.now()
-      if (options.confirm > 0) Queue.offerUnsafe(pending, confirmation)
+      if (options.confirm > 0) {
+        window[(sent - 1) % options.confirm] = confirmation
+        Queue.offerUnsafe(pending, confirmation)
+      }
     }
     // Under a rate limit the last message's turn lasts until the next one would be due: the run's
     // rate is then the limit, not a little above it.
@@ -283,11 +323,11 @@ const publishLoop = (
   })
 
 /** Consumes until interrupted, acking each delivery or every `--multi-ack` with `multiple`. */
-const consumeLoop = (channel: AmqpChannel.AmqpChannel, queue: string, options: Options, counters: Counters) => {
-  const consumeOptions = options.queueType === "stream"
+const consumeLoop = (channel: AmqpChannel.AmqpChannel, queue: RunQueue, options: Options, counters: Counters) => {
+  const consumeOptions = queue.type === "stream"
     ? { arguments: { "x-stream-offset": new Date(Date.now() - 1000) } }
     : {}
-  const deliveries = channel.consume(queue, consumeOptions).pipe(
+  const deliveries = channel.consume(queue.name, consumeOptions).pipe(
     Stream.tap((delivery) => Effect.sync(() => counters.received(delivery)))
   )
   if (options.multiAck <= 1) {
@@ -317,10 +357,11 @@ const openChannel = (target: Broker.Target, role: string, channelOptions: AmqpCh
  * Waits until the consumers have every message the producers got through (on a stream, every
  * consumer reads every message), or stop making progress.
  */
-const drain = (options: Options, counters: Counters) =>
+const drain = (queue: RunQueue, options: Options, counters: Counters) =>
   Effect.gen(function*() {
-    const readers = options.queueType === "stream" ? options.consumers : 1
-    const expected = () => (options.confirm > 0 ? counters.confirmed : counters.sent) * readers
+    const readers = queue.type === "stream" ? options.consumers : 1
+    const published = () => options.confirm > 0 ? counters.confirmed : counters.sent
+    const expected = () => published() * readers
     let seen = counters.ownConsumed
     let progressAt = performance.now()
     while (counters.ownConsumed < expected()) {
@@ -329,8 +370,14 @@ const drain = (options: Options, counters: Counters) =>
         seen = counters.ownConsumed
         progressAt = performance.now()
       } else if (performance.now() - progressAt > stallMillis) {
+        const missing = expected() - counters.ownConsumed
         counters.error(
-          new Error(`${expected() - counters.ownConsumed} published messages were not consumed (no progress for 5 s)`)
+          new Error(
+            readers === 1
+              ? `${missing} published messages were not consumed (no progress for 5 s)`
+              : `${missing} of ${expected()} deliveries (${published()} messages, each to ${readers} stream ` +
+                `consumers) were not consumed (no progress for 5 s)`
+          )
         )
         return
       }
@@ -381,7 +428,7 @@ const checkOptions = (options: Options): Effect.Effect<void, Report.UsageError> 
     ? "--producers and --consumers cannot both be 0"
     : options.producers === 0 && Option.isSome(options.count)
     ? "--count needs at least one producer; consumers alone run for --duration"
-    : options.queueType === "stream" && options.prefetch === 0
+    : Option.getOrUndefined(options.queueType) === "stream" && options.prefetch === 0
     ? "stream consumers need a prefetch: --prefetch must be at least 1 with --queue-type stream"
     : options.prefetch > 0 && options.multiAck > options.prefetch
     ? `--multi-ack (${options.multiAck}) cannot exceed --prefetch (${options.prefetch})`
@@ -413,7 +460,7 @@ const latencyOf = (histogram: Histogram): Latency => {
 export const formatSummary = (summary: Summary): string => {
   const { latencyMs: latency } = summary
   const lines: Array<[string, string]> = [
-    ["queue", `${summary.queue} (${summary.queueType})`],
+    ["queue", `${summary.queue} (${summary.queueType ?? "existing, type not checked"})`],
     ["time", `${summary.seconds.toFixed(2)} s`],
     ["published", `${summary.published} (${Report.rate(summary.rates.published, 1)})`],
     ["confirmed", `${summary.confirmed} (${Report.rate(summary.rates.confirmed, 1)})`],
@@ -445,7 +492,7 @@ export const run = Effect.fn("effect-amqp perf")(function*(options: Options) {
   const queue = yield* setupQueue(admin, options)
   yield* Console.error(
     `perf: ${Report.counted(options.producers, "producer")}, ${Report.counted(options.consumers, "consumer")}, ` +
-      `${options.queueType} queue ${queue} ` +
+      `${queue.type ?? "existing"} queue ${queue.name} ` +
       `on ${Broker.describe(target)}`
   )
   const counters = new Counters(Math.floor(Math.random() * 0x1_0000_0000))
@@ -464,7 +511,7 @@ export const run = Effect.fn("effect-amqp perf")(function*(options: Options) {
         )
       )
   )
-  if (options.queueType !== "stream") yield* Queues.awaitConsumers(admin, queue, options.consumers)
+  if (queue.type !== "stream") yield* Queues.awaitConsumers(admin, queue.name, options.consumers)
   const producerChannels = yield* Effect.forEach(
     Message.ids(options.producers),
     (index) =>
@@ -483,11 +530,11 @@ export const run = Effect.fn("effect-amqp perf")(function*(options: Options) {
   }
   yield* progress(counters, start)
   yield* Effect.forEach(producerChannels, (channel) =>
-    publishLoop(channel, queue, options, plan, counters).pipe(
+    publishLoop(channel, queue.name, options, plan, counters).pipe(
       Effect.catch((error) => Effect.sync(() => counters.error(error)))
     ), { concurrency: "unbounded", discard: true })
   if (options.producers === 0) yield* Effect.sleep(Math.max(plan.stopAt - performance.now(), 0))
-  else if (options.consumers > 0) yield* drain(options, counters)
+  else if (options.consumers > 0) yield* drain(queue, options, counters)
   yield* Fiber.interruptAll(consumers)
   const end = performance.now()
   const cpu = process.cpuUsage(cpuBefore)
@@ -498,8 +545,8 @@ export const run = Effect.fn("effect-amqp perf")(function*(options: Options) {
   const user = round(cpu.user / 1000, 1)
   const system = round(cpu.system / 1000, 1)
   const summary: Summary = {
-    queue,
-    queueType: options.queueType,
+    queue: queue.name,
+    queueType: queue.type,
     producers: options.producers,
     consumers: options.consumers,
     size: options.size,
@@ -571,8 +618,10 @@ export const command = Command.make("perf", {
     Flag.optional
   ),
   queueType: Flag.Literals("queue-type", ["classic", "quorum", "stream"]).pipe(
-    Flag.withDescription("Type of the queue to declare. Default classic."),
-    Flag.withDefault("classic" as const)
+    Flag.withDescription(
+      "Type of the queue to declare (default classic); an existing --queue is checked against it, else used as it is."
+    ),
+    Flag.optional
   ),
   queue: Flags.queue.pipe(
     Flag.withDescription("Queue to use, declared when missing and kept. Default: a fresh queue, deleted at the end."),
