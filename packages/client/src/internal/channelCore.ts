@@ -522,7 +522,8 @@ export class ChannelCore implements ChannelSink {
       return Effect.fail(asEncodeError(error))
     }
     const connection = this.connection
-    const ready = connection.blockedReason === undefined && !connection.transport.congested() &&
+    const transport = connection.transport
+    const ready = connection.blockedReason === undefined && transport.isOpen() && !transport.congested() &&
       this.committing === undefined
     if (!this.confirmMode) {
       if (ready) {
@@ -531,7 +532,7 @@ export class ChannelCore implements ChannelSink {
       }
       return this.committed.pipe(
         Effect.andThen(this.unblocked),
-        Effect.andThen(connection.transport.drained),
+        Effect.andThen(this.writable),
         Effect.andThen(Effect.suspend(() => this.writeMessage(frames))),
         Effect.as(Effect.void)
       )
@@ -540,23 +541,35 @@ export class ChannelCore implements ChannelSink {
       this.slots++
       return Exit.succeed(this.sendConfirmed(frames, exchange, routingKey, body, properties, mandatory))
     }
-    // A publish given up between taking its slot and sending (while the socket drains) sent
-    // nothing: the slot goes back.
+    // A publish given up or failed between taking its slot and sending (while the socket drains)
+    // sent nothing: the slot goes back.
     return this.committed.pipe(
       Effect.andThen(this.unblocked),
       Effect.andThen(this.acquireSlot),
-      Effect.andThen(
-        connection.transport.drained.pipe(Effect.onInterrupt(() => Effect.sync(() => this.releaseSlot())))
-      ),
-      Effect.andThen(Effect.suspend(() => {
-        if (this.acceptsMethods()) {
-          return Effect.succeed(this.sendConfirmed(frames, exchange, routingKey, body, properties, mandatory))
-        }
-        this.releaseSlot()
-        return Effect.fail(this.unsent())
-      }))
+      Effect.andThen(this.writable.pipe(Effect.onError(() => Effect.sync(() => this.releaseSlot())))),
+      Effect.andThen(Effect.sync(() => this.sendConfirmed(frames, exchange, routingKey, body, properties, mandatory)))
     )
   }
+
+  /**
+   * Waits until the socket takes more, or the channel ends. A socket that closed sends nothing
+   * more, though the connection may not have heard of it yet: the publish then waits for the
+   * channel to end with the connection, and fails as never sent, with why.
+   */
+  private readonly writable: Effect.Effect<void, AmqpPublishError | AmqpClosedError> = Effect.suspend(() => {
+    const transport = this.connection.transport
+    const drained = transport.congested()
+      ? Effect.raceFirst(transport.drained, Effect.asVoid(Deferred.await(this.ended)))
+      : Effect.void
+    return Effect.andThen(
+      drained,
+      Effect.suspend(() => {
+        if (!this.acceptsMethods()) return Effect.fail(this.unsent())
+        if (transport.isOpen()) return Effect.void
+        return Effect.andThen(Deferred.await(this.ended), Effect.suspend(() => Effect.fail(this.unsent())))
+      })
+    )
+  })
 
   /** Sends a publish that holds a window slot and returns the wait for its confirm. */
   private sendConfirmed(

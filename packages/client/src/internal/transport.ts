@@ -53,6 +53,8 @@ export interface Transport {
    * bytes queued are still the last, and still unsent.
    */
   readonly sequence: () => number
+  /** False once the socket is closed or closing: a write then sends nothing, and nothing says so. */
+  readonly isOpen: () => boolean
   /** True when more than the write limit is queued in the socket. */
   readonly congested: () => boolean
   /** Waits until the socket has drained below its limit, or it closed. */
@@ -356,6 +358,7 @@ const makeTransport = (
       schedule()
     },
     sequence: () => sequence,
+    isOpen,
     congested: () => socket.writableLength + pendingBytes >= WRITE_LIMIT && isOpen(),
     drained: Effect.suspend(() => {
       if (!transport.congested()) return Effect.void
