@@ -21,6 +21,7 @@ import { AmqpConnection } from "./AmqpConnection.ts"
 import {
   AmqpChannelLimit,
   AmqpClosedError,
+  AmqpConfigError,
   type AmqpConnectionError,
   AmqpConsumerCancelled,
   type AmqpConsumerTagInUse,
@@ -126,10 +127,27 @@ export interface PublishOptions {
  * @category models
  */
 export interface ChannelOptions {
-  /** Publishes awaiting a confirm before more publishers wait (confirm mode). Default 1,000. */
+  /** Publishes awaiting a confirm before more publishers wait (confirm mode): 1 or more. Default 1,000. */
   readonly maxOutstandingConfirms?: number
-  /** Milliseconds a publish waits while the broker blocks the connection. Default: no deadline. */
+  /** Milliseconds a publish waits while the broker blocks the connection, 0 or more. Default: no deadline. */
   readonly blockedTimeout?: number
+}
+
+/**
+ * What makes channel options unusable, if anything: a confirm window that admits no publish would
+ * hold every publish forever.
+ *
+ * @internal
+ */
+export const invalidChannelOptions = (options: ChannelOptions): AmqpConfigError | undefined => {
+  const { blockedTimeout, maxOutstandingConfirms } = options
+  const problem = maxOutstandingConfirms !== undefined &&
+      !(Number.isSafeInteger(maxOutstandingConfirms) && maxOutstandingConfirms >= 1)
+    ? `maxOutstandingConfirms must be a whole number of at least 1, got ${maxOutstandingConfirms}`
+    : blockedTimeout !== undefined && !(blockedTimeout >= 0)
+    ? `blockedTimeout must be 0 or more milliseconds, got ${blockedTimeout}`
+    : undefined
+  return problem === undefined ? undefined : new AmqpConfigError({ message: `invalid channel options: ${problem}` })
 }
 
 /**
@@ -263,16 +281,26 @@ export const AmqpChannel: Context.Service<AmqpChannel, AmqpChannel> = Context.Se
 )
 
 /**
- * Opens a channel on `connection`; it closes with the scope.
+ * Opens a channel on `connection`; it closes with the scope. Options that cannot work fail with
+ * `AmqpConfigError` before anything is sent.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make = (
+export function make(connection: AmqpConnection): Effect.Effect<AmqpChannel, ChannelError, Scope.Scope>
+export function make(
+  connection: AmqpConnection,
+  options: ChannelOptions | undefined
+): Effect.Effect<AmqpChannel, ChannelError | AmqpConfigError, Scope.Scope>
+export function make(
   connection: AmqpConnection,
   options: ChannelOptions = {}
-): Effect.Effect<AmqpChannel, ChannelError, Scope.Scope> =>
-  Effect.map(openCore(connection, options), makeChannel).pipe(Effect.withSpan("AmqpChannel.make"))
+): Effect.Effect<AmqpChannel, ChannelError | AmqpConfigError, Scope.Scope> {
+  return Effect.suspend((): Effect.Effect<AmqpChannel, ChannelError | AmqpConfigError, Scope.Scope> => {
+    const invalid = invalidChannelOptions(options)
+    return invalid !== undefined ? Effect.fail(invalid) : Effect.map(openCore(connection, options), makeChannel)
+  }).pipe(Effect.withSpan("AmqpChannel.make"))
+}
 
 /**
  * Opens a channel and returns its state machine too, for the recovering channels.
@@ -477,5 +505,7 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options?: ChannelOptions): Layer.Layer<AmqpChannel, ChannelError, AmqpConnection> =>
+export const layer = (
+  options?: ChannelOptions
+): Layer.Layer<AmqpChannel, ChannelError | AmqpConfigError, AmqpConnection> =>
   Layer.effect(AmqpChannel, AmqpConnection.use((connection) => make(connection, options)))

@@ -149,7 +149,7 @@ export interface AmqpClient {
   /** Opens a channel that is re-opened, with its qos, confirm mode and consumers, after a reconnect. */
   readonly channel: (
     options?: AmqpChannel.ChannelOptions
-  ) => Effect.Effect<ClientChannel, AmqpChannel.ChannelError, Scope.Scope>
+  ) => Effect.Effect<ClientChannel, AmqpChannel.ChannelError | AmqpConfigError, Scope.Scope>
   /** Lifecycle events from now on. */
   readonly events: Stream.Stream<LifecycleEvent>
   /** A subscription to lifecycle events that starts at once, for callers that must not miss any. */
@@ -659,8 +659,12 @@ class Supervisor {
     this.emit({ _tag: "QueueRenamed", from, to })
   }
 
-  channel(options: AmqpChannel.ChannelOptions): Effect.Effect<ClientChannel, AmqpChannel.ChannelError, Scope.Scope> {
+  channel(
+    options: AmqpChannel.ChannelOptions
+  ): Effect.Effect<ClientChannel, AmqpChannel.ChannelError | AmqpConfigError, Scope.Scope> {
     return Effect.gen({ self: this }, function*() {
+      const invalid = AmqpChannel.invalidChannelOptions(options)
+      if (invalid !== undefined) return yield* invalid
       const channel = new LogicalChannel(this, options)
       yield* Effect.acquireRelease(
         Effect.sync(() => this.channels.add(channel)),

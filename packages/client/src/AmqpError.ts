@@ -294,7 +294,7 @@ export class AmqpClosedError extends StacklessTaggedError("AmqpClosedError")<{
 
 /**
  * Options that cannot work: a malformed URL, a frame_max below the protocol minimum, too many
- * channels.
+ * channels, a confirm window of no publish.
  *
  * @since 0.1.0
  * @category errors

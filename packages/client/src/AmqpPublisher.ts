@@ -12,7 +12,7 @@ import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
 import * as AmqpChannel from "./AmqpChannel.ts"
 import { AmqpConnection } from "./AmqpConnection.ts"
-import type { AmqpConsumerCancelled, AmqpPublishError } from "./AmqpError.ts"
+import type { AmqpConfigError, AmqpConsumerCancelled, AmqpPublishError } from "./AmqpError.ts"
 
 /**
  * @since 0.1.0
@@ -44,7 +44,7 @@ export const AmqpPublisher: Context.Service<AmqpPublisher, AmqpPublisher> = Cont
  */
 export const layer = (
   options?: AmqpChannel.ChannelOptions
-): Layer.Layer<AmqpPublisher, AmqpChannel.ChannelError, AmqpConnection> =>
+): Layer.Layer<AmqpPublisher, AmqpChannel.ChannelError | AmqpConfigError, AmqpConnection> =>
   Layer.effect(
     AmqpPublisher,
     Effect.gen(function*() {
