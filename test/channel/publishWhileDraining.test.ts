@@ -6,10 +6,11 @@
  */
 import { AmqpChannel, AmqpConnection } from "@effect-amqp/client"
 import { Methods } from "@effect-amqp/protocol"
-import { FaultProxy, ScriptedPeer } from "@effect-amqp/testing"
+import { FaultProxy } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
 import { Cause, Deferred, Effect, Exit, Fiber } from "effect"
 import { leakChecked } from "../support/Probe.ts"
+import { CHANNEL, openChannel, servedBy } from "../support/scriptedAmqp.ts"
 
 type Mode = "confirm" | "plain"
 type Ending = "channel closed with 406" | "connection reset"
@@ -30,31 +31,23 @@ const ending = (exit: Exit.Exit<unknown, unknown>): string => {
 
 const run = (mode: Mode, end: Ending) =>
   leakChecked(Effect.gen(function*() {
-    const peer = yield* ScriptedPeer.make()
     const endNow = yield* Deferred.make<void>()
-    yield* Effect.forkScoped(
-      Effect.flatMap(peer.accept(), (client) =>
-        Effect.gen(function*() {
-          yield* client.handshake({ tune: { heartbeat: 0 } })
-          const open = yield* client.expectFrame(
-            (f) => f._tag === "MethodFrame" && f.method._tag === "channel.open",
-            "channel.open"
+    const peer = yield* servedBy((client) =>
+      Effect.gen(function*() {
+        yield* openChannel(client)
+        if (mode === "confirm") {
+          yield* client.expect("confirm.select")
+          yield* client.sendMethod(CHANNEL, Methods.confirmSelectOk())
+        }
+        yield* Deferred.await(endNow)
+        if (end === "channel closed with 406") {
+          yield* client.sendMethod(
+            CHANNEL,
+            Methods.channelClose({ replyCode: 406, replyText: "PRECONDITION_FAILED", classId: 60, methodId: 40 })
           )
-          yield* client.sendMethod(open.channel, Methods.channelOpenOk())
-          if (mode === "confirm") {
-            yield* client.expect("confirm.select")
-            yield* client.sendMethod(open.channel, Methods.confirmSelectOk())
-          }
-          yield* Deferred.await(endNow)
-          if (end === "channel closed with 406") {
-            yield* client.sendMethod(
-              open.channel,
-              Methods.channelClose({ replyCode: 406, replyText: "PRECONDITION_FAILED", classId: 60, methodId: 40 })
-            )
-          }
-          yield* client.awaitEnd({ timeoutMillis: 30_000 }).pipe(Effect.ignore)
-        })),
-      { startImmediately: true }
+        }
+        yield* client.awaitEnd({ timeoutMillis: 30_000 }).pipe(Effect.ignore)
+      })
     )
     const proxy = yield* FaultProxy.make({ target: { host: "127.0.0.1", port: peer.port } })
     const connection = yield* AmqpConnection.fromUrl(`amqp://guest:guest@127.0.0.1:${proxy.port}`, {
