@@ -46,8 +46,9 @@ export type { ReturnedMessage } from "./internal/returns.ts"
 
 /**
  * The ways an operation on a channel can fail: the broker closed the channel, the connection
- * ended, the channel was already closed, or a value given to the operation cannot be encoded or a
- * consumer tag is already in use on the channel (the one operation fails, nothing is sent).
+ * ended, the channel was already closed, the connection had no channel id left to open it, or a
+ * value given to the operation cannot be encoded or a consumer tag is already in use on the
+ * channel (the one operation fails, nothing is sent).
  *
  * @since 0.1.0
  * @category errors
@@ -206,7 +207,8 @@ export interface AmqpChannel {
   readonly confirmSelect: Effect.Effect<void, ChannelError>
   /**
    * Publishes a message. In confirm mode it completes when the broker confirms it, and fails with
-   * `AmqpPublishError` when nacked, returned (mandatory and unroutable) or left unconfirmed.
+   * `AmqpPublishError` when nacked, returned (mandatory and unroutable) or left unconfirmed; in
+   * either mode, when the broker blocks the connection beyond the channel's `blockedTimeout`.
    *
    * A body over 16 KiB is not copied: the socket reads it after this returns, as Node's
    * `socket.write` does, so the buffer must not be changed afterwards (give each message its own).

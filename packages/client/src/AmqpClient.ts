@@ -169,8 +169,8 @@ export interface AmqpClient {
 }
 
 /**
- * Exponential backoff from 100 ms with jitter, capped at 30 s, forever, except for failures a
- * retry cannot fix (`AmqpConnectionError.isPermanent`).
+ * Exponential backoff from 100 ms, capped at 30 s, then jittered by ±20 % (so at most 36 s),
+ * forever, except for failures a retry cannot fix (`AmqpConnectionError.isPermanent`).
  *
  * @since 0.1.0
  * @category schedules

@@ -3,7 +3,7 @@
  * writer and its heartbeat fiber. Nothing it starts outlives its scope.
  *
  * Closing the scope, or interrupting the fiber that opened it, shuts down in order:
- * `connection.close` and its `close-ok`, stop the heartbeat, FIN, wait for the peer, destroy, each
+ * `connection.close` and its `close-ok`, FIN, stop the heartbeat, wait for the peer, destroy, each
  * step bounded by `closeTimeout`. A dead peer skips the polite steps. Whatever ends the connection,
  * every pending operation ends with the same typed `AmqpConnectionError`.
  *

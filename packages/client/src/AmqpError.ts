@@ -5,7 +5,7 @@
  * timed out, TLS), the handshake (which step, bad credentials, a forbidden vhost), the broker
  * (`connection.close` with its reply code), a heartbeat timeout, or a protocol violation.
  * `AmqpChannelError` ends one channel (404, 406, 403, 405 ...) and leaves the connection up.
- * Publishing and consuming add their own outcomes (`PublishError`, `ConsumerCancelled`).
+ * Publishing and consuming add their own outcomes (`AmqpPublishError`, `AmqpConsumerCancelled`).
  *
  * No error ever carries a password.
  *
@@ -100,7 +100,12 @@ export type HandshakeStep = "protocol-header" | "start" | "secure" | "tune" | "o
 export class HandshakeFailed extends Data.TaggedClass("HandshakeFailed")<{
   readonly step: HandshakeStep
   readonly message: string
-  /** True when the server closed right after `start-ok`, which RabbitMQ does on bad credentials. */
+  /**
+   * True when the server closed right after `start-ok` and a refused login is a likely cause: one
+   * side did not offer `authentication_failure_close` (with both offering it, as this client and
+   * RabbitMQ do, RabbitMQ refuses a login with `connection.close` 403 instead), or `start-ok` was
+   * larger than a server need take before `tune`.
+   */
   readonly possiblyAuthenticationFailure: boolean
 }> {}
 
@@ -257,7 +262,8 @@ export class AmqpConnectionError extends StacklessTaggedError("AmqpConnectionErr
 }
 
 /**
- * A channel was closed by the broker with a soft error, or ended with its connection.
+ * The broker closed a channel (`channel.close`, a soft error such as 404 or 406); the connection
+ * stays up. A channel that ends with its connection fails with the `AmqpConnectionError` instead.
  *
  * @since 0.1.0
  * @category errors

@@ -59,9 +59,12 @@ export interface ConnectionOptions {
   readonly vhost: string
   /** Set for `amqps://`; `{}` means TLS with the system's trust store and default checks. */
   readonly tls: TlsOptions | undefined
-  /** Seconds; 0 asks for no heartbeats. The lower of ours and the server's wins (0 = the other's). */
+  /**
+   * Seconds. The lower of ours and the server's wins; 0 on one side takes the other's, so
+   * heartbeats are off only when both say 0 (RabbitMQ proposes 60).
+   */
   readonly heartbeat: number
-  /** Bytes; 0 means no limit. Never below 8192, which RabbitMQ 4.1+ requires of clients. */
+  /** Bytes; the lower of ours and the server's, 0 taking the server's. Never below 8192 (RabbitMQ 4.1+). */
   readonly frameMax: number
   /** 0 means the server's limit. */
   readonly channelMax: number

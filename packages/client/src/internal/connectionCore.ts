@@ -389,7 +389,7 @@ export class ConnectionCore {
 
   /**
    * The ordered shutdown, run when the connection's scope closes: `connection.close` and its
-   * `close-ok` (bounded), stop the heartbeat, FIN, wait for the peer (bounded), destroy.
+   * `close-ok` (bounded), FIN, stop the heartbeat, wait for the peer (bounded), destroy.
    */
   readonly shutdown: Effect.Effect<void> = Effect.suspend(() => {
     const timeout = this.options.closeTimeout

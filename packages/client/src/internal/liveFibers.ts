@@ -1,7 +1,7 @@
 /**
- * A process-wide count of the long-lived fibers the client starts (reader, heartbeat, consumer
- * pumps), kept under a global symbol so that leak probes in other packages can read it without
- * depending on the client.
+ * A process-wide count of the long-lived fibers the client starts (each connection's heartbeat,
+ * each recovering client's supervisor), kept under a global symbol so that leak probes in other
+ * packages can read it without depending on the client.
  */
 import * as Effect from "effect/Effect"
 
