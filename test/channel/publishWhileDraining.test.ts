@@ -1,6 +1,7 @@
 /**
  * Publishes waiting for a congested socket to drain never left the client. When the channel ends
- * meanwhile (the broker closes it, or the connection is lost) they end at once, each as
+ * meanwhile (the broker closes it, the connection is lost, or the peer sends FIN without a
+ * `connection.close` while it reads no more) they end at once, each as
  * `Unconfirmed` with `sent: false` and the reason, in confirm mode and out of it: they neither
  * wait for a drain that may never come, nor report a message as published that was dropped.
  */
@@ -8,37 +9,21 @@ import { AmqpChannel, AmqpConnection } from "@effect-amqp/client"
 import { Methods } from "@effect-amqp/protocol"
 import { FaultProxy } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
-import { Cause, Deferred, Effect, Exit, Fiber } from "effect"
+import { Deferred, Effect, Fiber } from "effect"
+import { publishesWaitingForDrain } from "../support/Congestion.ts"
+import { publishEnding } from "../support/Outcome.ts"
 import { leakChecked } from "../support/Probe.ts"
-import { CHANNEL, openChannel, servedBy } from "../support/scriptedAmqp.ts"
+import { CHANNEL, openChannelIn, servedBy } from "../support/scriptedAmqp.ts"
 
 type Mode = "confirm" | "plain"
-type Ending = "channel closed with 406" | "connection reset"
-
-/** How a publish ended: "ok", or the error's tag with an `Unconfirmed` reason's details. */
-const ending = (exit: Exit.Exit<unknown, unknown>): string => {
-  if (Exit.isSuccess(exit)) return "ok"
-  const error = Cause.findErrorOption(exit.cause)
-  if (error._tag === "None") return Exit.hasInterrupts(exit) ? "interrupted" : "defect"
-  const failure = error.value as {
-    readonly _tag: string
-    readonly reason?: { readonly _tag: string; readonly sent?: boolean; readonly cause?: { readonly _tag: string } }
-  }
-  const reason = failure.reason
-  if (reason?._tag !== "Unconfirmed") return failure._tag
-  return `Unconfirmed(sent: ${reason.sent}, cause: ${reason.cause?._tag})`
-}
+type Ending = "channel closed with 406" | "connection reset" | "FIN from the peer"
 
 const run = (mode: Mode, end: Ending) =>
   leakChecked(Effect.gen(function*() {
     const endNow = yield* Deferred.make<void>()
     const peer = yield* servedBy((client) =>
       Effect.gen(function*() {
-        yield* openChannel(client)
-        if (mode === "confirm") {
-          yield* client.expect("confirm.select")
-          yield* client.sendMethod(CHANNEL, Methods.confirmSelectOk())
-        }
+        yield* openChannelIn(mode)(client)
         yield* Deferred.await(endNow)
         if (end === "channel closed with 406") {
           yield* client.sendMethod(
@@ -57,26 +42,16 @@ const run = (mode: Mode, end: Ending) =>
     const channel = yield* AmqpChannel.make(connection, { maxOutstandingConfirms: 5 })
     if (mode === "confirm") yield* channel.confirmSelect
 
-    // The peer stops reading: a 24 MiB body fills the socket, and three small publishes wait.
-    yield* proxy.stopReading("clientToServer")
-    yield* channel.publishAsync("", "q", new Uint8Array(24 * 1024 * 1024))
+    const waiting = yield* publishesWaitingForDrain(channel, proxy)
     assert.isTrue(connection.core.transport.congested())
-    const waiting = yield* Effect.forEach([0, 1, 2], (i) =>
-      Effect.forkChild(Effect.flatten(channel.publishAsync("", "q", Uint8Array.of(i))), { startImmediately: true }))
-    yield* Effect.sleep(100)
-    assert.deepStrictEqual(
-      waiting.map((fiber) =>
-        fiber.pollUnsafe()
-      ),
-      [undefined, undefined, undefined]
-    )
 
     yield* Deferred.succeed(endNow, undefined)
     if (end === "connection reset") yield* proxy.reset()
+    if (end === "FIN from the peer") yield* proxy.halfClose("serverToClient")
     // The socket still does not drain: the publishes end with the channel, not with a drain.
     const exits = yield* Effect.forEach(waiting, (fiber) => Fiber.await(fiber).pipe(Effect.timeout("2 seconds")))
     yield* proxy.resumeReading("clientToServer")
-    return exits.map(ending)
+    return exits.map(publishEnding)
   }))
 
 describe("publishes waiting for a congested socket", () => {
@@ -92,15 +67,17 @@ describe("publishes waiting for a congested socket", () => {
       60_000
     )
 
-    it.live(
-      `${mode}: end as never sent when the connection is lost`,
-      () =>
-        Effect.map(
-          run(mode, "connection reset"),
-          (endings) =>
-            assert.deepStrictEqual(endings, Array(3).fill("Unconfirmed(sent: false, cause: AmqpConnectionError)"))
-        ),
-      60_000
-    )
+    for (const end of ["connection reset", "FIN from the peer"] as const) {
+      it.live(
+        `${mode}: end as never sent after a ${end}`,
+        () =>
+          Effect.map(
+            run(mode, end),
+            (endings) =>
+              assert.deepStrictEqual(endings, Array(3).fill("Unconfirmed(sent: false, cause: AmqpConnectionError)"))
+          ),
+        60_000
+      )
+    }
   }
 })

@@ -28,3 +28,20 @@ export const outcomeTag = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<str
     effect,
     (error) => error._tag === "AmqpUnknownDeliveryTag" ? `${error._tag}(${String(error.reason)})` : `${error._tag}`
   )
+
+/**
+ * How a publish ended: "ok", "interrupted", "defect", the error's tag, or for an `Unconfirmed`
+ * publish error "Unconfirmed(sent: <sent>, cause: <the cause's tag>)".
+ */
+export const publishEnding = (exit: Exit.Exit<unknown, unknown>): string => {
+  if (Exit.isSuccess(exit)) return "ok"
+  const error = Cause.findErrorOption(exit.cause)
+  if (error._tag === "None") return Exit.hasInterrupts(exit) ? "interrupted" : "defect"
+  const failure = error.value as {
+    readonly _tag: string
+    readonly reason?: { readonly _tag: string; readonly sent?: boolean; readonly cause?: { readonly _tag: string } }
+  }
+  const reason = failure.reason
+  if (reason?._tag !== "Unconfirmed") return failure._tag
+  return `Unconfirmed(sent: ${reason.sent}, cause: ${reason.cause?._tag})`
+}

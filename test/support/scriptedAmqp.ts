@@ -36,6 +36,16 @@ export const openChannel: Script = (client) =>
     yield* client.sendMethod(CHANNEL, Methods.channelOpenOk())
   })
 
+/** `openChannel`, then in confirm mode `confirm.select` answered. */
+export const openChannelIn = (mode: "confirm" | "plain"): Script => (client) =>
+  Effect.gen(function*() {
+    yield* openChannel(client)
+    if (mode === "confirm") {
+      yield* client.expect("confirm.select")
+      yield* client.sendMethod(CHANNEL, Methods.confirmSelectOk())
+    }
+  })
+
 /** Answers the client's closes until it closes the connection (or is silent for 8 s), then FIN. */
 export const answerCloses: Script = (client) =>
   Effect.gen(function*() {

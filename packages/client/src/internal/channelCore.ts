@@ -523,8 +523,8 @@ export class ChannelCore implements ChannelSink {
     }
     const connection = this.connection
     const transport = connection.transport
-    const ready = connection.blockedReason === undefined && transport.isOpen() && !transport.congested() &&
-      this.committing === undefined
+    const ready = connection.state === "open" && connection.blockedReason === undefined && transport.isOpen() &&
+      !transport.congested() && this.committing === undefined
     if (!this.confirmMode) {
       if (ready) {
         this.writeFrames(frames)
@@ -553,11 +553,13 @@ export class ChannelCore implements ChannelSink {
 
   /**
    * Waits until the socket takes more, or the channel ends. A socket that closed sends nothing
-   * more, though the connection may not have heard of it yet: the publish then waits for the
-   * channel to end with the connection, and fails as never sent, with why.
+   * more, though the connection may not have heard of it yet, and after the connection's
+   * `connection.close` the broker reads nothing more: the publish then waits for the channel to
+   * end with the connection, and fails as never sent, with why.
    */
   private readonly writable: Effect.Effect<void, AmqpPublishError | AmqpClosedError> = Effect.suspend(() => {
-    const transport = this.connection.transport
+    const connection = this.connection
+    const transport = connection.transport
     const drained = transport.congested()
       ? Effect.raceFirst(transport.drained, Effect.asVoid(Deferred.await(this.ended)))
       : Effect.void
@@ -565,7 +567,7 @@ export class ChannelCore implements ChannelSink {
       drained,
       Effect.suspend(() => {
         if (!this.acceptsMethods()) return Effect.fail(this.unsent())
-        if (transport.isOpen()) return Effect.void
+        if (transport.isOpen() && connection.state === "open") return Effect.void
         return Effect.andThen(Deferred.await(this.ended), Effect.suspend(() => Effect.fail(this.unsent())))
       })
     )

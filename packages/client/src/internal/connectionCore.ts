@@ -137,6 +137,11 @@ export class ConnectionCore {
     })
     transport.socket.on("data", (chunk: Buffer) => this.onData(chunk))
     transport.socket.on("close", () => this.onSocketClosed())
+    // The peer's FIN without a connection.close: the socket closes once what is queued has been
+    // written, which a peer that also stopped reading holds off for ever.
+    transport.socket.on("end", () => {
+      if (transport.socket.writableLength > 0) this.onSocketClosed()
+    })
   }
 
   /** Waits until the connection has ended and returns why. */
