@@ -56,6 +56,43 @@ describe("effect-amqp perf against the broker's view", () => {
     }))
 
   it.live(
+    "checks a durable classic queue and an existing stream as such; a stream needs --queue-type",
+    () =>
+      Effect.gen(function*() {
+        const durable = uniqueQueue("perf-durable")
+        const stream = uniqueQueue("perf-stream")
+        yield* deleteAtEnd(durable)
+        yield* deleteAtEnd(stream)
+        yield* Effect.scoped(Effect.gen(function*() {
+          const channel = yield* sharedChannel
+          yield* channel.queueDeclare(durable, { durable: true })
+          yield* channel.queueDeclare(stream, { durable: true, arguments: { "x-queue-type": "stream" } })
+        }))
+
+        const asClassic = yield* perf(["--queue", durable, "--queue-type", "classic", "--count", "5"])
+        assert.strictEqual(asClassic.result.code, 0, asClassic.result.stderr)
+        assert.strictEqual(asClassic.summary.queueType, "classic")
+        assert.strictEqual(asClassic.summary.consumed, 5)
+        assert.deepStrictEqual(brokerView(durable), { type: "classic", messages: 0 })
+
+        const streamArgs = ["--queue", stream, "--count", "20", "--consumers", "2", "--confirm", "5"]
+        const asStream = yield* perf([...streamArgs, "--queue-type", "stream"])
+        assert.strictEqual(asStream.result.code, 0, asStream.result.stderr)
+        assert.deepStrictEqual(
+          [asStream.summary.queueType, asStream.summary.published, asStream.summary.consumed],
+          ["stream", 20, 40]
+        )
+
+        // Streams count no consumers, so without the type perf cannot see its consumers start.
+        const untyped = yield* perf(streamArgs)
+        assert.strictEqual(untyped.result.code, 1)
+        assert.include(untyped.result.stderr, "did not start within 10 s")
+        assert.include(untyped.result.stderr, "give --queue-type stream")
+      }),
+    60_000
+  )
+
+  it.live(
     "latency runs from publish to consume: a message's wait for a confirm slot is not in it",
     () =>
       Effect.gen(function*() {

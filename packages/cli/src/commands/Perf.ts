@@ -17,9 +17,11 @@
  * a fresh uniquely named queue that is deleted at the end, also on failure or interruption. Classic
  * queues are declared non-durable, quorum queues and streams durable, as RabbitMQ requires. An
  * existing queue is used as it is; AMQP does not tell its type, so with `--queue-type` the command
- * declares it as it would declare a new one, and the broker refuses a queue of another type (or
- * other settings), and without it the summary reports the type as `null`. Stream consumers start
- * from one second before the run, so none of the run's messages can slip past them.
+ * declares it as it would declare a new one (a classic one durable too), and the broker refuses a
+ * queue of another type or with other arguments; without it the summary reports the type as
+ * `null`, and the queue is taken for a classic or quorum one: an existing stream needs
+ * `--queue-type stream`. Stream consumers start from one second before the run, so none of the
+ * run's messages can slip past them.
  *
  * What runs where goes to stderr first, then a progress line once a second: totals, rates and
  * latency p50/p99 over the last second. At the end the summary goes to stdout, as lines or, with
@@ -224,16 +226,27 @@ const setupQueue = (
     return Effect.as(Queues.temporary(connection, name, queueArguments(type)), { name, type })
   }
   const name = options.queue.value
+  const refused = (error: AmqpChannel.ChannelError) => error._tag === "AmqpChannelError" && error.replyCode === 406
   // Declared as perf would declare it, an existing queue of another type (or other settings) is
-  // refused by the broker with 406.
+  // refused by the broker with 406; a classic queue may be durable too.
+  const asDeclared = type === "classic"
+    ? declare(name).pipe(
+      Effect.catchIf(refused, () =>
+        Effect.as(
+          Queues.withChannel(connection, (channel) => channel.queueDeclare(name, { durable: true })),
+          { name, type }
+        ))
+    )
+    : declare(name)
   const checkExisting = (): Effect.Effect<RunQueue, AmqpChannel.ChannelError | Report.CommandFailed> =>
-    Option.isNone(options.queueType) ? Effect.succeed({ name, type: null }) : declare(name).pipe(
+    Option.isNone(options.queueType) ? Effect.succeed({ name, type: null }) : asDeclared.pipe(
       Effect.catchIf(
-        (error) => error._tag === "AmqpChannelError" && error.replyCode === 406,
+        refused,
         (error) =>
           Effect.fail(
             new Report.CommandFailed({
-              message: `queue ${name} exists, but not as perf declares a ${type} queue: ${error.message}`
+              message: `queue ${name} exists, but not as perf declares a ${type} queue (give no --queue-type to ` +
+                `use it as it is): ${error.message}`
             })
           )
       )
@@ -511,7 +524,17 @@ export const run = Effect.fn("effect-amqp perf")(function*(options: Options) {
         )
       )
   )
-  if (queue.type !== "stream") yield* Queues.awaitConsumers(admin, queue.name, options.consumers)
+  if (queue.type !== "stream") {
+    yield* Queues.awaitConsumers(admin, queue.name, options.consumers).pipe(
+      Effect.mapError((error) =>
+        queue.type === null && error._tag === "CommandFailed"
+          ? new Report.CommandFailed({
+            message: `${error.message} (a stream counts no consumers: give --queue-type stream for one)`
+          })
+          : error
+      )
+    )
+  }
   const producerChannels = yield* Effect.forEach(
     Message.ids(options.producers),
     (index) =>
