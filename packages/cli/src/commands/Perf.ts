@@ -201,6 +201,10 @@ const queueArguments = (type: QueueType) => ({
   arguments: type === "classic" ? {} : { "x-queue-type": type }
 })
 
+/** The broker's refusal of a declaration that does not match the queue as it exists. */
+const refused = (error: AmqpChannel.ChannelError): boolean =>
+  error._tag === "AmqpChannelError" && error.replyCode === 406
+
 /** The queue of a run and its type, when known. */
 interface RunQueue {
   readonly name: string
@@ -226,7 +230,6 @@ const setupQueue = (
     return Effect.as(Queues.temporary(connection, name, queueArguments(type)), { name, type })
   }
   const name = options.queue.value
-  const refused = (error: AmqpChannel.ChannelError) => error._tag === "AmqpChannelError" && error.replyCode === 406
   // Declared as perf would declare it, an existing queue of another type (or other settings) is
   // refused by the broker with 406; a classic queue may be durable too.
   const asDeclared = type === "classic"
