@@ -220,27 +220,18 @@ const setupQueue = (
   options: Options
 ): Effect.Effect<RunQueue, AmqpChannel.ChannelError | Report.CommandFailed, Scope.Scope> => {
   const type = Option.getOrElse(options.queueType, () => "classic" as const)
-  const declare = (name: string) =>
-    Effect.as(Queues.withChannel(connection, (channel) => channel.queueDeclare(name, queueArguments(type))), {
-      name,
-      type
-    })
   if (Option.isNone(options.queue)) {
     const name = Queues.uniqueName("perf")
     return Effect.as(Queues.temporary(connection, name, queueArguments(type)), { name, type })
   }
   const name = options.queue.value
+  const declare = (declareOptions: AmqpChannel.QueueDeclareOptions = queueArguments(type)) =>
+    Effect.as(Queues.withChannel(connection, (channel) => channel.queueDeclare(name, declareOptions)), { name, type })
   // Declared as perf would declare it, an existing queue of another type (or other settings) is
   // refused by the broker with 406; a classic queue may be durable too.
   const asDeclared = type === "classic"
-    ? declare(name).pipe(
-      Effect.catchIf(refused, () =>
-        Effect.as(
-          Queues.withChannel(connection, (channel) => channel.queueDeclare(name, { durable: true })),
-          { name, type }
-        ))
-    )
-    : declare(name)
+    ? Effect.catchIf(declare(), refused, () => declare({ durable: true }))
+    : declare()
   const checkExisting = (): Effect.Effect<RunQueue, AmqpChannel.ChannelError | Report.CommandFailed> =>
     Option.isNone(options.queueType) ? Effect.succeed({ name, type: null }) : asDeclared.pipe(
       Effect.catchIf(
@@ -257,7 +248,7 @@ const setupQueue = (
   return Queues.withChannel(connection, (channel) => channel.queueDeclare(name, { passive: true })).pipe(
     Effect.matchEffect({
       onFailure: (error) =>
-        error._tag === "AmqpChannelError" && error.replyCode === 404 ? declare(name) : Effect.fail(error),
+        error._tag === "AmqpChannelError" && error.replyCode === 404 ? declare() : Effect.fail(error),
       onSuccess: checkExisting
     })
   )
