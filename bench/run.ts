@@ -16,6 +16,9 @@
  * effect-amqp runs compiled to JavaScript, as a published package would (Node does not strip
  * types under node_modules). `--ref REV` compiles it as committed at REV (a `git archive` of
  * packages/protocol and packages/client) rather than the work tree, which others may be editing.
+ * Each worker's progress line also says where its CPU went (on Linux): kernel time, time on threads
+ * other than the main one (V8 compiling or collecting during the measured part), read and write
+ * system calls per message, and the collections run.
  */
 import { BrokerNode } from "@effect-amqp/testing"
 import { Effect, Exit, Scope } from "effect"
@@ -270,6 +273,19 @@ const runOne = async (broker: Broker, scenario: Scenario, client: string, rep: n
   }
 }
 
+/**
+ * Where a worker's CPU went, per message: in the kernel, on threads other than the main one (V8's
+ * compiler and collector), in read and write system calls; and the collections it ran.
+ */
+const whereCpuWent = (result: WorkerResult): string => {
+  const parts = [`sys ${result.systemPerMessageUs.toFixed(2)}`]
+  if (result.otherThreadsPerMessageUs !== undefined) parts.push(`threads ${result.otherThreadsPerMessageUs.toFixed(2)}`)
+  const calls = result.syscallsPerMessage
+  if (calls !== undefined) parts.push(`reads ${calls.reads.toFixed(3)} writes ${calls.writes.toFixed(3)}`)
+  const gc = result.collections
+  return `(${parts.join(", ")} /msg; gc ${gc.scavenges}+${gc.markCompacts} ${gc.pauseMs.toFixed(0)} ms)`
+}
+
 // -------------------------------------------------------------------------------------------------
 // main
 // -------------------------------------------------------------------------------------------------
@@ -345,7 +361,8 @@ const main = async () => {
           process.stderr.write(
             `[${rep + 1}/${reps}] ${broker.kind.padEnd(8)} ${scenario.name.padEnd(16)} ${client.padEnd(22)} `
               + `${Math.round(result.rate).toLocaleString("en-US").padStart(9)} msg/s${latency}  `
-              + `cpu ${result.cpuPerMessageUs.toFixed(2)} µs/msg  rss ${(result.peakRss / 1048576).toFixed(0)} MiB  `
+              + `cpu ${result.cpuPerMessageUs.toFixed(2)} µs/msg ${whereCpuWent(result)}  `
+              + `rss ${(result.peakRss / 1048576).toFixed(0)} MiB  `
               + `(${result.seconds.toFixed(2)} s)\n`
           )
         }

@@ -10,6 +10,7 @@
 import * as Fs from "node:fs"
 import * as Module from "node:module"
 import * as Path from "node:path"
+import { constants as PerfConstants, type PerformanceEntry, PerformanceObserver } from "node:perf_hooks"
 import * as Url from "node:url"
 import { parseArgs } from "node:util"
 import { type BenchClient, check, makeBody, type Target } from "./adapter.ts"
@@ -24,6 +25,14 @@ export interface WorkerResult {
   /** Messages per second. */
   readonly rate: number
   readonly cpuPerMessageUs: number
+  /** The part of `cpuPerMessageUs` spent in the kernel (system time). */
+  readonly systemPerMessageUs: number
+  /** The part of `cpuPerMessageUs` spent off the main thread: V8's compiler and collector, libuv's pool. */
+  readonly otherThreadsPerMessageUs?: number
+  /** Collections during the measured part: scavenges, mark-compacts, and their pauses on the main thread. */
+  readonly collections: { readonly scavenges: number; readonly markCompacts: number; readonly pauseMs: number }
+  /** Read and write system calls per message (Linux's /proc/self/io), when the system tells them. */
+  readonly syscallsPerMessage?: { readonly reads: number; readonly writes: number }
   /** Highest RSS seen by the 10 ms sampler during the measured part, in bytes. */
   readonly peakRss: number
   /** RSS just before the measured part. */
@@ -54,6 +63,35 @@ const useCompiled = (dir: string): void => {
       return { url: Url.pathToFileURL(Path.join(dir, match[1]!, "src", "index.js")).href, shortCircuit: true }
     }
   })
+}
+
+/** The process's read and write system calls so far, from Linux's /proc/self/io. */
+const syscalls = (): { readonly reads: number; readonly writes: number } | undefined => {
+  try {
+    const io = Fs.readFileSync("/proc/self/io", "latin1")
+    const count = (name: string) => Number(new RegExp(`^${name}: (\\d+)$`, "m").exec(io)?.[1])
+    const counts = { reads: count("syscr"), writes: count("syscw") }
+    return Number.isFinite(counts.reads) && Number.isFinite(counts.writes) ? counts : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * CPU time in microseconds of the threads other than the main one: the first field of Linux's
+ * /proc/self/task/<id>/schedstat, each thread's time on a CPU in nanoseconds.
+ */
+const otherThreadsCpuUs = (): number | undefined => {
+  try {
+    let nanoseconds = 0
+    for (const task of Fs.readdirSync("/proc/self/task")) {
+      if (Number(task) === process.pid) continue
+      nanoseconds += Number(Fs.readFileSync(`/proc/self/task/${task}/schedstat`, "latin1").split(" ")[0])
+    }
+    return Number.isFinite(nanoseconds) ? nanoseconds / 1000 : undefined
+  } catch {
+    return undefined
+  }
 }
 
 /** Under `--cpu-prof`, where the profile will be written, so the measured window can sit beside it. */
@@ -113,12 +151,27 @@ const main = async () => {
     const rss = process.memoryUsage.rss()
     if (rss > peakRss) peakRss = rss
   }, 10)
+  const collections = { scavenges: 0, markCompacts: 0, pauseMs: 0 }
+  const gcObserver = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      const kind = (entry as PerformanceEntry & { readonly detail?: { readonly kind?: number } }).detail?.kind
+      if (kind === PerfConstants.NODE_PERFORMANCE_GC_MINOR) collections.scavenges++
+      if (kind === PerfConstants.NODE_PERFORMANCE_GC_MAJOR) collections.markCompacts++
+      collections.pauseMs += entry.duration
+    }
+  })
+  gcObserver.observe({ entryTypes: ["gc"] })
+  const syscallsBefore = syscalls()
+  const otherThreadsBefore = otherThreadsCpuUs()
   const cpuBefore = process.cpuUsage()
   const startUs = monotonicUs()
   const began = performance.now()
   const measured = await runScenario(session, scenario, values.queue, body, messages)
   const seconds = (performance.now() - began) / 1000
   const cpu = process.cpuUsage(cpuBefore)
+  const syscallsAfter = syscalls()
+  const otherThreadsAfter = otherThreadsCpuUs()
+  gcObserver.disconnect()
   const profile = profilePath()
   if (profile !== undefined) {
     Fs.mkdirSync(Path.dirname(profile), { recursive: true })
@@ -149,6 +202,19 @@ const main = async () => {
     seconds,
     rate,
     cpuPerMessageUs: (cpu.user + cpu.system) / operations,
+    systemPerMessageUs: cpu.system / operations,
+    collections,
+    ...(otherThreadsBefore !== undefined && otherThreadsAfter !== undefined
+      ? { otherThreadsPerMessageUs: (otherThreadsAfter - otherThreadsBefore) / operations }
+      : {}),
+    ...(syscallsBefore !== undefined && syscallsAfter !== undefined
+      ? {
+        syscallsPerMessage: {
+          reads: (syscallsAfter.reads - syscallsBefore.reads) / operations,
+          writes: (syscallsAfter.writes - syscallsBefore.writes) / operations
+        }
+      }
+      : {}),
     peakRss,
     startRss,
     ...(p50Us !== undefined ? { p50Us } : {}),
