@@ -724,6 +724,13 @@ const NO_QOS: Qos = { prefetchCount: 0, prefetchSize: 0, global: false }
 
 const sameQos = (a: Qos, b: Qos) => a.prefetchCount === b.prefetchCount && a.prefetchSize === b.prefetchSize
 
+/** The offset a stream queue gave a delivery (its `x-stream-offset` header); other queues give none. */
+const streamOffset = (delivery: Delivery): bigint | undefined => {
+  const offset = delivery.properties.headers?.["x-stream-offset"]
+  if (typeof offset === "bigint") return offset
+  return typeof offset === "number" && Number.isSafeInteger(offset) ? BigInt(offset) : undefined
+}
+
 /** A consumer of a client channel: its stream outlives the channel incarnations under it. */
 class LogicalConsumer {
   handle: ConsumerHandle | undefined
@@ -757,11 +764,37 @@ class LogicalConsumer {
    */
   ended = false
 
+  /**
+   * For a consumer of a stream: the offset to go on from on the next link, the one after the last
+   * delivery the application has taken or will take. A stream requeues nothing, so the offset the
+   * consumer first asked for would deliver everything again (`first`) or skip what was published
+   * while the link was down (`next`).
+   */
+  private resumeAt: bigint | undefined
+
+  /** A delivery reached the buffer: its stream goes on after it. */
+  private delivered(delivery: Delivery): void {
+    const offset = streamOffset(delivery)
+    if (offset !== undefined) this.resumeAt = offset + 1n
+  }
+
+  /** A delivery from a lost link left the buffer untaken: its stream goes on from it. */
+  dropped(delivery: Delivery): void {
+    const offset = streamOffset(delivery)
+    if (offset !== undefined && (this.resumeAt === undefined || offset < this.resumeAt)) this.resumeAt = offset
+  }
+
   attach(core: ChannelCore): Effect.Effect<void, AmqpChannel.ChannelError> {
     if (this.ended || this.attachedTo === core) return Effect.void
     this.attachedTo = core
-    return startConsumer(core, this.queue, this.options, {
-      offer: (from, delivery) => this.buffer.offer(from, delivery),
+    const options = this.resumeAt === undefined
+      ? this.options
+      : { ...this.options, arguments: { ...this.options.arguments, "x-stream-offset": this.resumeAt } }
+    return startConsumer(core, this.queue, options, {
+      offer: (from, delivery) => {
+        this.delivered(delivery)
+        this.buffer.offer(from, delivery)
+      },
       cancelledByBroker: (consumerTag) => {
         this.channel.consumers.delete(this)
         this.channel.supervisor.consumerGone(this.queue, core)
@@ -1144,7 +1177,8 @@ class LogicalChannel {
   private startBuffered(queue: string, options: ConsumeOptions) {
     return Effect.gen({ self: this }, function*() {
       const buffer = new DeliveryBuffer<AmqpChannel.ChannelError | AmqpConsumerCancelled>({
-        noAck: options.noAck ?? false
+        noAck: options.noAck ?? false,
+        onDropped: (delivery) => consumer.dropped(delivery)
       })
       const consumer = new LogicalConsumer(
         queue,

@@ -300,11 +300,29 @@ export class ChannelCore implements ChannelSink {
    * Sends back to its queue a delivery the application never had (reject with requeue). In tx
    * mode that reject belongs to the transaction: it is sent again after each rollback, and takes
    * effect with the next commit.
+   *
+   * A stream requeues nothing, and RabbitMQ answers a reject of a stream's delivery by closing the
+   * connection (540): one `fromStream` is acknowledged instead, which returns the consumer's
+   * credit. The message stays in the stream all the same.
    */
-  giveBack(deliveryTag: number): void {
+  giveBack(deliveryTag: number, fromStream: boolean): void {
     if (!this.acceptsMethods()) return
+    if (fromStream) {
+      this.settlements.settle(deliveryTag)
+      return this.writeAck(deliveryTag, false)
+    }
     this.settlements.giveBack(deliveryTag)
     this.write(Methods.basicReject({ deliveryTag, requeue: true }))
+  }
+
+  /**
+   * Queues a `basic.ack` whose tag the settlements already record. One with every tag below it
+   * settled goes with `multiple`, which then means the same, so that the next such ack can raise
+   * its tag while it waits.
+   */
+  writeAck(deliveryTag: number, multiple: boolean): void {
+    if (this.settlements.isSettledThrough(deliveryTag)) this.writeAckThrough(deliveryTag)
+    else this.writeLater(Methods.basicAck({ deliveryTag, multiple }))
   }
 
   /** `tx.rollback` went out: the deliveries handed back in the transaction are handed back again. */

@@ -130,8 +130,7 @@ const sendAcknowledgement = (
   if (connection.isClosed()) return Effect.fail(connection.closedError())
   switch (operation) {
     case "ack":
-      if (core.settlements.isSettledThrough(deliveryTag)) core.writeAckThrough(deliveryTag)
-      else core.writeLater(Methods.basicAck({ deliveryTag, multiple }))
+      core.writeAck(deliveryTag, multiple)
       break
     case "nack":
       core.writeLater(Methods.basicNack({ deliveryTag, multiple, requeue }))
@@ -196,7 +195,7 @@ class DeliveryImpl implements Delivery {
   giveBack(): void {
     if (this.noAck) return
     const brokerTag = this.deliveryTag - this.core.tagOffset
-    if (!this.core.settlements.isSettled(brokerTag)) this.core.giveBack(brokerTag)
+    if (!this.core.settlements.isSettled(brokerTag)) this.core.giveBack(brokerTag, isFromStream(this.properties))
   }
 
   /** Whether the channel it came from can no longer take its acknowledgement. */
@@ -204,6 +203,10 @@ class DeliveryImpl implements Delivery {
     return !this.core.acceptsMethods()
   }
 }
+
+/** Whether a delivery came from a stream queue, which stamps each with its `x-stream-offset`. */
+export const isFromStream = (properties: BasicProperties | undefined): boolean =>
+  properties?.headers?.["x-stream-offset"] !== undefined
 
 /**
  * A delivery to acknowledge whose channel has ended before anyone took it from the buffer: the
@@ -261,7 +264,7 @@ export const startConsumer = (
       if (m._tag !== "basic.deliver") return
       if (cancelling) {
         if (noAck) core.settlements.settle(m.deliveryTag, false)
-        else core.giveBack(m.deliveryTag)
+        else core.giveBack(m.deliveryTag, isFromStream(command.properties))
         return
       }
       if (noAck) core.settlements.settle(m.deliveryTag, false)
@@ -378,9 +381,12 @@ export class DeliveryBuffer<E> {
 
   /** Deliveries need acknowledging (no `noAck`): those whose channel has ended are dropped. */
   private readonly dropsStale: boolean
+  /** Told of each delivery dropped that way, which the application will never see. */
+  private readonly onDropped: ((delivery: Delivery) => void) | undefined
 
-  constructor(options: { readonly noAck?: boolean } = {}) {
+  constructor(options: { readonly noAck?: boolean; readonly onDropped?: (delivery: Delivery) => void } = {}) {
     this.dropsStale = options.noAck !== true
+    this.onDropped = options.onDropped
     // One delivery per pull, never a whole batch: a delivery that downstream does not take (say,
     // after `Stream.take`) stays in the buffer, where ending the consumer finds it and requeues it.
     const pull: Effect.Effect<readonly [Delivery], E> = this.next((delivery) => Effect.succeed([delivery] as const))
@@ -426,7 +432,10 @@ export class DeliveryBuffer<E> {
       this.handling = undefined
       while (this.head < this.items.length) {
         const delivery = this.take()
-        if (this.dropsStale && isStale(delivery)) continue
+        if (this.dropsStale && isStale(delivery)) {
+          this.onDropped?.(delivery)
+          continue
+        }
         this.handling = delivery
         return use(delivery)
       }
@@ -539,7 +548,11 @@ export class DeliveryBuffer<E> {
    */
   dropStale(): void {
     if (this.dropsStale) {
-      const live = this.items.slice(this.head).filter((delivery) => !isStale(delivery))
+      const live: Array<Delivery> = []
+      for (const delivery of this.items.slice(this.head)) {
+        if (!isStale(delivery)) live.push(delivery)
+        else this.onDropped?.(delivery)
+      }
       this.items = live
       this.head = 0
       this.bytes = 0
