@@ -7,12 +7,15 @@
 import {
   AmqpChannel,
   AmqpChannelError,
+  AmqpClient,
   AmqpConnectionError,
   AmqpConsumerCancelled,
+  ConnectionConfig,
   ServerClosed
 } from "@effect-amqp/client"
+import { SharedBroker } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
-import { Data, Deferred, Effect, Exit, Fiber } from "effect"
+import { Data, Deferred, Effect, Exit, Fiber, Option } from "effect"
 import {
   brokerChannel,
   checkRequeuedAfterEnd,
@@ -24,6 +27,9 @@ import {
   text,
   unique
 } from "../support/channelKit.ts"
+import { leakChecked, Names } from "../support/Probe.ts"
+
+const names = new Names("consume-with")
 
 class HandlerFailed extends Data.TaggedError("HandlerFailed")<{ readonly body: string }> {}
 
@@ -92,7 +98,7 @@ describe("consumeWith", () => {
       })
     ))
 
-  it.live("ends with the handler's error, cancels the consumer, and its channel carries on", () =>
+  it.live("ends with the handler's error, cancels the consumer, requeues what it held; the channel carries on", () =>
     onSharedBroker((connect, broker) =>
       Effect.gen(function*() {
         const { channel, connection, consumer, queue } = yield* queueWithMessages(connect, "q-with-fails", 5)
@@ -107,12 +113,40 @@ describe("consumeWith", () => {
         const onBroker = yield* brokerChannel(broker, connection.name, consumer.id)
         assert.deepStrictEqual(onBroker.map((c) => c.consumerCount), [0])
         assert.isTrue(yield* consumer.isOpen)
-        // m0 and m1 were acked; m2 stays unacknowledged on the consumer's channel, m3 and m4 wait.
+        // m0 and m1 were acked; m2, whose handler failed, is back in the queue, in front of m3
+        // and m4, rather than unacknowledged for as long as the consumer's channel lives.
+        const passive = yield* poll(channel.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount === 3)
+        assert.deepStrictEqual(passive, { queue, messageCount: 3, consumerCount: 0 })
+        const unacked = yield* brokerChannel(broker, connection.name, consumer.id)
+        assert.deepStrictEqual(unacked.map((c) => c.messagesUnacknowledged), [0])
+        const again = Option.getOrThrow(yield* channel.get(queue, { noAck: true }))
+        assert.deepStrictEqual([text(again.body), again.redelivered], ["m2", true])
+        // queue.delete counts the ready messages: m3 and m4.
+        assert.strictEqual(yield* channel.queueDelete(queue), 2)
+      })
+    ))
+
+  it.live("a handler that settled its delivery before failing leaves it settled", () =>
+    onSharedBroker((connect, broker) =>
+      Effect.gen(function*() {
+        const { channel, connection, consumer, queue } = yield* queueWithMessages(connect, "q-with-settled", 3)
+        yield* consumer.qos(1)
+        // m0 is dropped (nack without requeue) and then its handler fails: giving it back as well
+        // would settle its tag twice, which the broker answers by closing the channel (406).
+        const handle = (delivery: AmqpChannel.Delivery) =>
+          Effect.andThen(
+            delivery.nack({ requeue: false }),
+            Effect.fail(new HandlerFailed({ body: text(delivery.body) }))
+          )
+        const error = yield* Effect.flip(consumer.consumeWith(queue, handle)).pipe(Effect.timeout("10 seconds"))
+        assert.deepStrictEqual(error, new HandlerFailed({ body: "m0" }))
+        // A round trip on the consumer's channel: the broker read whatever the client sent after the nack.
+        yield* consumer.queueDeclare(queue, { passive: true })
+        assert.isTrue(yield* consumer.isOpen)
         const passive = yield* poll(channel.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount === 2)
         assert.deepStrictEqual(passive, { queue, messageCount: 2, consumerCount: 0 })
         const unacked = yield* brokerChannel(broker, connection.name, consumer.id)
-        assert.deepStrictEqual(unacked.map((c) => c.messagesUnacknowledged), [1])
-        // queue.delete counts the ready messages: m3 and m4.
+        assert.deepStrictEqual(unacked.map((c) => c.messagesUnacknowledged), [0])
         assert.strictEqual(yield* channel.queueDelete(queue), 2)
       })
     ))
@@ -289,4 +323,30 @@ describe("consumeWith", () => {
         assert.strictEqual(yield* channel.queueDelete(queue), 0)
       })
     ))
+
+  it.live("on an AmqpClient channel, a failing handler's delivery goes back, and the channel carries on", () =>
+    Effect.gen(function*() {
+      const broker = yield* SharedBroker.acquire
+      yield* leakChecked(
+        Effect.gen(function*() {
+          const options = yield* ConnectionConfig.fromUrl(broker.url, { connectionName: names.next("client") })
+          const client = yield* AmqpClient.make(options)
+          const channel = yield* client.channel()
+          const queue = unique("q-with-client-fails")
+          yield* channel.queueDeclare(queue)
+          yield* channel.confirmSelect
+          yield* channel.publish("", queue, Buffer.from("poison"))
+          const error = yield* Effect.flip(
+            channel.consumeWith(queue, (delivery) => Effect.fail(new HandlerFailed({ body: text(delivery.body) })))
+          ).pipe(Effect.timeout("10 seconds"))
+          assert.deepStrictEqual(error, new HandlerFailed({ body: "poison" }))
+          // Back in the queue at once, not held for the life of the client's channel.
+          const again = yield* poll(channel.get(queue), Option.isSome)
+          assert.deepStrictEqual(Option.map(again, (d) => [text(d.body), d.redelivered]), Option.some(["poison", true]))
+          yield* Option.getOrThrow(again).ack()
+          assert.strictEqual(yield* channel.queueDelete(queue), 0)
+        }),
+        names.own(broker)
+      )
+    }))
 })

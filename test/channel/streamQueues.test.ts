@@ -3,7 +3,9 @@
  * queue takes such deliveries back with `basic.reject` and requeue; a stream requeues nothing and
  * answers a reject or nack by closing the whole connection (540 NOT_IMPLEMENTED). The client
  * acknowledges a stream's delivery instead, which returns its credit, and the message stays in the
- * stream for the next reader.
+ * stream for the next reader, also when a transaction is rolled back. A consumer reads a stream
+ * when it was started with an `x-stream-offset` argument: a header of that name on a classic
+ * queue's messages, set by a publisher, changes nothing.
  */
 import { AmqpChannel } from "@effect-amqp/client"
 import { type AmqpConnection } from "@effect-amqp/client"
@@ -14,6 +16,7 @@ import {
   type Connect,
   onSharedBroker,
   poll,
+  readyCount,
   type SharedBroker,
   text,
   unique,
@@ -22,18 +25,25 @@ import {
 
 const MESSAGES = 10
 
-const setUp = (connect: Connect) =>
+/**
+ * A connection, a fresh queue of `queueType` holding `s0`… (with a publisher's `x-stream-offset`
+ * header when `header`), and a consumer channel whose prefetch takes them all.
+ */
+const setUp = (connect: Connect, queueType: "stream" | "classic" = "stream", header = false) =>
   Effect.gen(function*() {
     const connection = yield* connect()
     const admin = yield* AmqpChannel.make(connection)
     yield* admin.confirmSelect
-    const stream = unique("stream-ended")
+    const stream = unique(`${queueType}-ended`)
     yield* Effect.acquireRelease(
-      admin.queueDeclare(stream, { durable: true, arguments: { "x-queue-type": "stream" } }),
+      admin.queueDeclare(stream, { durable: true, arguments: { "x-queue-type": queueType } }),
       () => Effect.ignore(admin.queueDelete(stream))
     )
     const confirms = []
-    for (let i = 0; i < MESSAGES; i++) confirms.push(yield* admin.publishAsync("", stream, utf8(`s${i}`)))
+    for (let i = 0; i < MESSAGES; i++) {
+      const properties = header ? { headers: { "x-stream-offset": 1000 + i } } : {}
+      confirms.push(yield* admin.publishAsync("", stream, utf8(`s${i}`), { properties }))
+    }
     yield* Effect.all(confirms, { discard: true })
     const consumer = yield* AmqpChannel.make(connection)
     // The whole stream fits the prefetch: what the application does not take waits in the buffer.
@@ -105,6 +115,52 @@ describe("stream queue consumers that end with deliveries buffered", () => {
         yield* Fiber.interrupt(running)
         assert.deepStrictEqual(handled, ["s0", "s1", "s2"])
         yield* checkEndedCleanly(broker, connection, consumer, stream)
+      })
+    ))
+
+  it.live("in tx mode: a rollback hands them back again as acks, and the commit leaves nothing held", () =>
+    onSharedBroker((connect, broker) =>
+      Effect.gen(function*() {
+        const { connection, consumer, stream } = yield* setUp(connect)
+        yield* consumer.txSelect
+        const taken = yield* consumer.consume(stream, { arguments: { "x-stream-offset": "first" } }).pipe(
+          Stream.tap((delivery) => delivery.ack()),
+          Stream.take(3),
+          Stream.runCollect
+        )
+        assert.deepStrictEqual(taken.map((d) => text(d.body)), ["s0", "s1", "s2"])
+        // The rollback undoes the application's acks and the hand-back alike; the application
+        // acks its three again, and the client hands back the rest again.
+        yield* consumer.txRollback
+        for (const delivery of taken) yield* delivery.ack()
+        yield* consumer.txCommit
+        yield* checkEndedCleanly(broker, connection, consumer, stream)
+      })
+    ))
+})
+
+describe("a classic queue whose messages carry a publisher's x-stream-offset header", () => {
+  it.live("a consumer stream cut short requeues the rest", () =>
+    onSharedBroker((connect) =>
+      Effect.gen(function*() {
+        const { consumer, stream: queue } = yield* setUp(connect, "classic", true)
+        const taken = yield* consumer.consume(queue).pipe(
+          Stream.tap((delivery) => delivery.ack()),
+          Stream.take(3),
+          Stream.runCollect
+        )
+        assert.deepStrictEqual(taken.map((d) => text(d.body)), ["s0", "s1", "s2"])
+        const ready = yield* poll(readyCount(consumer, queue), (n) => n === MESSAGES - 3)
+        assert.strictEqual(ready, MESSAGES - 3)
+        const rest = yield* consumer.consume(queue).pipe(
+          Stream.tap((delivery) => delivery.ack()),
+          Stream.take(MESSAGES - 3),
+          Stream.runCollect
+        )
+        assert.deepStrictEqual(
+          rest.map((d) => [text(d.body), d.redelivered]),
+          Array.from({ length: MESSAGES - 3 }, (_, i) => [`s${i + 3}`, true])
+        )
       })
     ))
 })

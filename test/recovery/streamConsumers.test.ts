@@ -25,6 +25,13 @@ const seen = (delivery: AmqpChannel.Delivery) => ({
 const expected = (from: number, count: number) =>
   Array.from({ length: count }, (_, i) => ({ body: `m${from + i}`, offset: from + i }))
 
+/** The bodies alone, where the offsets are not the stream's. */
+const bodies = (deliveries: ReadonlyArray<{ readonly body: string }>) => deliveries.map((d) => d.body)
+
+/** What `expected` gives, with the `x-stream-offset` headers a publisher set (1000 + the number). */
+const withPublisherHeaders = (from: number, count: number) =>
+  expected(from, count).map(({ body }, i) => ({ body, offset: 1000 + from + i }))
+
 /** Takes the deliveries of `m<from>`… `m<from + count - 1>` from `inbox`, acking each, as `seen`. */
 const takeAcked = (inbox: Queue.Queue<AmqpChannel.Delivery, unknown>, from: number, count: number) =>
   Effect.forEach(expected(from, count), ({ body }) =>
@@ -34,20 +41,28 @@ const takeAcked = (inbox: Queue.Queue<AmqpChannel.Delivery, unknown>, from: numb
       return seen(delivery)
     }))
 
+interface SetUpOptions {
+  readonly queueType?: "stream" | "classic" | "quorum"
+  /** Publish each message with an `x-stream-offset` header of the publisher's (1000 + its number). */
+  readonly header?: boolean
+  readonly typedHeaders?: boolean
+}
+
 /**
- * A fresh stream, an observer connection that publishes to it with confirms, and a client whose
- * link goes through a fault proxy; everything is deleted and closed with the scope.
+ * A fresh stream (or a queue of `queueType`), an observer connection that publishes to it with
+ * confirms, and a client whose link goes through a fault proxy; everything is deleted and closed
+ * with the scope.
  */
-const setUp = (label: string) =>
+const setUp = (label: string, { header = false, queueType = "stream", typedHeaders = false }: SetUpOptions = {}) =>
   Effect.gen(function*() {
     const broker = yield* SharedBroker.acquire
     const proxy = yield* FaultProxy.make({ target: { host: "127.0.0.1", port: broker.amqpPort } })
-    const stream = `stream-recovery-${label}-${randomUUID().slice(0, 8)}`
+    const stream = `${queueType}-recovery-${label}-${randomUUID().slice(0, 8)}`
     const observer = yield* AmqpConnection.fromUrl(broker.url, { connectionName: names.next(`${label}-observer`) })
     const publisher = yield* AmqpChannel.make(observer)
     yield* publisher.confirmSelect
     yield* Effect.acquireRelease(
-      publisher.queueDeclare(stream, { durable: true, arguments: { "x-queue-type": "stream" } }),
+      publisher.queueDeclare(stream, { durable: true, arguments: { "x-queue-type": queueType } }),
       () => Effect.ignore(publisher.queueDelete(stream))
     )
     // One batch, written before any confirm is awaited, so that the broker stores it in one chunk
@@ -55,12 +70,13 @@ const setUp = (label: string) =>
     const publish = (from: number, count: number) =>
       Effect.gen(function*() {
         const confirms = []
-        for (const { body } of expected(from, count)) {
-          confirms.push(yield* publisher.publishAsync("", stream, Buffer.from(body)))
+        for (const [i, { body }] of expected(from, count).entries()) {
+          const properties = header ? { headers: { "x-stream-offset": 1000 + from + i } } : {}
+          confirms.push(yield* publisher.publishAsync("", stream, Buffer.from(body), { properties }))
         }
         yield* Effect.all(confirms, { discard: true })
       })
-    const options = yield* Support.options(proxy.port, label, { connectionName: names.next(label) })
+    const options = yield* Support.options(proxy.port, label, { connectionName: names.next(label), typedHeaders })
     const client = yield* AmqpClient.make(options, { reconnect: Schedule.spaced("200 millis") })
     const log = yield* Support.eventLog(client)
     const channel = yield* client.channel()
@@ -81,6 +97,53 @@ const setUp = (label: string) =>
   })
 
 describe("AmqpClient stream consumers across a reconnect", () => {
+  it.live("read their offsets from typed headers too", () =>
+    Effect.gen(function*() {
+      const broker = yield* SharedBroker.acquire
+      yield* leakChecked(
+        Effect.gen(function*() {
+          const { channel, publish, reconnect, stream } = yield* setUp("typed", { typedHeaders: true })
+          yield* publish(0, 5)
+          const inbox = yield* Support.consumeInto(channel, stream, { arguments: { "x-stream-offset": "first" } })
+          assert.deepStrictEqual(bodies(yield* takeAcked(inbox, 0, 5)), bodies(expected(0, 5)))
+          yield* reconnect()
+          yield* publish(5, 2)
+          assert.deepStrictEqual(bodies(yield* takeAcked(inbox, 5, 2)), bodies(expected(5, 2)))
+        }),
+        names.own(broker)
+      )
+    }), 60_000)
+
+  for (const queueType of ["classic", "quorum"] as const) {
+    it.live(
+      `leave a ${queueType} queue whose messages carry a publisher's x-stream-offset header as it is`,
+      () =>
+        Effect.gen(function*() {
+          const broker = yield* SharedBroker.acquire
+          yield* leakChecked(
+            Effect.gen(function*() {
+              const { channel, publish, reconnect, stream: queue } = yield* setUp(queueType, {
+                header: true,
+                queueType
+              })
+              yield* publish(0, 3)
+              const inbox = yield* Support.consumeInto(channel, queue)
+              assert.deepStrictEqual(yield* takeAcked(inbox, 0, 3), withPublisherHeaders(0, 3))
+              // A round trip behind the acks: the broker has them before the link goes.
+              yield* channel.queueDeclare(queue, { passive: true })
+              // The consumer starts again as it started: no x-stream-offset argument, which the
+              // broker would refuse on this queue (406), ending it.
+              yield* reconnect()
+              yield* publish(3, 2)
+              assert.deepStrictEqual(yield* takeAcked(inbox, 3, 2), withPublisherHeaders(3, 2))
+            }),
+            names.own(broker)
+          )
+        }),
+      60_000
+    )
+  }
+
   it.live(
     "go on after the last delivery taken, not from the offset they first asked for",
     () =>

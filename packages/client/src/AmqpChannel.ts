@@ -36,7 +36,6 @@ import {
   type ConsumeOptions,
   type Delivery,
   DeliveryBuffer,
-  isFromStream,
   makeDelivery,
   startConsumer
 } from "./internal/consumer.ts"
@@ -451,22 +450,22 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
         // The tag of a get-ok routed but not yet handed to the caller, and whether the caller is
         // gone: a message whose caller has gone goes back to its queue, for unacknowledged it
         // would stay invisible to every consumer for as long as the channel lives.
-        let unclaimed: { readonly deliveryTag: number; readonly fromStream: boolean } | undefined
+        // A stream refuses basic.get, so what a get took is never a stream's.
+        let unclaimed: number | undefined
         let abandoned = false
         const onReply = (reply: Command) => {
           if (reply.method._tag !== "basic.get-ok") return
           const deliveryTag = reply.method.deliveryTag
-          const fromStream = isFromStream(reply.properties)
           // A no-ack delivery is settled as its get-ok is routed, even if the caller is gone by then.
           if (noAck) core.settlements.settle(deliveryTag, false)
-          else if (abandoned) core.giveBack(deliveryTag, fromStream)
-          else unclaimed = { deliveryTag, fromStream }
+          else if (abandoned) core.giveBack(deliveryTag, false)
+          else unclaimed = deliveryTag
         }
         return rpc(Methods.basicGet({ queue, noAck }), onReply).pipe(
           Effect.onInterrupt(() =>
             Effect.sync(() => {
               abandoned = true
-              if (unclaimed !== undefined) core.giveBack(unclaimed.deliveryTag, unclaimed.fromStream)
+              if (unclaimed !== undefined) core.giveBack(unclaimed, false)
               unclaimed = undefined
             })
           ),
@@ -474,7 +473,7 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
             unclaimed = undefined
             const m = reply.method
             if (m._tag !== "basic.get-ok") return Option.none()
-            return Option.some(Object.assign(makeDelivery(core, reply, { ...m, consumerTag: "" }, noAck), {
+            return Option.some(Object.assign(makeDelivery(core, reply, { ...m, consumerTag: "" }, noAck, false), {
               messageCount: m.messageCount
             }))
           })

@@ -16,7 +16,7 @@
  *
  * @since 0.1.0
  */
-import type { BasicProperties, Method, MethodTag } from "@effect-amqp/protocol"
+import { type BasicProperties, type Method, type MethodTag, Typed } from "@effect-amqp/protocol"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
@@ -53,6 +53,7 @@ import {
   type ConsumerHandle,
   type Delivery,
   DeliveryBuffer,
+  isStreamConsumer,
   startConsumer
 } from "./internal/consumer.ts"
 import { tracked } from "./internal/liveFibers.ts"
@@ -724,9 +725,13 @@ const NO_QOS: Qos = { prefetchCount: 0, prefetchSize: 0, global: false }
 
 const sameQos = (a: Qos, b: Qos) => a.prefetchCount === b.prefetchCount && a.prefetchSize === b.prefetchSize
 
-/** The offset a stream queue gave a delivery (its `x-stream-offset` header); other queues give none. */
+/**
+ * The offset a stream queue gave a delivery: its `x-stream-offset` header, a 64-bit integer (a
+ * `Typed` one when the connection decodes headers with their types).
+ */
 const streamOffset = (delivery: Delivery): bigint | undefined => {
-  const offset = delivery.properties.headers?.["x-stream-offset"]
+  const header = delivery.properties.headers?.["x-stream-offset"]
+  const offset = header instanceof Typed ? header.value : header
   if (typeof offset === "bigint") return offset
   return typeof offset === "number" && Number.isSafeInteger(offset) ? BigInt(offset) : undefined
 }
@@ -752,7 +757,11 @@ class LogicalConsumer {
     this.buffer = buffer
     this.channel = channel
     this.qos = channel.consumerQos
+    this.readsStream = isStreamConsumer(options)
   }
+
+  /** Started with an `x-stream-offset`, so on a stream: other queues refuse that argument. */
+  private readonly readsStream: boolean
 
   /** The channel incarnation this consumer was last started on; it is started once per incarnation. */
   private attachedTo: ChannelCore | undefined
@@ -774,13 +783,13 @@ class LogicalConsumer {
 
   /** A delivery reached the buffer: its stream goes on after it. */
   private delivered(delivery: Delivery): void {
-    const offset = streamOffset(delivery)
+    const offset = this.readsStream ? streamOffset(delivery) : undefined
     if (offset !== undefined) this.resumeAt = offset + 1n
   }
 
   /** A delivery from a lost link left the buffer untaken: its stream goes on from it. */
   dropped(delivery: Delivery): void {
-    const offset = streamOffset(delivery)
+    const offset = this.readsStream ? streamOffset(delivery) : undefined
     if (offset !== undefined && (this.resumeAt === undefined || offset < this.resumeAt)) this.resumeAt = offset
   }
 

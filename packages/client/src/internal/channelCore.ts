@@ -307,12 +307,13 @@ export class ChannelCore implements ChannelSink {
    */
   giveBack(deliveryTag: number, fromStream: boolean): void {
     if (!this.acceptsMethods()) return
-    if (fromStream) {
-      this.settlements.settle(deliveryTag)
-      return this.writeAck(deliveryTag, false)
-    }
-    this.settlements.giveBack(deliveryTag)
-    this.write(Methods.basicReject({ deliveryTag, requeue: true }))
+    this.settlements.giveBack(deliveryTag, fromStream)
+    this.writeGiveBack(deliveryTag, fromStream)
+  }
+
+  private writeGiveBack(deliveryTag: number, fromStream: boolean): void {
+    if (fromStream) this.writeAck(deliveryTag, false)
+    else this.write(Methods.basicReject({ deliveryTag, requeue: true }))
   }
 
   /**
@@ -327,9 +328,7 @@ export class ChannelCore implements ChannelSink {
 
   /** `tx.rollback` went out: the deliveries handed back in the transaction are handed back again. */
   rolledBack(): void {
-    for (const deliveryTag of this.settlements.rollback()) {
-      this.write(Methods.basicReject({ deliveryTag, requeue: true }))
-    }
+    for (const { fromStream, tag } of this.settlements.rollback()) this.writeGiveBack(tag, fromStream)
   }
 
   /** `basic.recover`s sent whose recover-ok has not come. */

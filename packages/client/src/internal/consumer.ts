@@ -152,9 +152,12 @@ class DeliveryImpl implements Delivery {
   private readonly core: ChannelCore
   /** Given without acknowledgement: nothing may acknowledge it. */
   private readonly noAck: boolean
+  /** From a stream queue, which requeues nothing: handed back, it is acknowledged. */
+  private readonly fromStream: boolean
 
-  constructor(core: ChannelCore, command: Command, fields: DeliveryFields, noAck: boolean) {
+  constructor(core: ChannelCore, command: Command, fields: DeliveryFields, noAck: boolean, fromStream: boolean) {
     this.core = core
+    this.fromStream = fromStream
     this.consumerTag = fields.consumerTag
     this.deliveryTag = core.tagOffset + fields.deliveryTag
     this.redelivered = fields.redelivered
@@ -195,7 +198,7 @@ class DeliveryImpl implements Delivery {
   giveBack(): void {
     if (this.noAck) return
     const brokerTag = this.deliveryTag - this.core.tagOffset
-    if (!this.core.settlements.isSettled(brokerTag)) this.core.giveBack(brokerTag, isFromStream(this.properties))
+    if (!this.core.settlements.isSettled(brokerTag)) this.core.giveBack(brokerTag, this.fromStream)
   }
 
   /** Whether the channel it came from can no longer take its acknowledgement. */
@@ -204,9 +207,13 @@ class DeliveryImpl implements Delivery {
   }
 }
 
-/** Whether a delivery came from a stream queue, which stamps each with its `x-stream-offset`. */
-export const isFromStream = (properties: BasicProperties | undefined): boolean =>
-  properties?.headers?.["x-stream-offset"] !== undefined
+/**
+ * Whether a consumer reads a stream queue: it was started with an `x-stream-offset` argument,
+ * which RabbitMQ refuses (406) on every other kind of queue. A delivery's `x-stream-offset` header
+ * proves nothing, as a publisher may set one on a message to any queue.
+ */
+export const isStreamConsumer = (options: ConsumeOptions): boolean =>
+  options.arguments?.["x-stream-offset"] !== undefined
 
 /**
  * A delivery to acknowledge whose channel has ended before anyone took it from the buffer: the
@@ -226,8 +233,9 @@ export const makeDelivery = (
   core: ChannelCore,
   command: Command,
   fields: DeliveryFields,
-  noAck: boolean
-): Delivery => new DeliveryImpl(core, command, fields, noAck)
+  noAck: boolean,
+  fromStream: boolean
+): Delivery => new DeliveryImpl(core, command, fields, noAck, fromStream)
 
 /** Where a consumer's deliveries and its end go. */
 export interface ConsumerOutlet {
@@ -256,6 +264,7 @@ export const startConsumer = (
   outlet: ConsumerOutlet
 ): Effect.Effect<ConsumerHandle, ChannelFailure | AmqpClosedError | AmqpEncodeError | AmqpConsumerTagInUse> => {
   const noAck = options.noAck ?? false
+  const fromStream = isStreamConsumer(options)
   let cancelling = false
   let consumerTag = options.consumerTag ?? ""
   const sink: ConsumerSink = {
@@ -264,11 +273,11 @@ export const startConsumer = (
       if (m._tag !== "basic.deliver") return
       if (cancelling) {
         if (noAck) core.settlements.settle(m.deliveryTag, false)
-        else core.giveBack(m.deliveryTag, isFromStream(command.properties))
+        else core.giveBack(m.deliveryTag, fromStream)
         return
       }
       if (noAck) core.settlements.settle(m.deliveryTag, false)
-      outlet.offer(core, makeDelivery(core, command, m, noAck))
+      outlet.offer(core, makeDelivery(core, command, m, noAck, fromStream))
     },
     onCancelledByBroker: () => outlet.cancelledByBroker(consumerTag),
     onChannelClosed: (cause) => outlet.channelClosed(cause)
@@ -452,14 +461,14 @@ export class DeliveryBuffer<E> {
    */
   forEach<E2, R>(handle: (delivery: Delivery) => Effect.Effect<void, E2, R>): Effect.Effect<never, E | E2, R> {
     return Effect.forever(this.next(handle), { disableYield: true }).pipe(
-      Effect.onInterrupt(() => Effect.sync(() => this.giveBackHandling()))
+      Effect.onError(() => Effect.sync(() => this.giveBackHandling()))
     )
   }
 
   /**
    * The delivery last taken, until the next is asked for: in `forEach`, the one whose handler
-   * runs. Interrupted, that handler cannot settle it, so unless it did, it goes back to the queue
-   * rather than stay unacknowledged for the channel's life.
+   * runs. A handler that fails or is interrupted settles it no more, so unless it did, it goes
+   * back to the queue rather than stay unacknowledged for the channel's life.
    */
   private handling: Delivery | undefined
 

@@ -101,19 +101,20 @@ export class Settlements {
   }
 
   /**
-   * Settles a delivery the channel hands back to its queue unseen (a reject with requeue): in a
-   * transaction it takes effect with the commit, so a rollback must not leave it outstanding.
+   * Settles a delivery the channel hands back to its queue unseen (a reject with requeue, or an ack
+   * for a stream's): in a transaction it takes effect with the commit, so a rollback must not
+   * leave it outstanding.
    */
-  giveBack(tag: number): void {
+  giveBack(tag: number, fromStream: boolean): void {
     this.settle(tag)
-    this.checkpoint?.givenBack.push(tag)
+    this.checkpoint?.givenBack.push({ tag, fromStream })
   }
 
   /**
    * `tx.rollback` was sent: the transaction's acknowledgements are outstanding again, but for the
-   * deliveries handed back, which stay settled: returned, they are to be rejected again.
+   * deliveries handed back, which stay settled: returned, they are to be handed back again.
    */
-  rollback(): ReadonlyArray<number> {
+  rollback(): ReadonlyArray<GivenBack> {
     const checkpoint = this.checkpoint
     if (checkpoint === undefined) return []
     this.through = checkpoint.through
@@ -123,7 +124,7 @@ export class Settlements {
       if (through) this.settleThrough(tag, false)
       else this.settle(tag, false)
     }
-    for (const tag of checkpoint.givenBack) this.giveBack(tag)
+    for (const { fromStream, tag } of checkpoint.givenBack) this.giveBack(tag, fromStream)
     return checkpoint.givenBack
   }
 
@@ -196,6 +197,12 @@ interface Checkpoint {
   readonly ranges: Array<number>
   /** Settlements since the checkpoint that no rollback undoes: no-ack deliveries, `basic.recover`. */
   readonly others: Array<{ readonly tag: number; readonly through: boolean }>
-  /** Deliveries handed back unseen in this transaction: a rollback rejects them again. */
-  readonly givenBack: Array<number>
+  /** Deliveries handed back unseen in this transaction: a rollback hands them back again. */
+  readonly givenBack: Array<GivenBack>
+}
+
+/** A delivery handed back: rejected with requeue, or acknowledged when a stream's. */
+export interface GivenBack {
+  readonly tag: number
+  readonly fromStream: boolean
 }
