@@ -262,9 +262,21 @@ const makeTransport = (
   lastError: () => (Error & { code?: string }) | undefined
 ): Transport => {
   // Writes of one tick gather here and leave together on the next tick. Views that continue one
-  // another in the same memory (consecutive messages from the encoder's slab) merge into one.
+  // another in the same memory (consecutive messages from the encoder's slab) merge into one: the
+  // last write stays open as `tail`, grown to `tailEnd` bytes, and becomes one view when it ends.
   let pending: Array<Uint8Array> = []
   let pendingBytes = 0
+  let tail: Uint8Array | undefined
+  let tailEnd = 0
+  const closeTail = () => {
+    if (tail === undefined) return
+    pending.push(
+      tailEnd === tail.byteOffset + tail.byteLength
+        ? tail
+        : new Uint8Array(tail.buffer, tail.byteOffset, tailEnd - tail.byteOffset)
+    )
+    tail = undefined
+  }
   let sequence = 0
   let scheduled = false
   let drainWaiter: Deferred.Deferred<void> | undefined
@@ -278,6 +290,7 @@ const makeTransport = (
   const flush = () => {
     scheduled = false
     sequence++
+    closeTail()
     const chunks = pending
     pending = []
     pendingBytes = 0
@@ -293,18 +306,20 @@ const makeTransport = (
   }
   const enqueue = (data: Uint8Array) => {
     sequence++
-    const last = pending.length > 0 ? pending[pending.length - 1]! : undefined
-    if (last !== undefined && last.buffer === data.buffer && last.byteOffset + last.byteLength === data.byteOffset) {
-      pending[pending.length - 1] = new Uint8Array(last.buffer, last.byteOffset, last.byteLength + data.byteLength)
+    if (tail !== undefined && tail.buffer === data.buffer && tailEnd === data.byteOffset) {
+      tailEnd += data.byteLength
     } else {
-      pending.push(data)
+      closeTail()
+      tail = data
+      tailEnd = data.byteOffset + data.byteLength
     }
     pendingBytes += data.byteLength
   }
+  // The heartbeat reads `lastSent` to the half interval, so once a tick is precise enough.
   const schedule = () => {
-    transport.lastSent = Date.now()
     if (scheduled) return
     scheduled = true
+    transport.lastSent = Date.now()
     process.nextTick(flush)
   }
   // The first write of a tick leaves at once, for latency; the ones after it in the same tick
@@ -389,11 +404,13 @@ const makeTransport = (
       sequence++
       pending = []
       pendingBytes = 0
+      tail = undefined
       socket.destroy()
     },
     abort: () => {
       pending = []
       pendingBytes = 0
+      tail = undefined
       if (socket.destroyed) return
       try {
         socket.resetAndDestroy()
