@@ -58,7 +58,13 @@ export interface ConsumeOptions {
   readonly noAck?: boolean
   readonly exclusive?: boolean
   readonly noLocal?: boolean
-  /** For example `x-stream-offset`, `x-priority`. */
+  /**
+   * For example `x-stream-offset`, `x-priority`. Give `x-stream-offset` (`"next"` is the
+   * broker's default) whenever the queue is a stream: it is how the client knows, and a stream
+   * answers the reject with which other queues get an unhandled delivery back by closing the
+   * connection (540). With it, such deliveries are acknowledged instead, and a recovering
+   * client's consumer goes on after the last offset it delivered.
+   */
   readonly arguments?: FieldTable
 }
 
