@@ -366,6 +366,14 @@ const STALL_MILLIS = 2000
 const COMPACT_AT = 1024
 
 /**
+ * A buffer's empty array. Made in this one place, so that V8 learns once that these arrays hold
+ * objects and makes them so from the start: an array made elsewhere starts out holding small
+ * integers, and its first push threw away the compiled delivery path (a deopt at every new
+ * consumer, and a recompile).
+ */
+const noDeliveries = (): Array<Delivery> => []
+
+/**
  * A consumer's buffer: deliveries in arrival order, then the consumer's end (a broker cancel, a
  * closed channel), taken by one stream or one `consumeWith` loop.
  *
@@ -381,7 +389,7 @@ const COMPACT_AT = 1024
  * prefetch alone.
  */
 export class DeliveryBuffer<E> {
-  private items: Array<Delivery> = []
+  private items: Array<Delivery> = noDeliveries()
   /** Index of the first delivery not yet taken. */
   private head = 0
   private end: { readonly error: E } | undefined
@@ -528,7 +536,7 @@ export class DeliveryBuffer<E> {
     Effect.suspend(() => {
       this.release()
       const left = this.items.slice(this.head)
-      this.items = []
+      this.items = noDeliveries()
       this.head = 0
       this.bytes = 0
       if (!requeue) return Effect.void
@@ -541,7 +549,7 @@ export class DeliveryBuffer<E> {
     const delivery = this.items[this.head]!
     this.head++
     if (this.head === this.items.length) {
-      this.items = []
+      this.items = noDeliveries()
       this.head = 0
     } else if (this.head >= COMPACT_AT && this.head * 2 >= this.items.length) {
       this.items = this.items.slice(this.head)
@@ -563,7 +571,7 @@ export class DeliveryBuffer<E> {
    */
   dropStale(): void {
     if (this.dropsStale) {
-      const live: Array<Delivery> = []
+      const live = noDeliveries()
       for (const delivery of this.items.slice(this.head)) {
         if (!isStale(delivery)) live.push(delivery)
         else this.onDropped?.(delivery)
