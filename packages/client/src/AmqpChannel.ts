@@ -240,6 +240,9 @@ export interface AmqpChannel {
    * Consumes a queue by running `handle` on each delivery in turn: the consumer of `consume`
    * without a stream in between, for throughput. It runs until interrupted, which sends
    * `basic.cancel` and requeues what was buffered, or until the consumer or the handler fails.
+   * The delivery of a handler that fails or is interrupted is requeued too, unless the handler
+   * settled it. A stream's deliveries (a consumer started with `x-stream-offset`) are
+   * acknowledged instead, as a stream answers a reject by closing the connection.
    */
   readonly consumeWith: <E, R>(
     queue: string,

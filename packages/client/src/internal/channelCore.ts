@@ -297,7 +297,7 @@ export class ChannelCore implements ChannelSink {
   }
 
   /**
-   * Sends back to its queue a delivery the application never had (reject with requeue). In tx
+   * Sends back to its queue a delivery the application will not settle (reject with requeue). In tx
    * mode that reject belongs to the transaction: it is sent again after each rollback, and takes
    * effect with the next commit.
    *

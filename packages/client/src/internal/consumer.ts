@@ -59,11 +59,11 @@ export interface ConsumeOptions {
   readonly exclusive?: boolean
   readonly noLocal?: boolean
   /**
-   * For example `x-stream-offset`, `x-priority`. Give `x-stream-offset` (`"next"` is the
-   * broker's default) whenever the queue is a stream: it is how the client knows, and a stream
-   * answers the reject with which other queues get an unhandled delivery back by closing the
-   * connection (540). With it, such deliveries are acknowledged instead, and a recovering
-   * client's consumer goes on after the last offset it delivered.
+   * For example `x-stream-offset`, `x-priority`. Give `x-stream-offset` whenever the queue is a
+   * stream, even as `"next"`, where the broker starts without it: it is how the client knows.
+   * Other queues take an unhandled delivery back with a reject, which a stream answers by closing
+   * the connection (540); with the argument, such deliveries are acknowledged instead, and a
+   * recovering client's consumer goes on after the last delivery it handed to the application.
    */
   readonly arguments?: FieldTable
 }
@@ -198,8 +198,8 @@ class DeliveryImpl implements Delivery {
   }
 
   /**
-   * Sends it back to its queue unseen, on the channel it came from: nothing if that channel has
-   * ended (the broker requeued it then) or it came without acknowledgement.
+   * Hands it back on the channel it came from, when the application will not settle it: nothing
+   * if that channel has ended (the broker requeued it then) or it came without acknowledgement.
    */
   giveBack(): void {
     if (this.noAck) return
@@ -255,7 +255,7 @@ export interface ConsumerOutlet {
 /** A running `basic.consume` on one channel incarnation. */
 export interface ConsumerHandle {
   readonly consumerTag: string
-  /** `basic.cancel` (bounded); deliveries that arrive meanwhile are rejected with requeue. */
+  /** `basic.cancel` (bounded); deliveries that arrive meanwhile are handed back (see `giveBack`). */
   readonly cancel: Effect.Effect<void>
 }
 
@@ -411,7 +411,7 @@ export class DeliveryBuffer<E> {
     this.dropsStale = options.noAck !== true
     this.onDropped = options.onDropped
     // One delivery per pull, never a whole batch: a delivery that downstream does not take (say,
-    // after `Stream.take`) stays in the buffer, where ending the consumer finds it and requeues it.
+    // after `Stream.take`) stays in the buffer, where ending the consumer finds it and hands it back.
     const pull: Effect.Effect<readonly [Delivery], E> = this.next((delivery) => Effect.succeed([delivery] as const))
     this.stream = Stream.fromPull(Effect.succeed(pull))
   }
@@ -529,7 +529,7 @@ export class DeliveryBuffer<E> {
 
   /**
    * Ends the consumer's side of the buffer: the connection reads again, and deliveries that were
-   * buffered but never taken are rejected with requeue on the channel each came from (one from an
+   * buffered but never taken are handed back on the channel each came from (one from an
    * earlier channel incarnation is stale and the broker requeued it already).
    */
   readonly drain = (requeue: boolean): Effect.Effect<void> =>
