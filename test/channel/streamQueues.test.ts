@@ -7,8 +7,7 @@
  * when it was started with an `x-stream-offset` argument: a header of that name on a classic
  * queue's messages, set by a publisher, changes nothing.
  */
-import { AmqpChannel } from "@effect-amqp/client"
-import { type AmqpConnection } from "@effect-amqp/client"
+import { AmqpChannel, type AmqpConnection, AmqpUnknownDeliveryTag } from "@effect-amqp/client"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Stream } from "effect"
 import {
@@ -134,6 +133,33 @@ describe("stream queue consumers that end with deliveries buffered", () => {
         yield* consumer.txRollback
         for (const delivery of taken) yield* delivery.ack()
         yield* consumer.txCommit
+        yield* checkEndedCleanly(broker, connection, consumer, stream)
+      })
+    ))
+})
+
+describe("a stream consumer's deliveries", () => {
+  it.live("refuse nack and reject, which RabbitMQ answers by closing the connection, and still take an ack", () =>
+    onSharedBroker((connect, broker) =>
+      Effect.gen(function*() {
+        const { connection, consumer, stream } = yield* setUp(connect)
+        const [first, second] = yield* consumer.consume(stream, { arguments: { "x-stream-offset": "first" } }).pipe(
+          Stream.take(2),
+          Stream.runCollect
+        )
+        const refused = [
+          yield* Effect.flip(first!.nack()),
+          yield* Effect.flip(first!.nack({ requeue: false })),
+          yield* Effect.flip(second!.reject({ requeue: false }))
+        ]
+        assert.deepStrictEqual(refused, [
+          new AmqpUnknownDeliveryTag({ deliveryTag: first!.deliveryTag, operation: "nack", reason: "stream" }),
+          new AmqpUnknownDeliveryTag({ deliveryTag: first!.deliveryTag, operation: "nack", reason: "stream" }),
+          new AmqpUnknownDeliveryTag({ deliveryTag: second!.deliveryTag, operation: "reject", reason: "stream" })
+        ])
+        // Nothing was sent, and nothing settled: both still take their ack.
+        yield* first!.ack()
+        yield* second!.ack()
         yield* checkEndedCleanly(broker, connection, consumer, stream)
       })
     ))

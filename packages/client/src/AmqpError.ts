@@ -427,7 +427,9 @@ export class AmqpStaleDelivery extends StacklessTaggedError("AmqpStaleDelivery")
  * already acked, nacked or rejected (alone or by a `multiple` one after it), came from a no-ack
  * consumer or `get`, was requeued by `basic.recover`, or was never delivered (or the tag is not a
  * whole number). It was not sent: the broker would close the channel with 406 PRECONDITION_FAILED
- * "unknown delivery tag".
+ * "unknown delivery tag". Reason `stream`: a nack or reject of a delivery from a stream consumer
+ * (one started with `x-stream-offset`), which RabbitMQ answers by closing the whole connection
+ * (540 NOT_IMPLEMENTED); such a delivery is still to be acked.
  *
  * @since 0.1.0
  * @category errors
@@ -435,13 +437,15 @@ export class AmqpStaleDelivery extends StacklessTaggedError("AmqpStaleDelivery")
 export class AmqpUnknownDeliveryTag extends StacklessTaggedError("AmqpUnknownDeliveryTag")<{
   readonly deliveryTag: number
   readonly operation: "ack" | "nack" | "reject"
-  readonly reason: "settled" | "no-ack" | "never-delivered"
+  readonly reason: "settled" | "no-ack" | "never-delivered" | "stream"
 }> {
   override get message(): string {
     const why = this.reason === "settled"
       ? "it was already settled"
       : this.reason === "no-ack"
       ? "it was delivered without acknowledgement (no-ack)"
+      : this.reason === "stream"
+      ? "a stream takes no nack or reject (RabbitMQ would close the connection), only an ack"
       : "the channel has not delivered it"
     return `${this.operation} of delivery ${this.deliveryTag} not sent: ${why}`
   }

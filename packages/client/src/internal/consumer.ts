@@ -194,6 +194,9 @@ class DeliveryImpl implements Delivery {
     if (this.noAck) {
       return Effect.fail(new AmqpUnknownDeliveryTag({ deliveryTag: this.deliveryTag, operation, reason: "no-ack" }))
     }
+    if (this.fromStream && operation !== "ack") {
+      return Effect.fail(new AmqpUnknownDeliveryTag({ deliveryTag: this.deliveryTag, operation, reason: "stream" }))
+    }
     return acknowledge(this.core, operation, this.deliveryTag, multiple, requeue)
   }
 
