@@ -76,6 +76,42 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
       })
     ))
 
+  it.effect("takes a server-named queue's name from before a reconnect as its name now", () =>
+    Support.probed(({ node, proxy }) =>
+      Effect.gen(function*() {
+        const client = yield* AmqpClient.make(yield* Support.options(proxy.port, "kept-name"))
+        const log = yield* Support.eventLog(client)
+        const channel = yield* client.channel()
+        yield* channel.confirmSelect
+        // The application keeps the name the broker gave, as most do.
+        const kept = (yield* channel.queueDeclare("", { exclusive: true })).queue
+
+        yield* proxy.reset()
+        const disconnected = yield* log.next("Disconnected")
+        const renamed = yield* log.next("QueueRenamed", disconnected.index)
+        yield* log.next("Recovered", renamed.index)
+        assert.strictEqual(renamed.event.from, kept)
+
+        // A mandatory publish to the old name would come back unroutable (312), a plain one be
+        // dropped: both go to the queue under its new name, as do get, consume and declare.
+        yield* channel.publish("", kept, Buffer.from("one"), { mandatory: true })
+        yield* channel.publish("", kept, Buffer.from("two"))
+        const wait = yield* channel.publishAsync("", kept, Buffer.from("three"), { mandatory: true })
+        yield* wait
+        const declared = yield* channel.queueDeclare(kept, { passive: true })
+        assert.deepStrictEqual(declared, { queue: renamed.event.to, messageCount: 3, consumerCount: 0 })
+        const got = yield* channel.get(kept, { noAck: true })
+        assert.deepStrictEqual(Option.map(got, (d) => Support.text(d.body)), Option.some("one"))
+        const inbox = yield* Support.consumeInto(channel, kept, { noAck: true })
+        const rest = [yield* Support.takeDelivery(inbox, "two"), yield* Support.takeDelivery(inbox, "three")]
+        assert.deepStrictEqual(rest.map((d) => Support.text(d.body)), ["two", "three"])
+        const queues = (yield* node.listQueues()).map((q) => q.name)
+        assert.include(queues, renamed.event.to)
+        assert.notInclude(queues, kept)
+        assert.deepStrictEqual(log.all("RecoveryStepFailed"), [])
+      })
+    ))
+
   it.effect("reports acks of deliveries from before the reconnect as stale and does not send them", () =>
     Support.probed(({ node, proxy }) =>
       Effect.gen(function*() {

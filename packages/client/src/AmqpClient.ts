@@ -652,7 +652,20 @@ class Supervisor {
     Effect.runFork(Effect.forkIn(this.deleteGivenUp(link), link.scope))
   }
 
+  /** Every earlier name of a server-named queue a recovery declared again -> its name now. */
+  private readonly renames = new Map<string, string>()
+
+  /**
+   * The name `queue` has now: a server-named queue gets a new one with each recovery, and the
+   * application may still hold an earlier one (publishing to which the broker would drop).
+   */
+  currentName(queue: string): string {
+    return this.renames.get(queue) ?? queue
+  }
+
   private renameQueue(from: string, to: string): void {
+    for (const [earlier, current] of this.renames) if (current === from) this.renames.set(earlier, to)
+    this.renames.set(from, to)
     this.topology.rename(from, to)
     for (const channel of this.channels) {
       for (const consumer of channel.consumers) if (consumer.queue === from) consumer.queue = to
@@ -796,6 +809,8 @@ class LogicalConsumer {
   attach(core: ChannelCore): Effect.Effect<void, AmqpChannel.ChannelError> {
     if (this.ended || this.attachedTo === core) return Effect.void
     this.attachedTo = core
+    // Started with a name a recovery has since replaced, it consumes the queue under its new one.
+    this.queue = this.channel.supervisor.currentName(this.queue)
     const options = this.resumeAt === undefined
       ? this.options
       : { ...this.options, arguments: { ...this.options.arguments, "x-stream-offset": this.resumeAt } }
@@ -1083,6 +1098,8 @@ class LogicalChannel {
   })
 
   api(): ClientChannel {
+    // Queue names are looked up as each operation goes out, after any wait for a recovery.
+    const named = (queue: string) => this.supervisor.currentName(queue)
     return {
       id: this.core?.id ?? 0,
       exchangeDeclare: (exchange, type, o = {}) =>
@@ -1092,25 +1109,29 @@ class LogicalChannel {
         this.op("exchange.bind", (c) => c.exchangeBind(destination, source, routingKey, args)),
       exchangeUnbind: (destination, source, routingKey, args = {}) =>
         this.op("exchange.unbind", (c) => c.exchangeUnbind(destination, source, routingKey, args)),
-      queueDeclare: (queue = "", o = {}) => this.op("queue.declare", (c) => c.queueDeclare(queue, o)),
+      queueDeclare: (queue = "", o = {}) => this.op("queue.declare", (c) => c.queueDeclare(named(queue), o)),
       queueBind: (queue, exchange, routingKey, args = {}) =>
-        this.op("queue.bind", (c) => c.queueBind(queue, exchange, routingKey, args)),
+        this.op("queue.bind", (c) => c.queueBind(named(queue), exchange, routingKey, args)),
       queueUnbind: (queue, exchange, routingKey, args = {}) =>
-        this.op("queue.unbind", (c) => c.queueUnbind(queue, exchange, routingKey, args)),
-      queuePurge: (queue) => this.op("queue.purge", (c) => c.queuePurge(queue)),
-      queueDelete: (queue, o) => this.op("queue.delete", (c) => c.queueDelete(queue, o)),
+        this.op("queue.unbind", (c) => c.queueUnbind(named(queue), exchange, routingKey, args)),
+      queuePurge: (queue) => this.op("queue.purge", (c) => c.queuePurge(named(queue))),
+      queueDelete: (queue, o) => this.op("queue.delete", (c) => c.queueDelete(named(queue), o)),
       qos: (prefetchCount, o = {}) => this.op("basic.qos", (c) => c.qos(prefetchCount, o)),
       confirmSelect: this.op("confirm.select", (c) => c.confirmSelect),
       publish: (exchange, routingKey, body, o = {}) => this.publish(exchange, routingKey, body, o),
       publishAsync: (exchange, routingKey, body, o = {}) =>
-        Effect.flatMap(
-          this.current,
-          (core) => core.publishAsync(exchange, routingKey, body, o.properties ?? {}, o.mandatory ?? false)
-        ),
+        Effect.flatMap(this.current, (core) =>
+          core.publishAsync(
+            exchange,
+            exchange === "" ? named(routingKey) : routingKey,
+            body,
+            o.properties ?? {},
+            o.mandatory ?? false
+          )),
       consume: (queue, o = {}) => this.consume(queue, o),
       consumeWith: (queue, handle, o = {}) => this.consumeWith(queue, handle, o),
       returns: returnsStream(this.returns),
-      get: (queue, o) => this.op("basic.get", (c) => c.get(queue, o)),
+      get: (queue, o) => this.op("basic.get", (c) => c.get(named(queue), o)),
       ack: (deliveryTag, multiple) =>
         Effect.flatMap(this.acknowledging, (core) => acknowledge(core, "ack", deliveryTag, multiple ?? false, false)),
       nack: (deliveryTag, multiple, requeue) =>
@@ -1142,10 +1163,14 @@ class LogicalChannel {
     const properties: BasicProperties = retry !== undefined && options.properties?.messageId === undefined
       ? { ...options.properties, messageId: randomUUID() }
       : options.properties ?? {}
-    const attempt = Effect.flatMap(
-      this.current,
-      (core) => core.publish(exchange, routingKey, body, properties, options.mandatory ?? false)
-    )
+    const attempt = Effect.flatMap(this.current, (core) =>
+      core.publish(
+        exchange,
+        exchange === "" ? this.supervisor.currentName(routingKey) : routingKey,
+        body,
+        properties,
+        options.mandatory ?? false
+      ))
     const unsent = (error: AmqpPublishError | AmqpChannel.ChannelError) =>
       this.closedForGood === undefined && !this.supervisor.stopped &&
       ((error._tag === "AmqpPublishError" && error.reason._tag === "Unconfirmed" && !error.reason.sent) ||
