@@ -34,6 +34,7 @@ import {
   type AckError,
   acknowledge,
   type ConsumeOptions,
+  type ConsumeWithOptions,
   type Delivery,
   DeliveryBuffer,
   makeDelivery,
@@ -41,7 +42,7 @@ import {
 } from "./internal/consumer.ts"
 import { type ReturnedMessage, returnsStream } from "./internal/returns.ts"
 
-export type { AckError, ConsumeOptions, Delivery } from "./internal/consumer.ts"
+export type { AckError, ConsumeOptions, ConsumeWithOptions, Delivery } from "./internal/consumer.ts"
 export type { ReturnedMessage } from "./internal/returns.ts"
 
 /**
@@ -152,6 +153,20 @@ export const invalidChannelOptions = (options: ChannelOptions): AmqpConfigError 
 }
 
 /**
+ * Runs `consume` with a `consumeWith` concurrency, or fails with `AmqpConfigError` when it is not
+ * a whole number from 1.
+ *
+ * @internal
+ */
+export const withConcurrency = <A, E, R>(
+  concurrency: number,
+  consume: (handlers: number) => Effect.Effect<A, E, R>
+): Effect.Effect<A, E | AmqpConfigError, R> =>
+  Number.isSafeInteger(concurrency) && concurrency >= 1
+    ? consume(concurrency)
+    : Effect.fail(new AmqpConfigError({ message: `invalid consumeWith concurrency: ${concurrency}` }))
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -237,18 +252,20 @@ export interface AmqpChannel {
     options?: ConsumeOptions
   ) => Stream.Stream<Delivery, ChannelError | AmqpConsumerCancelled>
   /**
-   * Consumes a queue by running `handle` on each delivery in turn: the consumer of `consume`
-   * without a stream in between, for throughput. It runs until interrupted, which sends
-   * `basic.cancel` and requeues what was buffered, or until the consumer or the handler fails.
-   * The delivery of a handler that fails or is interrupted is requeued too, unless the handler
-   * settled it. A stream's deliveries (a consumer started with `x-stream-offset`) are
-   * acknowledged instead, as a stream answers a reject by closing the connection.
+   * Consumes a queue by running `handle` on each delivery in turn, or on up to `concurrency` at
+   * once: the consumer of `consume` without a stream in between, for throughput. It runs until
+   * interrupted, which sends `basic.cancel` and requeues what was buffered, or until the consumer
+   * or a handler fails (a handler's failure interrupts the others). The delivery of a handler that
+   * fails or is interrupted is requeued too, unless the handler settled it. A stream's deliveries
+   * (a consumer started with `x-stream-offset`) are acknowledged instead, as a stream answers a
+   * reject by closing the connection. A `concurrency` that is not a whole number from 1 fails
+   * with `AmqpConfigError` before anything is sent.
    */
   readonly consumeWith: <E, R>(
     queue: string,
     handle: (delivery: Delivery) => Effect.Effect<void, E, R>,
-    options?: ConsumeOptions
-  ) => Effect.Effect<void, E | ChannelError | AmqpConsumerCancelled, R>
+    options?: ConsumeWithOptions
+  ) => Effect.Effect<void, E | ChannelError | AmqpConsumerCancelled | AmqpConfigError, R>
   /**
    * The messages the broker returns as unroutable (mandatory publishes), in confirm mode or not,
    * from the moment the stream starts; it ends when the channel does.
@@ -381,8 +398,12 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
     consume: (queue, options = {}) =>
       Stream.unwrap(Effect.map(startBuffered(queue, options), (buffer) => buffer.stream)),
     returns: returnsStream(core.returns),
-    consumeWith: (queue, handle, options = {}) =>
-      Effect.scoped(Effect.flatMap(startBuffered(queue, options), (buffer) => buffer.forEach(handle))).pipe(
+    consumeWith: (queue, handle, { concurrency = 1, ...options } = {}) =>
+      withConcurrency(
+        concurrency,
+        (handlers) =>
+          Effect.scoped(Effect.flatMap(startBuffered(queue, options), (buffer) => buffer.forEach(handle, handlers)))
+      ).pipe(
         // A handler's ack that found the channel gone fails as stale; the consumer ends with why it went.
         Effect.catchIf(
           (error) => error instanceof AmqpStaleDelivery && core.failure !== undefined,

@@ -1198,13 +1198,16 @@ class LogicalChannel {
   private consumeWith<E, R>(
     queue: string,
     handle: (delivery: Delivery) => Effect.Effect<void, E, R>,
-    options: ConsumeOptions
-  ): Effect.Effect<void, E | AmqpChannel.ChannelError | AmqpConsumerCancelled, R> {
+    { concurrency = 1, ...options }: AmqpChannel.ConsumeWithOptions
+  ): Effect.Effect<void, E | AmqpChannel.ChannelError | AmqpConsumerCancelled | AmqpConfigError, R> {
     // A handler whose ack found its delivery's channel gone with the link does not end the
     // consumer: the broker redelivers that message, on the next link.
     const handleLive = (delivery: Delivery) =>
       Effect.catchIf(handle(delivery), (error) => error instanceof AmqpStaleDelivery, () => Effect.void)
-    return Effect.scoped(Effect.flatMap(this.startBuffered(queue, options), (buffer) => buffer.forEach(handleLive)))
+    return AmqpChannel.withConcurrency(concurrency, (handlers) =>
+      Effect.scoped(
+        Effect.flatMap(this.startBuffered(queue, options), (buffer) => buffer.forEach(handleLive, handlers))
+      ))
   }
 
   /** A logical consumer feeding a buffer, across reconnects, for as long as the scope lasts. */

@@ -68,6 +68,15 @@ export interface ConsumeOptions {
   readonly arguments?: FieldTable
 }
 
+/** Options of `consumeWith`: a consumer's, and how many deliveries to handle at once. */
+export interface ConsumeWithOptions extends ConsumeOptions {
+  /**
+   * Handlers running at once, each on its own delivery (1, the default, handles them in turn).
+   * A prefetch (`channel.qos`) at least as large keeps them all busy.
+   */
+  readonly concurrency?: number
+}
+
 const EMPTY = new Uint8Array(0)
 
 /**
@@ -376,6 +385,18 @@ const COMPACT_AT = 1024
  */
 const noDeliveries = (): Array<Delivery> => []
 
+/** One running handler of `forEach`: the delivery it handles, until it asks for the next. */
+interface Handler {
+  handling: Delivery | undefined
+}
+
+/** Hands back the delivery of a handler that failed or was interrupted, unless it was settled. */
+const giveBackHandling = (handler: Handler): void => {
+  const delivery = handler.handling
+  handler.handling = undefined
+  if (delivery instanceof DeliveryImpl) delivery.giveBack()
+}
+
 /**
  * A consumer's buffer: deliveries in arrival order, then the consumer's end (a broker cancel, a
  * closed channel), taken by one stream or one `consumeWith` loop.
@@ -451,18 +472,21 @@ export class DeliveryBuffer<E> {
   /**
    * Takes the next live delivery and continues with `use`: one already buffered without
    * suspending, otherwise the next to arrive. Fails with the consumer's end once the buffer is
-   * empty.
+   * empty. A `handler` slot holds the delivery taken, until the next is asked for.
    */
-  private next<A, E2, R>(use: (delivery: Delivery) => Effect.Effect<A, E2, R>): Effect.Effect<A, E | E2, R> {
+  private next<A, E2, R>(
+    use: (delivery: Delivery) => Effect.Effect<A, E2, R>,
+    handler?: Handler
+  ): Effect.Effect<A, E | E2, R> {
     const self: Effect.Effect<A, E | E2, R> = Effect.suspend(() => {
-      this.handling = undefined
+      if (handler !== undefined) handler.handling = undefined
       while (this.head < this.items.length) {
         const delivery = this.take()
         if (this.dropsStale && isStale(delivery)) {
           this.onDropped?.(delivery)
           continue
         }
-        this.handling = delivery
+        if (handler !== undefined) handler.handling = delivery
         return use(delivery)
       }
       if (this.end !== undefined) return Effect.fail(this.end.error)
@@ -472,27 +496,40 @@ export class DeliveryBuffer<E> {
   }
 
   /**
-   * Runs `handle` on each delivery in turn until the consumer ends, then fails with why it ended
-   * (a broker cancel, a closed channel) or with the handler's error. A delivery already buffered
-   * is handled without suspending.
+   * Runs `handle` on each delivery, on up to `concurrency` at once, until the consumer ends, then
+   * fails with why it ended (a broker cancel, a closed channel) once every running handler is done,
+   * or with the first handler's error, which interrupts the others. A delivery already buffered is
+   * handled without suspending.
+   *
+   * The delivery of a handler that fails or is interrupted is handed back unless the handler
+   * settled it: the handler settles it no more, and unacknowledged it would stay so for the
+   * channel's life.
    */
-  forEach<E2, R>(handle: (delivery: Delivery) => Effect.Effect<void, E2, R>): Effect.Effect<never, E | E2, R> {
-    return Effect.forever(this.next(handle), { disableYield: true }).pipe(
-      Effect.onError(() => Effect.sync(() => this.giveBackHandling()))
+  forEach<E2, R>(
+    handle: (delivery: Delivery) => Effect.Effect<void, E2, R>,
+    concurrency = 1
+  ): Effect.Effect<never, E | E2, R> {
+    if (concurrency === 1) return this.handleInTurn(handle)
+    // Each handler ends with the consumer's end as its value, so that the first to see it waits
+    // for the others to finish the deliveries they hold; a handler's error ends them all at once.
+    const handler = this.handleInTurn(handle).pipe(Effect.catchIf(
+      (error): error is E & E2 => this.end !== undefined && error === this.end.error,
+      (end) => Effect.succeed(end)
+    ))
+    return Effect.all(Array.from({ length: concurrency }, () => handler), { concurrency: "unbounded" }).pipe(
+      Effect.flatMap(([end]) => Effect.fail(end!))
     )
   }
 
-  /**
-   * The delivery last taken, until the next is asked for: in `forEach`, the one whose handler
-   * runs. A handler that fails or is interrupted settles it no more, so unless it did, it goes
-   * back to the queue rather than stay unacknowledged for the channel's life.
-   */
-  private handling: Delivery | undefined
-
-  private giveBackHandling(): void {
-    const delivery = this.handling
-    this.handling = undefined
-    if (delivery instanceof DeliveryImpl) delivery.giveBack()
+  private handleInTurn<E2, R>(
+    handle: (delivery: Delivery) => Effect.Effect<void, E2, R>
+  ): Effect.Effect<never, E | E2, R> {
+    return Effect.suspend(() => {
+      const handler: Handler = { handling: undefined }
+      return Effect.forever(this.next(handle, handler), { disableYield: true }).pipe(
+        Effect.onError(() => Effect.sync(() => giveBackHandling(handler)))
+      )
+    })
   }
 
   offer(core: ChannelCore, delivery: Delivery): void {
