@@ -507,4 +507,59 @@ layer(BrokerNode.layer(), { timeout: 120_000, excludeTestServices: true })("Amqp
         assert.isBelow(grown / 2_000, 500, `the heap grew by ${grown} bytes over 2,000 closed channels`)
       })
     ))
+
+  it.effect("keeps direct reply-to working across a reconnect, also for a request made while the link was down", () =>
+    Support.probed(({ proxy }) =>
+      Effect.gen(function*() {
+        const client = yield* AmqpClient.make(yield* Support.options(proxy.port, "direct-reply"))
+        const log = yield* Support.eventLog(client)
+        const server = yield* client.channel()
+        const queue = `recovery-rpc-${randomUUID()}`
+        yield* server.queueDeclare(queue)
+        yield* Effect.forkScoped(server.consumeWith(queue, (request) =>
+          Effect.andThen(
+            server.publish("", request.properties.replyTo!, Buffer.from(`re: ${Support.text(request.body)}`), {
+              properties: { correlationId: request.properties.correlationId! }
+            }),
+            request.ack()
+          )))
+
+        const requester = yield* client.channel()
+        const replies = yield* Queue.unbounded<AmqpChannel.Delivery>()
+        // Started at once, so that its basic.consume goes out before the first request.
+        yield* Effect.forkScoped(
+          requester.consume("amq.rabbitmq.reply-to", { noAck: true }).pipe(
+            Stream.runForEach((reply) => Queue.offer(replies, reply))
+          ),
+          { startImmediately: true }
+        )
+        const call = (id: string) =>
+          Effect.gen(function*() {
+            yield* requester.publish("", queue, Buffer.from(id), {
+              properties: { replyTo: "amq.rabbitmq.reply-to", correlationId: id }
+            })
+            const reply = yield* Queue.take(replies).pipe(Effect.timeout("10 seconds"))
+            assert.deepStrictEqual([reply.properties.correlationId, Support.text(reply.body)], [id, `re: ${id}`])
+            return reply.routingKey
+          })
+        const before = yield* call("before")
+
+        // A request made while the link is down waits for it, and goes out only once the new
+        // channel consumes the pseudo-queue again: before that the broker would refuse it (406).
+        yield* proxy.refuseNew("reset")
+        yield* proxy.reset()
+        const disconnected = yield* log.next("Disconnected")
+        const during = yield* Effect.forkScoped(call("during"))
+        yield* Support.realDelay(300)
+        yield* proxy.acceptNew
+        yield* log.next("Recovered", disconnected.index)
+        const duringKey = yield* Fiber.join(during)
+        const after = yield* call("after")
+        assert.strictEqual(after, duringKey)
+        // A new channel on the new link: the broker names it anew.
+        assert.notStrictEqual(after, before)
+        assert.deepStrictEqual(log.all("RecoveryStepFailed"), [])
+        assert.strictEqual(yield* server.queueDelete(queue), 0)
+      })
+    ))
 })
