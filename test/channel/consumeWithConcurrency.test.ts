@@ -4,7 +4,14 @@
  * go back unless they settled them; a consumer's end waits for the handlers still running; a
  * concurrency that is not a whole number from 1 is refused before anything is sent.
  */
-import { AmqpChannel, AmqpClient, AmqpConfigError, AmqpConsumerCancelled, ConnectionConfig } from "@effect-amqp/client"
+import {
+  AmqpChannel,
+  AmqpChannelError,
+  AmqpClient,
+  AmqpConfigError,
+  AmqpConsumerCancelled,
+  ConnectionConfig
+} from "@effect-amqp/client"
 import { SharedBroker } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
 import { Data, Deferred, Effect, Exit, Fiber, Option } from "effect"
@@ -148,6 +155,49 @@ describe("consumeWith with concurrency", () => {
         assert.deepStrictEqual(error, new AmqpConsumerCancelled({ consumerTag: "with-n-doomed", queue }))
         assert.deepStrictEqual([finished, interrupted], [["m0", "m1"], []])
         assert.isTrue(yield* consumer.isOpen)
+      })
+    ))
+
+  it.live("a closed channel ends it once the running handlers are done, also after one's ack was refused", () =>
+    onSharedBroker((connect) =>
+      Effect.gen(function*() {
+        const { channel, consumer, queue } = yield* queueWithMessages(connect, "q-with-n-closed", 3)
+        yield* consumer.qos(3)
+        // All three run when the channel closes. m0's ack, soon after, fails as stale; m1 and m2
+        // finish later. The stale ack is the channel's end, not a handler failure that would
+        // interrupt the other two.
+        const allThree = yield* barrier(3)
+        const closed = yield* Deferred.make<void>()
+        const finished: Array<string> = []
+        const interrupted: Array<string> = []
+        const ackErrors: Array<string> = []
+        const handle = (delivery: AmqpChannel.Delivery) => {
+          const body = text(delivery.body)
+          return Effect.gen(function*() {
+            yield* allThree
+            yield* Deferred.await(closed)
+            if (body === "m0") {
+              yield* Effect.tapError(delivery.ack(), (error) => Effect.sync(() => ackErrors.push(error._tag)))
+            } else yield* Effect.sleep("300 millis")
+            finished.push(body)
+          }).pipe(Effect.onInterrupt(() => Effect.sync(() => interrupted.push(body))))
+        }
+        const fiber = yield* Effect.forkScoped(Effect.flip(consumer.consumeWith(queue, handle, { concurrency: 3 })))
+        yield* poll(
+          channel.queueDeclare(queue, { passive: true }),
+          (ok) => ok.messageCount === 0 && ok.consumerCount === 1
+        )
+        // A passive declare of a missing queue on the consumer's own channel closes it with 404.
+        const notFound = yield* Effect.flip(consumer.queueDeclare(unique("q-missing"), { passive: true }))
+        yield* Deferred.done(closed, Exit.void)
+        const error = yield* Fiber.join(fiber).pipe(Effect.timeout("5 seconds"))
+
+        assert.strictEqual(error, notFound)
+        assert.instanceOf(error, AmqpChannelError)
+        assert.deepStrictEqual([ackErrors, interrupted, finished.toSorted()], [["AmqpStaleDelivery"], [], ["m1", "m2"]])
+        const ready = yield* poll(channel.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount === 3)
+        assert.deepStrictEqual(ready, { queue, messageCount: 3, consumerCount: 0 })
+        assert.strictEqual(yield* channel.queueDelete(queue), 3)
       })
     ))
 

@@ -259,6 +259,12 @@ export class ChannelCore implements ChannelSink {
     if (this.state === "closed") return
     this.state = "closed"
     this.failure = cause
+    // Consumers hear of it first: that wakes no fiber at once, while completing a wait below can
+    // run its fiber there and then, and a handler it releases may settle a delivery, which must
+    // find its consumer ended already.
+    const consumers = [...this.consumers.values()]
+    this.consumers.clear()
+    for (const consumer of consumers) consumer.onChannelClosed(cause)
     this.endCommit()
     Deferred.doneUnsafe(this.ended, Exit.succeed(cause))
     Deferred.doneUnsafe(this.closeOk, Exit.void)
@@ -271,8 +277,6 @@ export class ChannelCore implements ChannelSink {
     const waiters = this.slotWaiters.splice(0)
     this.confirms.failAll(cause)
     for (const waiter of waiters) Deferred.doneUnsafe(waiter, Exit.void)
-    for (const consumer of this.consumers.values()) consumer.onChannelClosed(cause)
-    this.consumers.clear()
   }
 
   // -------------------------------------------------------------------------------------------

@@ -455,9 +455,17 @@ export class DeliveryBuffer<E> {
     })
   })
 
+  /**
+   * Wakes a waiting taker per delivery buffered, or all of them at the end: of a thousand idle
+   * `consumeWith` handlers, one delivery wakes one. A taker that finds nothing live waits again.
+   */
   private readonly wake = (): void => {
     this.wakeQueued = false
     const waiters = this.waiters
+    if (this.end === undefined && this.size < waiters.length) {
+      for (const waiter of waiters.splice(0, this.size)) waiter()
+      return
+    }
     this.waiters = []
     for (const waiter of waiters) waiter()
   }
@@ -527,7 +535,13 @@ export class DeliveryBuffer<E> {
     return Effect.suspend(() => {
       const handler: Handler = { handling: undefined }
       return Effect.forever(this.next(handle, handler), { disableYield: true }).pipe(
-        Effect.onError(() => Effect.sync(() => giveBackHandling(handler)))
+        Effect.onError(() => Effect.sync(() => giveBackHandling(handler))),
+        // A settlement refused as stale once the consumer has ended: its channel went, which is
+        // the consumer's end, not this handler's failure (that would interrupt the others).
+        Effect.catchIf(
+          (error) => this.end !== undefined && error instanceof AmqpStaleDelivery,
+          () => Effect.fail(this.end!.error)
+        )
       )
     })
   }
