@@ -165,6 +165,59 @@ describe("a stream consumer's deliveries", () => {
     ))
 })
 
+/** The refusal of a nack or reject that names a stream's delivery. */
+const refused = (deliveryTag: number, operation: "nack" | "reject") =>
+  new AmqpUnknownDeliveryTag({ deliveryTag, operation, reason: "stream" })
+
+describe("a channel holding a stream consumer's deliveries", () => {
+  it.live("refuses nack and reject of them by tag, also as `multiple` and tag 0, and nacks others", () =>
+    onSharedBroker((connect, broker) =>
+      Effect.gen(function*() {
+        const { connection, consumer, stream } = yield* setUp(connect)
+        const taken = yield* consumer.consume(stream, { arguments: { "x-stream-offset": "first" } }).pipe(
+          Stream.take(3),
+          Stream.runCollect
+        )
+        const [s0, s1, s2] = taken.map((delivery) => delivery.deliveryTag)
+        // A classic queue's delivery on the same channel, after the stream's.
+        const classic = unique("classic-beside-stream")
+        yield* consumer.queueDeclare(classic)
+        yield* consumer.publish("", classic, utf8("c0"))
+        const [c0] = yield* consumer.consume(classic).pipe(Stream.take(1), Stream.runCollect)
+        assert.isAbove(c0!.deliveryTag, s2!)
+
+        assert.deepStrictEqual(
+          [
+            yield* Effect.flip(consumer.nack(s1!)),
+            yield* Effect.flip(consumer.reject(s0!, false)),
+            yield* Effect.flip(consumer.nack(s2!, true, false)),
+            yield* Effect.flip(consumer.nack(c0!.deliveryTag, true)),
+            yield* Effect.flip(consumer.nack(0, true))
+          ],
+          [
+            refused(s1!, "nack"),
+            refused(s0!, "reject"),
+            refused(s2!, "nack"),
+            refused(c0!.deliveryTag, "nack"),
+            refused(0, "nack")
+          ]
+        )
+        // The classic queue's delivery alone is nacked back to its queue.
+        yield* consumer.nack(c0!.deliveryTag)
+        assert.strictEqual(yield* poll(readyCount(consumer, classic), (n) => n === 1), 1)
+        // Acked, a stream delivery is settled like any other; the rest still take their ack.
+        yield* consumer.ack(s0!)
+        assert.deepStrictEqual(
+          yield* Effect.flip(consumer.nack(s0!)),
+          new AmqpUnknownDeliveryTag({ deliveryTag: s0!, operation: "nack", reason: "settled" })
+        )
+        yield* consumer.ack(s2!, true)
+        assert.strictEqual(yield* consumer.queueDelete(classic), 1)
+        yield* checkEndedCleanly(broker, connection, consumer, stream)
+      })
+    ))
+})
+
 describe("a classic queue whose messages carry a publisher's x-stream-offset header", () => {
   it.live("a consumer stream cut short requeues the rest", () =>
     onSharedBroker((connect) =>

@@ -129,4 +129,56 @@ describe("Settlements", () => {
     assert.strictEqual(settlements.highestUnsettled(3), 0)
     assert.strictEqual(settlements.highestUnsettled(4), 4)
   })
+
+  it("names an unsettled stream delivery exactly when a set of them would, across commits and rollbacks", () => {
+    const anAction = fc.oneof(
+      fc.record({ kind: fc.constant("deliver" as const), stream: fc.boolean() }),
+      fc.record({ kind: fc.constant("ack" as const), back: fc.integer({ min: 0, max: 30 }), multiple: fc.boolean() }),
+      fc.record({ kind: fc.constantFrom("select" as const, "commit" as const, "rollback" as const) })
+    )
+    fc.assert(
+      fc.property(fc.array(anAction, { minLength: 10, maxLength: 80, size: "max" }), (actions) => {
+        const settlements = new Settlements()
+        let settled = new Set<number>()
+        let checkpoint: Set<number> | undefined
+        const streamTags = new Set<number>()
+        let last = 0
+        for (const action of actions) {
+          if (action.kind === "deliver") {
+            last++
+            if (action.stream) {
+              settlements.fromStream(last)
+              streamTags.add(last)
+            }
+          } else if (action.kind === "ack") {
+            const tag = last - action.back
+            if (tag < 1) continue
+            if (action.multiple) settlements.settleThrough(tag)
+            else settlements.settle(tag)
+            for (const t of upTo(tag, action.multiple)) settled.add(t)
+          } else if (action.kind === "select") {
+            settlements.select()
+            checkpoint ??= new Set(settled)
+          } else if (action.kind === "commit") {
+            if (checkpoint === undefined) continue
+            settlements.commit()
+            checkpoint = new Set(settled)
+          } else if (checkpoint !== undefined) {
+            settlements.rollback()
+            settled = new Set(checkpoint)
+          }
+        }
+        for (let tag = 1; tag <= last + 1; tag++) {
+          const unsettled = [...streamTags].filter((t) => !settled.has(t))
+          assert.strictEqual(settlements.namesStreamDelivery(tag, false), unsettled.includes(tag), `tag ${tag}`)
+          assert.strictEqual(
+            settlements.namesStreamDelivery(tag, true),
+            unsettled.some((t) => t <= tag),
+            `tags through ${tag}`
+          )
+        }
+      }),
+      { numRuns: 500 }
+    )
+  })
 })

@@ -109,6 +109,9 @@ const acknowledgeNow = (
   if (all) {
     const highest = settlements.highestUnsettled(core.lastDeliveryTag)
     if (highest === 0) return Effect.void
+    if (operation !== "ack" && settlements.namesStreamDelivery(highest, true)) {
+      return Effect.fail(new AmqpUnknownDeliveryTag({ deliveryTag, operation, reason: "stream" }))
+    }
     settlements.settleThrough(highest)
     return sendAcknowledgement(core, operation, highest, true, requeue)
   }
@@ -118,6 +121,9 @@ const acknowledgeNow = (
   }
   if (settlements.isSettled(brokerTag)) {
     return Effect.fail(new AmqpUnknownDeliveryTag({ deliveryTag, operation, reason: "settled" }))
+  }
+  if (operation !== "ack" && settlements.namesStreamDelivery(brokerTag, multiple)) {
+    return Effect.fail(new AmqpUnknownDeliveryTag({ deliveryTag, operation, reason: "stream" }))
   }
   if (multiple) settlements.settleThrough(brokerTag)
   else settlements.settle(brokerTag)
@@ -295,6 +301,7 @@ export const startConsumer = (
         return
       }
       if (noAck) core.settlements.settle(m.deliveryTag, false)
+      else if (fromStream) core.settlements.fromStream(m.deliveryTag)
       outlet.offer(core, makeDelivery(core, command, m, noAck, fromStream))
     },
     onCancelledByBroker: () => outlet.cancelledByBroker(consumerTag),

@@ -23,6 +23,13 @@ export class Settlements {
    */
   private ranges: Array<number> = []
   private checkpoint: Checkpoint | undefined
+  /**
+   * The tags of deliveries from stream queues, ascending, from `streamHead` on: RabbitMQ answers a
+   * nack or reject of one by closing the connection (540), so those are refused before they go.
+   * Settled ones are dropped from the front as more arrive.
+   */
+  private streamTags: Array<number> = []
+  private streamHead = 0
 
   isSettled(tag: number): boolean {
     return tag <= this.through || this.rangeHolding(tag) >= 0
@@ -85,6 +92,40 @@ export class Settlements {
       for (; next <= tag; next++) checkpoint.others.push({ tag: next, through: false })
     }
     this.settleThrough(tag)
+  }
+
+  /** Records that delivery `tag` came from a stream queue. */
+  fromStream(tag: number): void {
+    const tags = this.streamTags
+    // In a transaction only what a rollback leaves settled goes: the rest may be outstanding again.
+    const kept = this.checkpoint?.through ?? Infinity
+    while (this.streamHead < tags.length) {
+      const first = tags[this.streamHead]!
+      if (first > kept || !this.isSettled(first)) break
+      this.streamHead++
+    }
+    if (this.streamHead === tags.length) {
+      this.streamTags = [tag]
+      this.streamHead = 0
+      return
+    }
+    if (this.streamHead >= 1024 && this.streamHead * 2 >= tags.length) {
+      this.streamTags = tags.slice(this.streamHead)
+      this.streamHead = 0
+    }
+    this.streamTags.push(tag)
+  }
+
+  /**
+   * Whether a nack or reject of `tag` (with `multiple`, of every tag up to it) would name an
+   * unsettled delivery from a stream queue.
+   */
+  namesStreamDelivery(tag: number, multiple: boolean): boolean {
+    const tags = this.streamTags
+    for (let i = this.streamHead; i < tags.length && tags[i]! <= tag; i++) {
+      if ((multiple || tags[i] === tag) && !this.isSettled(tags[i]!)) return true
+    }
+    return false
   }
 
   /** `tx.select` was sent: a transaction starts, unless one is open (a second select changes nothing). */
