@@ -20,6 +20,7 @@ import {
   onSharedBroker,
   poll,
   queueWithMessages,
+  readyCount,
   sha256,
   text,
   unique,
@@ -198,6 +199,39 @@ describe("consumeWith with concurrency", () => {
         const ready = yield* poll(channel.queueDeclare(queue, { passive: true }), (ok) => ok.messageCount === 3)
         assert.deepStrictEqual(ready, { queue, messageCount: 3, consumerCount: 0 })
         assert.strictEqual(yield* channel.queueDelete(queue), 3)
+      })
+    ))
+
+  it.live("a handler failing with its own channel's error interrupts the others, though that closed the channel", () =>
+    onSharedBroker((connect, broker) =>
+      Effect.gen(function*() {
+        const total = 10
+        const { channel, connection, consumer, queue } = yield* queueWithMessages(connect, "q-with-n-404", total)
+        yield* consumer.qos(total)
+        // The third handler's passive declare of a missing queue closes the consumer's channel
+        // (404): the channel's end and that handler's failure are one error. The other two would
+        // work for ever.
+        const allThree = yield* barrier(3)
+        let started = 0
+        const interrupted: Array<string> = []
+        const handle = (delivery: AmqpChannel.Delivery) =>
+          Effect.gen(function*() {
+            const third = ++started === 3
+            yield* allThree
+            if (third) yield* consumer.queueDeclare(unique("q-missing"), { passive: true })
+            yield* Effect.never
+          }).pipe(Effect.onInterrupt(() => Effect.sync(() => interrupted.push(text(delivery.body)))))
+        const error = yield* Effect.flip(consumer.consumeWith(queue, handle, { concurrency: 3 })).pipe(
+          Effect.timeout("5 seconds")
+        )
+
+        assert.instanceOf(error, AmqpChannelError)
+        assert.strictEqual((error as AmqpChannelError).replyCode, 404)
+        assert.deepStrictEqual(yield* consumer.closed, error)
+        assert.strictEqual(interrupted.length, 2)
+        assert.strictEqual(yield* poll(readyCount(channel, queue), (n) => n === total), total)
+        assert.deepStrictEqual(yield* brokerChannel(broker, connection.name, consumer.id), [])
+        assert.strictEqual(yield* channel.queueDelete(queue), total)
       })
     ))
 

@@ -7,7 +7,7 @@
  * when it was started with an `x-stream-offset` argument: a header of that name on a classic
  * queue's messages, set by a publisher, changes nothing.
  */
-import { AmqpChannel, type AmqpConnection, AmqpUnknownDeliveryTag } from "@effect-amqp/client"
+import { AmqpChannel, type AmqpConnection, AmqpRecoverRefused, AmqpUnknownDeliveryTag } from "@effect-amqp/client"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Stream } from "effect"
 import {
@@ -213,6 +213,42 @@ describe("a channel holding a stream consumer's deliveries", () => {
         )
         yield* consumer.ack(s2!, true)
         assert.strictEqual(yield* consumer.queueDelete(classic), 1)
+        yield* checkEndedCleanly(broker, connection, consumer, stream)
+      })
+    ))
+})
+
+describe("basic.recover on a channel reading a stream", () => {
+  it.live("is refused while a stream consumer runs or its deliveries are unsettled, and sent once neither holds", () =>
+    onSharedBroker((connect, broker) =>
+      Effect.gen(function*() {
+        const { connection, consumer, stream } = yield* setUp(connect)
+        const refusal = new AmqpRecoverRefused({ channel: consumer.id, reason: "stream" })
+        // A running stream consumer: whatever it has on its way would be reached.
+        const running = yield* Effect.forkChild(
+          consumer.consume(stream, { arguments: { "x-stream-offset": "last" } }).pipe(
+            Stream.mapEffect((delivery) => delivery.ack()),
+            Stream.runDrain
+          )
+        )
+        yield* poll(
+          brokerChannel(broker, connection.name, consumer.id),
+          (channels) => channels[0]?.consumerCount === 1
+        )
+        assert.deepStrictEqual(yield* Effect.flip(consumer.recover()), refusal)
+        yield* Fiber.interrupt(running)
+
+        // Deliveries taken and not settled, their consumer ended.
+        const taken = yield* consumer.consume(stream, { arguments: { "x-stream-offset": "first" } }).pipe(
+          Stream.take(3),
+          Stream.runCollect
+        )
+        assert.deepStrictEqual(yield* Effect.flip(consumer.recover()), refusal)
+        assert.deepStrictEqual(yield* Effect.flip(consumer.recover(false)), refusal)
+
+        // Settled, nothing of the stream is left for it to reach: it goes, and the connection lives.
+        yield* taken[2]!.ack({ multiple: true })
+        yield* consumer.recover()
         yield* checkEndedCleanly(broker, connection, consumer, stream)
       })
     ))

@@ -27,6 +27,7 @@ import {
   type AmqpConsumerTagInUse,
   type AmqpEncodeError,
   type AmqpPublishError,
+  AmqpRecoverRefused,
   AmqpStaleDelivery
 } from "./AmqpError.ts"
 import { ChannelCore, type ChannelFailure } from "./internal/channelCore.ts"
@@ -284,8 +285,11 @@ export interface AmqpChannel {
     requeue?: boolean
   ) => Effect.Effect<void, AckError | ChannelError>
   readonly reject: (deliveryTag: number, requeue?: boolean) => Effect.Effect<void, AckError | ChannelError>
-  /** `basic.recover`: redeliver every unacknowledged message. */
-  readonly recover: (requeue?: boolean) => Effect.Effect<void, ChannelError>
+  /**
+   * `basic.recover`: redeliver every unacknowledged message. Refused with `AmqpRecoverRefused`
+   * on a channel that runs a stream consumer or holds a stream's unsettled deliveries.
+   */
+  readonly recover: (requeue?: boolean) => Effect.Effect<void, ChannelError | AmqpRecoverRefused>
   readonly txSelect: Effect.Effect<void, ChannelError>
   readonly txCommit: Effect.Effect<void, ChannelError>
   readonly txRollback: Effect.Effect<void, ChannelError>
@@ -511,7 +515,11 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
     // would close the channel with 406, so it is settled as the recover goes out, and so is each
     // delivery that was already on its way, as it arrives before the recover-ok.
     recover: (requeue = true) =>
-      Effect.asVoid(rpc(Methods.basicRecover({ requeue }), () => core.endRecover(), () => core.beginRecover())),
+      Effect.suspend((): Effect.Effect<void, ChannelError | AmqpRecoverRefused> =>
+        core.recoverReachesStream()
+          ? Effect.fail(new AmqpRecoverRefused({ channel: core.id, reason: "stream" }))
+          : Effect.asVoid(rpc(Methods.basicRecover({ requeue }), () => core.endRecover(), () => core.beginRecover()))
+      ),
     txSelect: Effect.asVoid(rpc(Methods.txSelect(), undefined, () => {
       core.transactional = true
       core.settlements.select()

@@ -469,6 +469,24 @@ export class AmqpConsumerTagInUse extends StacklessTaggedError("AmqpConsumerTagI
 }
 
 /**
+ * A `basic.recover` on a channel that runs a consumer of a stream queue (one started with
+ * `x-stream-offset`) or holds unsettled deliveries from one. It was not sent: a stream requeues
+ * nothing, and RabbitMQ answers by closing the whole connection (541 INTERNAL_ERROR). Settle those
+ * deliveries (ack) and end the stream consumer first, or recover on another channel.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class AmqpRecoverRefused extends StacklessTaggedError("AmqpRecoverRefused")<{
+  readonly channel: number
+  readonly reason: "stream"
+}> {
+  override get message(): string {
+    return `basic.recover not sent on channel ${this.channel}: it runs a stream consumer or holds a stream's deliveries`
+  }
+}
+
+/**
  * Why a channel ended: the broker closed it, its connection ended, or the application closed it.
  *
  * @since 0.1.0

@@ -181,4 +181,23 @@ describe("Settlements", () => {
       { numRuns: 500 }
     )
   })
+
+  it("keeps the tags of stream deliveries held, not of those settled: one held while a million after it are acked", () => {
+    const settlements = new Settlements()
+    settlements.fromStream(1)
+    for (let tag = 2; tag <= 1_000_000; tag++) {
+      settlements.fromStream(tag)
+      settlements.settle(tag)
+    }
+    assert.isBelow(settlements.streamTagCount, 2048)
+    assert.isTrue(settlements.namesStreamDelivery(1_000_000, true))
+    assert.isFalse(settlements.namesStreamDelivery(999_999, false))
+    assert.strictEqual(settlements.streamTagCount, 1)
+
+    // A burst all acked with nothing after it: the next check drops them.
+    for (let tag = 1_000_001; tag <= 1_100_000; tag++) settlements.fromStream(tag)
+    settlements.settleThrough(1_100_000)
+    assert.isFalse(settlements.namesStreamDelivery(1_100_001, true))
+    assert.strictEqual(settlements.streamTagCount, 0)
+  })
 })

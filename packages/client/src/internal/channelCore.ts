@@ -34,6 +34,8 @@ const EMPTY_BODY = new Uint8Array(0)
 
 /** What a consumer gets from its channel. */
 export interface ConsumerSink {
+  /** The consumer reads a stream queue. */
+  readonly fromStream: boolean
   readonly onDelivery: (command: Command) => void
   readonly onCancelledByBroker: () => void
   readonly onChannelClosed: (cause: ChannelFailure) => void
@@ -337,6 +339,16 @@ export class ChannelCore implements ChannelSink {
 
   /** `basic.recover`s sent whose recover-ok has not come. */
   private recovering = 0
+
+  /**
+   * Whether a `basic.recover` would reach a stream's delivery: one unsettled, or one a stream
+   * consumer of the channel may have on its way.
+   */
+  recoverReachesStream(): boolean {
+    if (this.settlements.namesStreamDelivery(this.lastDeliveryTag, true)) return true
+    for (const consumer of this.consumers.values()) if (consumer.fromStream) return true
+    return false
+  }
 
   /** `basic.recover` went out: every delivery received so far is requeued, acked or not. */
   beginRecover(): void {

@@ -292,6 +292,7 @@ export const startConsumer = (
   let cancelling = false
   let consumerTag = options.consumerTag ?? ""
   const sink: ConsumerSink = {
+    fromStream,
     onDelivery: (command) => {
       const m = command.method
       if (m._tag !== "basic.deliver") return
@@ -392,9 +393,13 @@ const COMPACT_AT = 1024
  */
 const noDeliveries = (): Array<Delivery> => []
 
-/** One running handler of `forEach`: the delivery it handles, until it asks for the next. */
+/**
+ * One running handler of `forEach`: the delivery it handles, until it asks for the next, and
+ * whether it found the consumer's end (rather than failed with an error equal to it).
+ */
 interface Handler {
   handling: Delivery | undefined
+  ended: boolean
 }
 
 /** Hands back the delivery of a handler that failed or was interrupted, unless it was settled. */
@@ -504,8 +509,9 @@ export class DeliveryBuffer<E> {
         if (handler !== undefined) handler.handling = delivery
         return use(delivery)
       }
-      if (this.end !== undefined) return Effect.fail(this.end.error)
-      return Effect.andThen(this.arrival, self)
+      if (this.end === undefined) return Effect.andThen(this.arrival, self)
+      if (handler !== undefined) handler.ended = true
+      return Effect.fail(this.end.error)
     })
     return self
   }
@@ -524,30 +530,31 @@ export class DeliveryBuffer<E> {
     handle: (delivery: Delivery) => Effect.Effect<void, E2, R>,
     concurrency = 1
   ): Effect.Effect<never, E | E2, R> {
-    if (concurrency === 1) return this.handleInTurn(handle)
+    if (concurrency === 1) return this.handleInTurn(handle, Effect.fail)
     // Each handler ends with the consumer's end as its value, so that the first to see it waits
     // for the others to finish the deliveries they hold; a handler's error ends them all at once.
-    const handler = this.handleInTurn(handle).pipe(Effect.catchIf(
-      (error): error is E & E2 => this.end !== undefined && error === this.end.error,
-      (end) => Effect.succeed(end)
-    ))
+    const handler = this.handleInTurn(handle, Effect.succeed)
     return Effect.all(Array.from({ length: concurrency }, () => handler), { concurrency: "unbounded" }).pipe(
       Effect.flatMap(([end]) => Effect.fail(end!))
     )
   }
 
-  private handleInTurn<E2, R>(
-    handle: (delivery: Delivery) => Effect.Effect<void, E2, R>
-  ): Effect.Effect<never, E | E2, R> {
+  /**
+   * Runs `handle` on one delivery after another until the consumer ends, which it answers with
+   * `atEnd`. A settlement refused as stale once the consumer has ended counts as that end: its
+   * channel went, which is no failure of this handler (that would interrupt the others).
+   */
+  private handleInTurn<A, E2, R>(
+    handle: (delivery: Delivery) => Effect.Effect<void, E2, R>,
+    atEnd: (error: E) => Effect.Effect<A, E>
+  ): Effect.Effect<A, E | E2, R> {
     return Effect.suspend(() => {
-      const handler: Handler = { handling: undefined }
+      const handler: Handler = { handling: undefined, ended: false }
       return Effect.forever(this.next(handle, handler), { disableYield: true }).pipe(
         Effect.onError(() => Effect.sync(() => giveBackHandling(handler))),
-        // A settlement refused as stale once the consumer has ended: its channel went, which is
-        // the consumer's end, not this handler's failure (that would interrupt the others).
         Effect.catchIf(
-          (error) => this.end !== undefined && error instanceof AmqpStaleDelivery,
-          () => Effect.fail(this.end!.error)
+          (error) => this.end !== undefined && (handler.ended || error instanceof AmqpStaleDelivery),
+          () => atEnd(this.end!.error)
         )
       )
     })

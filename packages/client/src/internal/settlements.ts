@@ -15,6 +15,9 @@
  * `tx.commit` and `tx.rollback` in order with the acknowledgements around them, so the checkpoint
  * moves when they are sent, not when their replies come.
  */
+/** Stream tags recorded before the first compaction of their list. */
+const STREAM_TAGS_COMPACTED_AT = 1024
+
 export class Settlements {
   private through = 0
   /**
@@ -24,12 +27,12 @@ export class Settlements {
   private ranges: Array<number> = []
   private checkpoint: Checkpoint | undefined
   /**
-   * The tags of deliveries from stream queues, ascending, from `streamHead` on: RabbitMQ answers a
+   * The tags of deliveries from stream queues, ascending: RabbitMQ answers a
    * nack or reject of one by closing the connection (540), so those are refused before they go.
-   * Settled ones are dropped from the front as more arrive.
+   * Settled ones are dropped as the list grows, and before each check.
    */
   private streamTags: Array<number> = []
-  private streamHead = 0
+  private compactStreamTagsAt = STREAM_TAGS_COMPACTED_AT
 
   isSettled(tag: number): boolean {
     return tag <= this.through || this.rangeHolding(tag) >= 0
@@ -94,26 +97,15 @@ export class Settlements {
     this.settleThrough(tag)
   }
 
+  /** How many stream tags are kept. */
+  get streamTagCount(): number {
+    return this.streamTags.length
+  }
+
   /** Records that delivery `tag` came from a stream queue. */
   fromStream(tag: number): void {
-    const tags = this.streamTags
-    // In a transaction only what a rollback leaves settled goes: the rest may be outstanding again.
-    const kept = this.checkpoint?.through ?? Infinity
-    while (this.streamHead < tags.length) {
-      const first = tags[this.streamHead]!
-      if (first > kept || !this.isSettled(first)) break
-      this.streamHead++
-    }
-    if (this.streamHead === tags.length) {
-      this.streamTags = [tag]
-      this.streamHead = 0
-      return
-    }
-    if (this.streamHead >= 1024 && this.streamHead * 2 >= tags.length) {
-      this.streamTags = tags.slice(this.streamHead)
-      this.streamHead = 0
-    }
     this.streamTags.push(tag)
+    if (this.streamTags.length >= this.compactStreamTagsAt) this.compactStreamTags()
   }
 
   /**
@@ -121,11 +113,24 @@ export class Settlements {
    * unsettled delivery from a stream queue.
    */
   namesStreamDelivery(tag: number, multiple: boolean): boolean {
-    const tags = this.streamTags
-    for (let i = this.streamHead; i < tags.length && tags[i]! <= tag; i++) {
-      if ((multiple || tags[i] === tag) && !this.isSettled(tags[i]!)) return true
+    if (this.streamTags.length === 0) return false
+    this.compactStreamTags()
+    for (const streamTag of this.streamTags) {
+      if (streamTag > tag) return false
+      if ((multiple || streamTag === tag) && !this.isSettled(streamTag)) return true
     }
     return false
+  }
+
+  /**
+   * Keeps the stream tags that are unsettled or that a rollback could make outstanding again (in a
+   * transaction, those above its checkpoint). The next compaction comes once the list has doubled,
+   * so each tag costs a constant amount however many stay held.
+   */
+  private compactStreamTags(): void {
+    const kept = this.checkpoint?.through ?? Infinity
+    this.streamTags = this.streamTags.filter((tag) => tag > kept || !this.isSettled(tag))
+    this.compactStreamTagsAt = Math.max(STREAM_TAGS_COMPACTED_AT, 2 * this.streamTags.length)
   }
 
   /** `tx.select` was sent: a transaction starts, unless one is open (a second select changes nothing). */
