@@ -289,6 +289,8 @@ const makeTransport = (
   }
   const flush = () => {
     scheduled = false
+    bursting = gathered > 1
+    gathered = 0
     sequence++
     closeTail()
     const chunks = pending
@@ -323,13 +325,17 @@ const makeTransport = (
     process.nextTick(flush)
   }
   // The first write of a tick leaves at once, for latency; the ones after it in the same tick
-  // gather behind it and leave together on the next tick, for throughput.
+  // gather behind it and leave together on the next tick, for throughput. While writes come in
+  // bursts (more than one gathered for the last flush), the first waits for the rest too: a
+  // confirm window refilled by each read of acks then costs one system call per read, not two.
   let quiet = true
+  let bursting = false
+  let gathered = 0
   const endTick = () => {
     quiet = true
   }
   const writeNow = (data: Uint8Array | ReadonlyArray<Uint8Array>): boolean => {
-    if (!quiet || scheduled) return false
+    if (bursting || !quiet || scheduled) return false
     quiet = false
     sequence++
     process.nextTick(endTick)
@@ -359,16 +365,19 @@ const makeTransport = (
     lastSent: Date.now(),
     write: (data) => {
       if (!isOpen() || writeNow(data)) return
+      gathered++
       enqueue(data)
       schedule()
     },
     writev: (data) => {
       if (!isOpen() || writeNow(data)) return
+      gathered++
       for (const chunk of data) enqueue(chunk)
       schedule()
     },
     writeLater: (data) => {
       if (!isOpen()) return
+      gathered++
       enqueue(data)
       schedule()
     },
