@@ -207,6 +207,7 @@ describe("effect-amqp usage and failures", () => {
       yield* deleteAtEnd(queue)
       const result = yield* cli(["publish", "--url", sharedUrl, "--queue", queue, "--count", "1"])
       assert.strictEqual(result.code, 1)
-      assert.match(result.stderr, /404 NOT_FOUND/)
+      assert.match(result.stderr, /^effect-amqp: channel 1 closed by the broker: 404 NOT_FOUND - no queue '.*'/)
+      assert.match(result.stderr, /; --declare creates it\n$/)
     }))
 })

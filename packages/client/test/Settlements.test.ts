@@ -182,7 +182,7 @@ describe("Settlements", () => {
     )
   })
 
-  it("keeps the tags of stream deliveries held, not of those settled: one held while a million after it are acked", () => {
+  it("keeps the tags of held stream deliveries only: one held while a million after it are acked", () => {
     const settlements = new Settlements()
     settlements.fromStream(1)
     for (let tag = 2; tag <= 1_000_000; tag++) {

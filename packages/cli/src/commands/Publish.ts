@@ -42,7 +42,14 @@ export const run = Effect.fn("effect-amqp publish")(function*(options: Options) 
   const { connection } = yield* Broker.connect(target, { connectionName: "effect-amqp publish" })
   const channel = yield* AmqpChannel.make(connection, { maxOutstandingConfirms: options.window })
   if (options.declare) yield* channel.queueDeclare(options.queue, { durable: false })
-  else yield* channel.queueDeclare(options.queue, { passive: true })
+  else {
+    yield* channel.queueDeclare(options.queue, { passive: true }).pipe(
+      Effect.catchIf(
+        (error) => error._tag === "AmqpChannelError" && error.replyCode === 404,
+        (error) => Effect.fail(new Report.CommandFailed({ message: `${error.message}; --declare creates it` }))
+      )
+    )
+  }
   if (options.confirm) yield* channel.confirmSelect
 
   let done = 0
