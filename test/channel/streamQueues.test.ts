@@ -7,9 +7,9 @@
  * when it was started with an `x-stream-offset` argument: a header of that name on a classic
  * queue's messages, set by a publisher, changes nothing.
  */
-import { AmqpChannel, type AmqpConnection, AmqpRecoverRefused, AmqpUnknownDeliveryTag } from "@effect-amqp/client"
+import { AmqpChannel, type AmqpConnection, AmqpStreamRefused, AmqpUnknownDeliveryTag } from "@effect-amqp/client"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Stream } from "effect"
+import { Effect, Fiber, Option, Stream } from "effect"
 import {
   brokerChannel,
   type Connect,
@@ -223,7 +223,7 @@ describe("basic.recover on a channel reading a stream", () => {
     onSharedBroker((connect, broker) =>
       Effect.gen(function*() {
         const { connection, consumer, stream } = yield* setUp(connect)
-        const refusal = new AmqpRecoverRefused({ channel: consumer.id, reason: "stream" })
+        const refusal = new AmqpStreamRefused({ channel: consumer.id, operation: "basic.recover", queue: undefined })
         // A running stream consumer: whatever it has on its way would be reached.
         const running = yield* Effect.forkChild(
           consumer.consume(stream, { arguments: { "x-stream-offset": "last" } }).pipe(
@@ -250,6 +250,40 @@ describe("basic.recover on a channel reading a stream", () => {
         yield* taken[2]!.ack({ multiple: true })
         yield* consumer.recover()
         yield* checkEndedCleanly(broker, connection, consumer, stream)
+      })
+    ))
+})
+
+describe("basic.get of a stream", () => {
+  it.live("is refused for a queue the connection declared or consumes as a stream, and the connection lives", () =>
+    onSharedBroker((connect) =>
+      Effect.gen(function*() {
+        // Declared as a stream on this connection (by `setUp`'s admin channel).
+        const { connection, consumer, stream } = yield* setUp(connect)
+        const refusal = (channel: number) => new AmqpStreamRefused({ channel, operation: "basic.get", queue: stream })
+        assert.deepStrictEqual(yield* Effect.flip(consumer.get(stream)), refusal(consumer.id))
+        assert.deepStrictEqual(yield* Effect.flip(consumer.get(stream, { noAck: true })), refusal(consumer.id))
+
+        // Another connection knows it once it consumes it as a stream.
+        const other = yield* connect()
+        const reader = yield* AmqpChannel.make(other)
+        yield* reader.qos(MESSAGES)
+        const [first] = yield* reader.consume(stream, { arguments: { "x-stream-offset": "first" } }).pipe(
+          Stream.take(1),
+          Stream.runCollect
+        )
+        yield* first!.ack()
+        assert.deepStrictEqual(yield* Effect.flip(reader.get(stream)), refusal(reader.id))
+        assert.isTrue(yield* connection.isOpen)
+        assert.isTrue(yield* other.isOpen)
+
+        // Deleted and declared again as a classic queue, it is one to `get` from.
+        yield* consumer.queueDelete(stream)
+        yield* consumer.queueDeclare(stream, { durable: true })
+        yield* consumer.publish("", stream, utf8("classic now"))
+        const got = yield* poll(consumer.get(stream, { noAck: true }), Option.isSome)
+        assert.deepStrictEqual(Option.map(got, (message) => text(message.body)), Option.some("classic now"))
+        assert.isTrue(yield* connection.isOpen)
       })
     ))
 })

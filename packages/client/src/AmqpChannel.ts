@@ -27,8 +27,8 @@ import {
   type AmqpConsumerTagInUse,
   type AmqpEncodeError,
   type AmqpPublishError,
-  AmqpRecoverRefused,
-  AmqpStaleDelivery
+  AmqpStaleDelivery,
+  AmqpStreamRefused
 } from "./AmqpError.ts"
 import { ChannelCore, type ChannelFailure } from "./internal/channelCore.ts"
 import {
@@ -272,11 +272,14 @@ export interface AmqpChannel {
    * from the moment the stream starts; it ends when the channel does.
    */
   readonly returns: Stream.Stream<ReturnedMessage>
-  /** `basic.get`: one message, or none. */
+  /**
+   * `basic.get`: one message, or none. Refused with `AmqpStreamRefused` for a queue the connection
+   * knows as a stream (declared with `x-queue-type: stream`, or consumed with `x-stream-offset`).
+   */
   readonly get: (
     queue: string,
     options?: { readonly noAck?: boolean }
-  ) => Effect.Effect<Option.Option<GetResult>, ChannelError>
+  ) => Effect.Effect<Option.Option<GetResult>, ChannelError | AmqpStreamRefused>
   /** Acknowledges by delivery tag (prefer `delivery.ack()`). */
   readonly ack: (deliveryTag: number, multiple?: boolean) => Effect.Effect<void, AckError | ChannelError>
   readonly nack: (
@@ -286,10 +289,10 @@ export interface AmqpChannel {
   ) => Effect.Effect<void, AckError | ChannelError>
   readonly reject: (deliveryTag: number, requeue?: boolean) => Effect.Effect<void, AckError | ChannelError>
   /**
-   * `basic.recover`: redeliver every unacknowledged message. Refused with `AmqpRecoverRefused`
+   * `basic.recover`: redeliver every unacknowledged message. Refused with `AmqpStreamRefused`
    * on a channel that runs a stream consumer or holds a stream's unsettled deliveries.
    */
-  readonly recover: (requeue?: boolean) => Effect.Effect<void, ChannelError | AmqpRecoverRefused>
+  readonly recover: (requeue?: boolean) => Effect.Effect<void, ChannelError | AmqpStreamRefused>
   readonly txSelect: Effect.Effect<void, ChannelError>
   readonly txCommit: Effect.Effect<void, ChannelError>
   readonly txRollback: Effect.Effect<void, ChannelError>
@@ -442,6 +445,8 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
         })),
         (reply) => {
           const m = reply.method as Extract<Command["method"], { _tag: "queue.declare-ok" }>
+          // Declared (not passive) as it is, a queue is a stream exactly when declared as one.
+          if (o.passive !== true) core.connection.knowQueueType(m.queue, o.arguments)
           return { queue: m.queue, messageCount: m.messageCount, consumerCount: m.consumerCount }
         }
       ),
@@ -457,7 +462,10 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
     queueDelete: (queue, o = {}) =>
       Effect.map(
         rpc(Methods.queueDelete({ queue, ifUnused: o.ifUnused ?? false, ifEmpty: o.ifEmpty ?? false })),
-        (reply) => (reply.method as Extract<Command["method"], { _tag: "queue.delete-ok" }>).messageCount
+        (reply) => {
+          core.connection.streamQueues.delete(queue)
+          return (reply.method as Extract<Command["method"], { _tag: "queue.delete-ok" }>).messageCount
+        }
       ),
     qos: (prefetchCount, o = {}) =>
       Effect.asVoid(
@@ -473,7 +481,10 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
     publishAsync: (exchange, routingKey, body, o = {}) =>
       core.publishAsync(exchange, routingKey, body, o.properties ?? {}, o.mandatory ?? false),
     get: (queue, o = {}) =>
-      Effect.suspend(() => {
+      Effect.suspend((): Effect.Effect<Option.Option<GetResult>, ChannelError | AmqpStreamRefused> => {
+        if (core.connection.streamQueues.has(queue)) {
+          return Effect.fail(new AmqpStreamRefused({ channel: core.id, operation: "basic.get", queue }))
+        }
         const noAck = o.noAck ?? false
         // The tag of a get-ok routed but not yet handed to the caller, and whether the caller is
         // gone: a message whose caller has gone goes back to its queue, for unacknowledged it
@@ -515,9 +526,9 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
     // would close the channel with 406, so it is settled as the recover goes out, and so is each
     // delivery that was already on its way, as it arrives before the recover-ok.
     recover: (requeue = true) =>
-      Effect.suspend((): Effect.Effect<void, ChannelError | AmqpRecoverRefused> =>
+      Effect.suspend((): Effect.Effect<void, ChannelError | AmqpStreamRefused> =>
         core.recoverReachesStream()
-          ? Effect.fail(new AmqpRecoverRefused({ channel: core.id, reason: "stream" }))
+          ? Effect.fail(new AmqpStreamRefused({ channel: core.id, operation: "basic.recover", queue: undefined }))
           : Effect.asVoid(rpc(Methods.basicRecover({ requeue }), () => core.endRecover(), () => core.beginRecover()))
       ),
     txSelect: Effect.asVoid(rpc(Methods.txSelect(), undefined, () => {

@@ -469,20 +469,27 @@ export class AmqpConsumerTagInUse extends StacklessTaggedError("AmqpConsumerTagI
 }
 
 /**
- * A `basic.recover` on a channel that runs a consumer of a stream queue (one started with
- * `x-stream-offset`) or holds unsettled deliveries from one. It was not sent: a stream requeues
- * nothing, and RabbitMQ answers by closing the whole connection (541 INTERNAL_ERROR). Settle those
- * deliveries (ack) and end the stream consumer first, or recover on another channel.
+ * An operation a stream queue answers by closing the whole connection, refused before it was sent:
+ *
+ * - `basic.recover` on a channel that runs a consumer of a stream (one started with
+ *   `x-stream-offset`) or holds its unsettled deliveries (RabbitMQ answers 541 INTERNAL_ERROR).
+ *   Settle those deliveries and end the stream consumer first, or recover on another channel.
+ * - `basic.get` of a queue this connection knows as a stream: one it declared with
+ *   `x-queue-type: stream` or consumes as one (540 NOT_IMPLEMENTED). A stream declared elsewhere
+ *   is not known, and gets no such protection.
  *
  * @since 0.1.0
  * @category errors
  */
-export class AmqpRecoverRefused extends StacklessTaggedError("AmqpRecoverRefused")<{
+export class AmqpStreamRefused extends StacklessTaggedError("AmqpStreamRefused")<{
   readonly channel: number
-  readonly reason: "stream"
+  readonly operation: "basic.recover" | "basic.get"
+  readonly queue: string | undefined
 }> {
   override get message(): string {
-    return `basic.recover not sent on channel ${this.channel}: it runs a stream consumer or holds a stream's deliveries`
+    return this.operation === "basic.get"
+      ? `basic.get not sent on channel ${this.channel}: queue "${this.queue}" is a stream`
+      : `basic.recover not sent on channel ${this.channel}: it runs a stream consumer or holds a stream's deliveries`
   }
 }
 

@@ -22,7 +22,8 @@ import {
   methodName,
   Methods,
   PROTOCOL_HEADER,
-  setAckDeliveryTag
+  setAckDeliveryTag,
+  Typed
 } from "@effect-amqp/protocol"
 import { AmqpEncodeError, AmqpFrameError } from "@effect-amqp/protocol"
 import type * as Cause from "effect/Cause"
@@ -95,6 +96,11 @@ export class ConnectionCore {
   tuned: Tuned = { channelMax: 0, frameMax: 0, heartbeat: 0 }
   serverProperties: FieldTable = {}
   blockedReason: string | undefined
+  /**
+   * Queues this connection knows to be streams: declared as such, or consumed with
+   * `x-stream-offset`. A stream answers `basic.get` by closing the connection, so that is refused.
+   */
+  readonly streamQueues = new Set<string>()
   private unblocked = Deferred.makeUnsafe<void>()
   maxEventLoopLag = 0
   private readonly inbox: Queue.Queue<Method, Cause.Done>
@@ -151,6 +157,13 @@ export class ConnectionCore {
   readonly unblockedSignal: Effect.Effect<void> = Effect.suspend(() =>
     Effect.raceFirst(Deferred.await(this.unblocked), Effect.asVoid(Deferred.await(this.ended)))
   )
+
+  /** Records what a successful (not passive) declare of `queue` with `args` says of its type. */
+  knowQueueType(queue: string, args: FieldTable | undefined): void {
+    const type = args?.["x-queue-type"]
+    if ((type instanceof Typed ? type.value : type) === "stream") this.streamQueues.add(queue)
+    else this.streamQueues.delete(queue)
+  }
 
   isClosed(): boolean {
     return this.state === "closed"

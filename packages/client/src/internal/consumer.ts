@@ -331,6 +331,7 @@ export const startConsumer = (
       if (reply.method._tag !== "basic.consume-ok") return
       consumerTag = reply.method.consumerTag
       core.consumers.set(consumerTag, sink)
+      if (fromStream) core.connection.streamQueues.add(queue)
       started = true
       if (abandoned) abandon()
     }
