@@ -5,7 +5,7 @@
  * `next` would skip what was published during the outage. Deliveries that arrived on the lost link
  * but were never taken come again.
  */
-import { AmqpChannel, AmqpClient, AmqpConnection } from "@effect-amqp/client"
+import { AmqpChannel, AmqpClient, AmqpConnection, AmqpStreamRefused } from "@effect-amqp/client"
 import { FaultProxy, SharedBroker } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Fiber, Option, Queue, Schedule, Stream } from "effect"
@@ -231,6 +231,30 @@ describe("AmqpClient stream consumers across a reconnect", () => {
           yield* Support.realDelay(500)
           yield* Fiber.interrupt(consumer)
           assert.deepStrictEqual(got, expected(0, 11))
+        }),
+        names.own(broker)
+      )
+    }), 60_000)
+
+  it.live("make their channel refuse a get of the stream, before and after a reconnect", () =>
+    Effect.gen(function*() {
+      const broker = yield* SharedBroker.acquire
+      yield* leakChecked(
+        Effect.gen(function*() {
+          // Declared by the observer's connection: the client knows it as a stream by consuming it.
+          const { channel, publish, reconnect, stream } = yield* setUp("get")
+          yield* publish(0, 3)
+          const inbox = yield* Support.consumeInto(channel, stream, { arguments: { "x-stream-offset": "first" } })
+          assert.deepStrictEqual(bodies(yield* takeAcked(inbox, 0, 3)), bodies(expected(0, 3)))
+          const refused = Effect.map(Effect.flip(channel.get(stream)), (error) =>
+            error instanceof AmqpStreamRefused ? [error.operation, error.queue] : error)
+          assert.deepStrictEqual(yield* refused, ["basic.get", stream])
+
+          yield* reconnect()
+          assert.deepStrictEqual(yield* refused, ["basic.get", stream])
+          // The link is whole: the consumer goes on.
+          yield* publish(3, 1)
+          assert.deepStrictEqual(bodies(yield* takeAcked(inbox, 3, 1)), bodies(expected(3, 1)))
         }),
         names.own(broker)
       )
