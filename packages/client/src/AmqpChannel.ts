@@ -27,7 +27,6 @@ import {
   type AmqpConsumerTagInUse,
   type AmqpEncodeError,
   type AmqpPublishError,
-  AmqpStaleDelivery,
   AmqpStreamRefused
 } from "./AmqpError.ts"
 import { ChannelCore, type ChannelFailure } from "./internal/channelCore.ts"
@@ -405,17 +404,13 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
     consume: (queue, options = {}) =>
       Stream.unwrap(Effect.map(startBuffered(queue, options), (buffer) => buffer.stream)),
     returns: returnsStream(core.returns),
+    // A handler's ack that found the channel gone fails as stale, which the buffer takes for the
+    // consumer's end: `consumeWith` ends with why the channel went.
     consumeWith: (queue, handle, { concurrency = 1, ...options } = {}) =>
       withConcurrency(
         concurrency,
         (handlers) =>
           Effect.scoped(Effect.flatMap(startBuffered(queue, options), (buffer) => buffer.forEach(handle, handlers)))
-      ).pipe(
-        // A handler's ack that found the channel gone fails as stale; the consumer ends with why it went.
-        Effect.catchIf(
-          (error) => error instanceof AmqpStaleDelivery && core.failure !== undefined,
-          () => Effect.fail(core.failure!)
-        )
       ),
     exchangeDeclare: (exchange, type, o = {}) =>
       Effect.asVoid(rpc(Methods.exchangeDeclare({
