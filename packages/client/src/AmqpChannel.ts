@@ -372,6 +372,9 @@ export const openCore = (
  *
  * @internal
  */
+/** The properties of a publish that gives none: one shared object, not one per message. */
+const noProperties: BasicProperties = Object.freeze({})
+
 export const makeChannel = (core: ChannelCore): AmqpChannel => {
   const rpc = core.rpc.bind(core)
 
@@ -471,10 +474,10 @@ export const makeChannel = (core: ChannelCore): AmqpChannel => {
     confirmSelect: Effect.asVoid(rpc(Methods.confirmSelect(), undefined, () => {
       core.confirmMode = true
     })),
-    publish: (exchange, routingKey, body, o = {}) =>
-      core.publish(exchange, routingKey, body, o.properties ?? {}, o.mandatory ?? false),
-    publishAsync: (exchange, routingKey, body, o = {}) =>
-      core.publishAsync(exchange, routingKey, body, o.properties ?? {}, o.mandatory ?? false),
+    publish: (exchange, routingKey, body, o) =>
+      core.publish(exchange, routingKey, body, o?.properties ?? noProperties, o?.mandatory ?? false),
+    publishAsync: (exchange, routingKey, body, o) =>
+      core.publishAsync(exchange, routingKey, body, o?.properties ?? noProperties, o?.mandatory ?? false),
     get: (queue, o = {}) =>
       Effect.suspend((): Effect.Effect<Option.Option<GetResult>, ChannelError | AmqpStreamRefused> => {
         if (core.connection.streamQueues.has(queue)) {

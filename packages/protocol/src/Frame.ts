@@ -9,7 +9,7 @@
  */
 import type { Method } from "./generated/Methods.ts"
 import { writeMethod } from "./generated/Methods.ts"
-import { BufferWriter } from "./internal/BufferWriter.ts"
+import { BufferWriter, putUint32 } from "./internal/BufferWriter.ts"
 import { type BasicProperties, writeProperties } from "./Properties.ts"
 
 /**
@@ -119,7 +119,7 @@ export const beginFrame = (w: BufferWriter, type: number, channel: number): numb
 
 /** @internal */
 export const endFrame = (w: BufferWriter, at: number): void => {
-  w.buf.writeUInt32BE(w.pos - at - 7, at + 3)
+  putUint32(w.buf, at + 3, w.pos - at - 7)
   w.ensure(1)
   w.buf[w.pos++] = FRAME_END
 }
@@ -130,6 +130,32 @@ export const writeMethodFrame = (w: BufferWriter, channel: number, method: Metho
   writeMethod(w, method)
   endFrame(w, at)
 }
+
+/**
+ * A `basic.publish` method frame written from its arguments: the same bytes as `writeMethodFrame`
+ * with `Methods.basicPublish`, without building the method object or dispatching on its tag, since
+ * every message a client sends starts with one.
+ *
+ * @internal
+ */
+export const writePublishFrame = (
+  w: BufferWriter,
+  channel: number,
+  exchange: string,
+  routingKey: string,
+  mandatory: boolean
+): void => {
+  const at = beginFrame(w, FrameType.method, channel)
+  w.long(BASIC_PUBLISH)
+  w.short(0)
+  w.shortstr(exchange)
+  w.shortstr(routingKey)
+  w.octet(mandatory ? 1 : 0)
+  endFrame(w, at)
+}
+
+// Class 60 (basic), method 40 (publish).
+const BASIC_PUBLISH = (60 << 16) | 40
 
 /** @internal */
 export const writeHeaderFrame = (

@@ -11,9 +11,9 @@
  * @since 0.1.0
  */
 import { FRAME_END, FRAME_MIN_SIZE, FRAME_OVERHEAD, FrameType } from "./Frame.ts"
-import { beginFrame, endFrame, writeHeaderFrame, writeMethodFrame } from "./Frame.ts"
+import { beginFrame, endFrame, writeHeaderFrame, writeMethodFrame, writePublishFrame } from "./Frame.ts"
 import type { BasicPublish, Method } from "./generated/Methods.ts"
-import { BufferWriter } from "./internal/BufferWriter.ts"
+import { BufferWriter, putUint32 } from "./internal/BufferWriter.ts"
 import type { BasicProperties } from "./Properties.ts"
 import { AmqpEncodeError } from "./ProtocolError.ts"
 
@@ -78,21 +78,68 @@ export class MessageEncoder {
     properties: BasicProperties,
     body: Uint8Array
   ): Buffer | Array<Uint8Array> {
-    const w = this.w
-    const size = body.length
-    const copy = size <= this.copyLimit
-    w.reserve(1024 + (copy ? size + Math.ceil(size / this.maxPayload) * FRAME_OVERHEAD : 0), SLAB_SIZE)
-    const start = w.pos
+    const start = this.begin(body.length)
     try {
-      writeMethodFrame(w, channel, method)
-      const headerStart = w.pos
-      this.checkFrameSize("method", headerStart - start)
-      writeHeaderFrame(w, channel, BASIC_CLASS, size, properties)
-      this.checkFrameSize("content header", w.pos - headerStart)
+      writeMethodFrame(this.w, channel, method)
+      this.checkFrameSize("method", this.w.pos - start)
+      this.header(channel, properties, body.length)
     } catch (error) {
       this.discard(start, error)
     }
-    if (copy) {
+    return this.body(channel, body)
+  }
+
+  /**
+   * A `basic.publish` message, the same bytes as `message` with `Methods.basicPublish`, for the
+   * client's publish path: no method object to build.
+   */
+  publish(
+    channel: number,
+    exchange: string,
+    routingKey: string,
+    mandatory: boolean,
+    properties: BasicProperties,
+    body: Uint8Array
+  ): Buffer | Array<Uint8Array> {
+    const start = this.begin(body.length)
+    try {
+      writePublishFrame(this.w, channel, exchange, routingKey, mandatory)
+      this.checkFrameSize("method", this.w.pos - start)
+      this.header(channel, properties, body.length)
+    } catch (error) {
+      this.discard(start, error)
+    }
+    return this.body(channel, body)
+  }
+
+  /** Makes room for the frames of a message with a body of `size` bytes; returns where it starts. */
+  private begin(size: number): number {
+    const copied = size <= this.copyLimit ? size + Math.ceil(size / this.maxPayload) * FRAME_OVERHEAD : 0
+    this.w.reserve(1024 + copied, SLAB_SIZE)
+    return this.w.pos
+  }
+
+  private header(channel: number, properties: BasicProperties, size: number): void {
+    const headerStart = this.w.pos
+    writeHeaderFrame(this.w, channel, BASIC_CLASS, size, properties)
+    this.checkFrameSize("content header", this.w.pos - headerStart)
+  }
+
+  /**
+   * The body frames after the method and header, and the whole message handed out: one buffer when
+   * the body is copied, else the frames' few bytes interleaved with views of the caller's body.
+   */
+  private body(channel: number, body: Uint8Array): Buffer | Array<Uint8Array> {
+    const w = this.w
+    const size = body.length
+    if (size <= this.copyLimit) {
+      if (size === 0) return w.cut()
+      if (size <= this.maxPayload) {
+        const at = beginFrame(w, FrameType.body, channel)
+        w.bytes(body)
+        endFrame(w, at)
+        return w.cut()
+      }
       for (let offset = 0; offset < size; offset += this.maxPayload) {
         const at = beginFrame(w, FrameType.body, channel)
         w.bytes(body.subarray(offset, Math.min(offset + this.maxPayload, size)))
@@ -104,7 +151,7 @@ export class MessageEncoder {
     for (let offset = 0; offset < size; offset += this.maxPayload) {
       const end = Math.min(offset + this.maxPayload, size)
       const at = beginFrame(w, FrameType.body, channel)
-      w.buf.writeUInt32BE(end - offset, at + 3)
+      putUint32(w.buf, at + 3, end - offset)
       out.push(w.cut(), body.subarray(offset, end))
       w.ensure(1)
       w.buf[w.pos++] = FRAME_END

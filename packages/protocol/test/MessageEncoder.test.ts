@@ -115,6 +115,66 @@ const roundTrip = (frameMax: number, size: number) => {
   assert.isTrue(Buffer.from(command?.body ?? []).equals(body), `${size} at ${frameMax}`)
 }
 
+describe("publish, the client's path", () => {
+  it("lays out a mandatory publish by the spec", () => {
+    const body = Uint8Array.of(7, 8)
+    const expected = concat([
+      frame(
+        FrameType.method,
+        300,
+        new Bytes().short(60).short(40).short(0).shortstr("amq.direct").shortstr("käse").octet(1).build()
+      ),
+      frame(FrameType.header, 300, new Bytes().short(60).short(0).longlong(2).short(0x1000).octet(2).build()),
+      frame(FrameType.body, 300, body)
+    ])
+    const encoded = new MessageEncoder().publish(300, "amq.direct", "käse", true, { deliveryMode: 2 }, body)
+    assert.strictEqual(toHex(concat(pieces(encoded))), toHex(expected))
+  })
+
+  it("writes the same bytes as the generated basic.publish encoder", () => {
+    const shortString = fc.string({ unit: "binary", maxLength: 120 })
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 65535 }),
+        shortString,
+        shortString,
+        fc.boolean(),
+        fc.integer({ min: 4096, max: 20_000 }),
+        fc.integer({ min: 0, max: 45_000 }),
+        (channel, exchange, routingKey, mandatory, frameMax, size) => {
+          const body = pattern(size, channel)
+          const generated = new MessageEncoder({ frameMax }).message(
+            channel,
+            Methods.basicPublish({ exchange, routingKey, mandatory }),
+            properties,
+            body
+          )
+          const direct = new MessageEncoder({ frameMax }).publish(
+            channel,
+            exchange,
+            routingKey,
+            mandatory,
+            properties,
+            body
+          )
+          assert.strictEqual(toHex(concat(pieces(direct))), toHex(concat(pieces(generated))))
+        }
+      ),
+      { numRuns: 300 }
+    )
+  })
+
+  it("refuses a routing key over 255 bytes and leaves no bytes behind", () => {
+    const encoder = new MessageEncoder()
+    const first = encoder.publish(1, "", "q", false, {}, pattern(3)) as Buffer
+    const snapshot = Buffer.from(first)
+    encodeErrorOf(() => encoder.publish(1, "", "é".repeat(128), false, {}, pattern(3)))
+    const next = encoder.publish(1, "", "q", false, {}, pattern(3)) as Buffer
+    assert.isTrue(next.equals(snapshot))
+    assert.isTrue(first.equals(snapshot))
+  })
+})
+
 describe("round trips", () => {
   for (const frameMax of [4096, 131072]) {
     const payload = frameMax - 8

@@ -545,12 +545,7 @@ export class ChannelCore implements ChannelSink {
     // publish alone, holding no confirm slot.
     let frames: Buffer | Array<Uint8Array>
     try {
-      frames = this.connection.encoder.message(
-        this.id,
-        Methods.basicPublish({ exchange, routingKey, mandatory }),
-        properties,
-        body
-      )
+      frames = this.connection.encoder.publish(this.id, exchange, routingKey, mandatory, properties, body)
     } catch (error) {
       return Effect.fail(asEncodeError(error))
     }

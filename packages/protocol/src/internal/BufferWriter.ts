@@ -16,6 +16,17 @@ const TWO_64 = 1n << 64n
 const outOfRange = (value: number, bits: number) =>
   new AmqpEncodeError({ message: `${value} is not an unsigned ${bits}-bit integer` })
 
+/**
+ * Stores a 32-bit value big-endian with plain byte stores: the caller has checked the value and
+ * made room, so `Buffer.writeUInt32BE`'s own checks would only repeat that work.
+ */
+export const putUint32 = (buf: Uint8Array, at: number, value: number): void => {
+  buf[at] = value >>> 24
+  buf[at + 1] = value >>> 16
+  buf[at + 2] = value >>> 8
+  buf[at + 3] = value
+}
+
 export class BufferWriter {
   buf: Buffer
   pos = 0
@@ -31,9 +42,12 @@ export class BufferWriter {
     this.start = 0
   }
 
+  // The check alone, small enough for V8 to inline into every write; growing is the rare case.
   ensure(bytes: number): void {
-    const needed = this.pos + bytes
-    if (needed <= this.buf.length) return
+    if (this.pos + bytes > this.buf.length) this.grow(this.pos + bytes)
+  }
+
+  private grow(needed: number): void {
     let size = this.buf.length * 2
     while (size < needed) size *= 2
     const next = Buffer.allocUnsafe(size)
@@ -88,7 +102,7 @@ export class BufferWriter {
   long(value: number): void {
     if (value >>> 0 !== value) throw outOfRange(value, 32)
     this.ensure(4)
-    this.buf.writeUInt32BE(value, this.pos)
+    putUint32(this.buf, this.pos, value)
     this.pos += 4
   }
 
@@ -98,8 +112,8 @@ export class BufferWriter {
       throw new AmqpEncodeError({ message: `${value} is not an unsigned 64-bit integer` })
     }
     this.ensure(8)
-    this.buf.writeUInt32BE(Math.floor(value / TWO_32), this.pos)
-    this.buf.writeUInt32BE(value % TWO_32, this.pos + 4)
+    putUint32(this.buf, this.pos, Math.floor(value / TWO_32))
+    putUint32(this.buf, this.pos + 4, value % TWO_32)
     this.pos += 8
   }
 
