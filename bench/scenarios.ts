@@ -66,7 +66,10 @@ export const scenarios: ReadonlyArray<Scenario> = [
     title: "publish 64 KiB",
     kind: "publish",
     bodySize: 64 * KiB,
-    messages: 5_000,
+    // 5,000 messages took a quarter of a second, and kernel time (most of each client's CPU here)
+    // swung 3x between repetitions: 13 to 46 µs per message for effect-amqp. Over 20,000, three
+    // repetitions gave 18-20 µs for effect-amqp and 22-33 for cloudamqp.
+    messages: 20_000,
     nullMessages: 20_000,
     quickMessages: 250,
     // A fifth of 5,000 left the JIT compiling the publish path during the measured part, in
