@@ -18,7 +18,7 @@
  * packages/protocol and packages/client) rather than the work tree, which others may be editing.
  * Each worker's progress line also says where its CPU went (on Linux): kernel time, time on threads
  * other than the main one (V8 compiling or collecting during the measured part), read and write
- * system calls per message, and the collections run.
+ * system calls and minor page faults per message, and the collections run.
  */
 import { BrokerNode } from "@effect-amqp/testing"
 import { Effect, Exit, Scope } from "effect"
@@ -275,13 +275,14 @@ const runOne = async (broker: Broker, scenario: Scenario, client: string, rep: n
 
 /**
  * Where a worker's CPU went, per message: in the kernel, on threads other than the main one (V8's
- * compiler and collector), in read and write system calls; and the collections it ran.
+ * compiler and collector), in read and write system calls, in page faults; and the collections it ran.
  */
 const whereCpuWent = (result: WorkerResult): string => {
   const parts = [`sys ${result.systemPerMessageUs.toFixed(2)}`]
   if (result.otherThreadsPerMessageUs !== undefined) parts.push(`threads ${result.otherThreadsPerMessageUs.toFixed(2)}`)
   const calls = result.syscallsPerMessage
   if (calls !== undefined) parts.push(`reads ${calls.reads.toFixed(3)} writes ${calls.writes.toFixed(3)}`)
+  parts.push(`faults ${result.pageFaultsPerMessage.toFixed(3)}`)
   const gc = result.collections
   return `(${parts.join(", ")} /msg; gc ${gc.scavenges}+${gc.markCompacts} ${gc.pauseMs.toFixed(0)} ms)`
 }

@@ -33,6 +33,8 @@ export interface WorkerResult {
   readonly collections: { readonly scavenges: number; readonly markCompacts: number; readonly pauseMs: number }
   /** Read and write system calls per message (Linux's /proc/self/io), when the system tells them. */
   readonly syscallsPerMessage?: { readonly reads: number; readonly writes: number }
+  /** Minor page faults per message: memory first touched (new buffers, a growing heap), each paid in the kernel. */
+  readonly pageFaultsPerMessage: number
   /** Highest RSS seen by the 10 ms sampler during the measured part, in bytes. */
   readonly peakRss: number
   /** RSS just before the measured part. */
@@ -163,12 +165,14 @@ const main = async () => {
   gcObserver.observe({ entryTypes: ["gc"] })
   const syscallsBefore = syscalls()
   const otherThreadsBefore = otherThreadsCpuUs()
+  const faultsBefore = process.resourceUsage().minorPageFault
   const cpuBefore = process.cpuUsage()
   const startUs = monotonicUs()
   const began = performance.now()
   const measured = await runScenario(session, scenario, values.queue, body, messages)
   const seconds = (performance.now() - began) / 1000
   const cpu = process.cpuUsage(cpuBefore)
+  const faults = process.resourceUsage().minorPageFault - faultsBefore
   const syscallsAfter = syscalls()
   const otherThreadsAfter = otherThreadsCpuUs()
   gcObserver.disconnect()
@@ -203,6 +207,7 @@ const main = async () => {
     rate,
     cpuPerMessageUs: (cpu.user + cpu.system) / operations,
     systemPerMessageUs: cpu.system / operations,
+    pageFaultsPerMessage: faults / operations,
     collections,
     ...(otherThreadsBefore !== undefined && otherThreadsAfter !== undefined
       ? { otherThreadsPerMessageUs: (otherThreadsAfter - otherThreadsBefore) / operations }
