@@ -1,4 +1,5 @@
 import { Typed } from "@effect-amqp/protocol"
+import { LeakProbe } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as Message from "../src/Message.ts"
@@ -143,6 +144,112 @@ describe("effect-amqp demo", () => {
         assert.isDefined(queue)
         assert.isFalse(yield* queueExists(queue!))
       }
+    }))
+})
+
+/** What a refused `publish` gives: exit 2, nothing on stdout, and why as the first line on stderr. */
+const refused = (why: string) => [2, "", `effect-amqp publish: ${why}`]
+
+describe("effect-amqp publish to an exchange", () => {
+  /** A topic exchange on the shared broker for the scope, deleted when it closes. */
+  const topicExchange = Effect.gen(function*() {
+    const exchange = uniqueQueue("exchange")
+    const channel = yield* sharedChannel
+    yield* channel.exchangeDeclare(exchange, "topic")
+    yield* Effect.addFinalizer(() =>
+      Effect.scoped(Effect.flatMap(sharedChannel, (c) => c.exchangeDelete(exchange))).pipe(Effect.ignore)
+    )
+    return exchange
+  })
+
+  it.live("--declare binds --queue to the exchange with the routing key, and every message arrives there", () =>
+    Effect.gen(function*() {
+      const before = yield* LeakProbe.snapshot()
+      yield* Effect.scoped(Effect.gen(function*() {
+        const exchange = yield* topicExchange
+        const queue = uniqueQueue("bound")
+        yield* deleteAtEnd(queue)
+
+        const published = yield* cli([
+          "publish",
+          "--url",
+          sharedUrl,
+          "--exchange",
+          exchange,
+          "--routing-key",
+          "orders.eu.created",
+          "--queue",
+          queue,
+          "--declare",
+          "--confirm",
+          "--count",
+          "40",
+          "--size",
+          "64"
+        ])
+        assert.strictEqual(published.code, 0, published.stderr)
+        assert.match(published.stdout, /^published and confirmed 40 messages, 2560 bytes /)
+
+        const consumed = yield* cli(["consume", "--url", sharedUrl, "--queue", queue, "--count", "40", "--print"])
+        assert.strictEqual(consumed.code, 0, consumed.stderr)
+        const messages = consumed.stdout.trimEnd().split("\n").map((line) => JSON.parse(line))
+        assert.deepStrictEqual(
+          messages.map((json) => [json.exchange, json.routingKey, json.body]),
+          [...Message.ids(40)].map((id) => [
+            exchange,
+            "orders.eu.created",
+            Buffer.from(Message.body(id, 64)).toString("utf8")
+          ])
+        )
+      }))
+      yield* LeakProbe.assertNoLeaks(before)
+    }))
+
+  it.live("--confirm fails on a message no queue is bound for, and a missing exchange fails before any", () =>
+    Effect.gen(function*() {
+      const before = yield* LeakProbe.snapshot()
+      yield* Effect.scoped(Effect.gen(function*() {
+        const exchange = yield* topicExchange
+        const missing = uniqueQueue("no-exchange")
+        const [unroutable, notFound] = yield* Effect.all([
+          cli(["publish", "--url", sharedUrl, "--exchange", exchange, "--routing-key", "nowhere", "--confirm"]),
+          cli(["publish", "--url", sharedUrl, "--exchange", missing, "--count", "1"])
+        ], { concurrency: "unbounded" })
+        assert.strictEqual(unroutable.code, 1)
+        assert.strictEqual(
+          unroutable.stderr,
+          `effect-amqp: unroutable: 312 NO_ROUTE (exchange "${exchange}", routing key "nowhere")\n`
+        )
+        assert.strictEqual(notFound.code, 1)
+        assert.strictEqual(
+          notFound.stderr,
+          `effect-amqp: channel 1 closed by the broker: 404 NOT_FOUND - no exchange '${missing}' in vhost '/' ` +
+            "(exchange.declare); publish declares no exchange\n"
+        )
+      }))
+      yield* LeakProbe.assertNoLeaks(before)
+    }))
+
+  it.live("flags that name no single destination exit 2 with why", () =>
+    Effect.gen(function*() {
+      const refusals = yield* Effect.forEach([
+        ["--queue", "q", "--routing-key", "k"],
+        ["--count", "1"],
+        ["--exchange", "amq.topic", "--queue", "q"],
+        ["--exchange", "amq.topic", "--declare"],
+        ["--exchange", "x".repeat(256)]
+      ], (args) =>
+        cli(["publish", "--url", "amqp://guest:guest@127.0.0.1:1", ...args]), { concurrency: "unbounded" })
+      const said = refusals.map((result) => [result.code, result.stdout, result.stderr.split("\n")[0]])
+      assert.deepStrictEqual(said, [
+        refused("--routing-key needs --exchange: through the default exchange the routing key is --queue"),
+        refused("give --queue, or --exchange (with --routing-key)"),
+        refused("--queue with --exchange needs --declare, which declares the queue and binds it"),
+        refused("--declare with --exchange needs the --queue to bind"),
+        refused(
+          `Invalid value for flag --exchange: "${"x".repeat(256)}". Expected: --exchange must be at most 255 bytes`
+        )
+      ])
     }))
 })
 

@@ -27,6 +27,18 @@ export const queue = Flag.String("queue").pipe(
 )
 
 /**
+ * A flag holding a short string (an exchange name, a routing key): at most 255 bytes.
+ *
+ * @since 0.1.0
+ * @category flags
+ */
+export const shortString = (name: string, description: string) =>
+  Flag.String(name).pipe(
+    Flag.withDescription(description),
+    Flag.filter((value) => Buffer.byteLength(value) <= 255, () => `--${name} must be at most 255 bytes`)
+  )
+
+/**
  * A positive `--count` with a default.
  *
  * @since 0.1.0
