@@ -53,6 +53,14 @@ const command = Command.make("effect-amqp").pipe(
   Command.withSubcommands([Publish.command, Consume.command, Demo.command, Perf.command])
 )
 
+// A name the broker or a flag gave may hold line breaks or other control characters: a reason
+// stays one line, with each such character written as an escape. In what the command line library
+// formats only line breaks are, since on a terminal its colours are escape sequences.
+const escaped = (char: string) => JSON.stringify(char).slice(1, -1)
+// oxlint-disable-next-line no-control-regex
+const oneLine = (text: string): string => text.replace(/[\u0000-\u001f\u007f]/g, escaped)
+const withoutLineBreaks = (text: string): string => text.replace(/[\r\n]/g, escaped)
+
 const helpHint = (path: ReadonlyArray<string>) => `run "${path.join(" ")} --help" for usage`
 
 /** Usage errors as short lines on stderr; help on stdout (on stderr when it stands in for an error). */
@@ -63,7 +71,9 @@ const presenter = CliOutput.layerPresenter({
       switch (event._tag) {
         case "InvalidInvocation": {
           const where = event.commandPath.join(" ")
-          for (const error of event.errors) yield* Console.error(`${where}: ${formatter.formatCliError(error)}`)
+          for (const error of event.errors) {
+            yield* Console.error(`${where}: ${withoutLineBreaks(formatter.formatCliError(error))}`)
+          }
           yield* Console.error(helpHint(event.commandPath))
           return
         }
@@ -76,10 +86,7 @@ const presenter = CliOutput.layerPresenter({
     })
 })
 
-const messageOf = (error: unknown): string => {
-  if (error instanceof Error) return error.message
-  return String(error)
-}
+const messageOf = (error: unknown): string => oneLine(error instanceof Error ? error.message : String(error))
 
 /**
  * Runs the command line with `args` (without the node and script paths) and ends with `Exit` on

@@ -150,23 +150,24 @@ describe("effect-amqp demo", () => {
 /** What a refused `publish` gives: exit 2, nothing on stdout, and why as the first line on stderr. */
 const refused = (why: string) => [2, "", `effect-amqp publish: ${why}`]
 
-describe("effect-amqp publish to an exchange", () => {
-  /** A topic exchange on the shared broker for the scope, deleted when it closes. */
-  const topicExchange = Effect.gen(function*() {
+/** A topic exchange on the shared broker for the scope, deleted when it closes. */
+const topicExchange = (options: { readonly internal?: boolean } = {}) =>
+  Effect.gen(function*() {
     const exchange = uniqueQueue("exchange")
     const channel = yield* sharedChannel
-    yield* channel.exchangeDeclare(exchange, "topic")
+    yield* channel.exchangeDeclare(exchange, "topic", options)
     yield* Effect.addFinalizer(() =>
       Effect.scoped(Effect.flatMap(sharedChannel, (c) => c.exchangeDelete(exchange))).pipe(Effect.ignore)
     )
     return exchange
   })
 
+describe("effect-amqp publish to an exchange", () => {
   it.live("--declare binds --queue to the exchange with the routing key, and every message arrives there", () =>
     Effect.gen(function*() {
       const before = yield* LeakProbe.snapshot()
       yield* Effect.scoped(Effect.gen(function*() {
-        const exchange = yield* topicExchange
+        const exchange = yield* topicExchange()
         const queue = uniqueQueue("bound")
         yield* deleteAtEnd(queue)
 
@@ -209,8 +210,9 @@ describe("effect-amqp publish to an exchange", () => {
     Effect.gen(function*() {
       const before = yield* LeakProbe.snapshot()
       yield* Effect.scoped(Effect.gen(function*() {
-        const exchange = yield* topicExchange
-        const missing = uniqueQueue("no-exchange")
+        const exchange = yield* topicExchange()
+        // A tab in the name: the broker's reason quotes it, and stays one line.
+        const missing = uniqueQueue("no\texchange")
         const [unroutable, notFound] = yield* Effect.all([
           cli(["publish", "--url", sharedUrl, "--exchange", exchange, "--routing-key", "nowhere", "--confirm"]),
           cli(["publish", "--url", sharedUrl, "--exchange", missing, "--count", "1"])
@@ -223,8 +225,27 @@ describe("effect-amqp publish to an exchange", () => {
         assert.strictEqual(notFound.code, 1)
         assert.strictEqual(
           notFound.stderr,
-          `effect-amqp: channel 1 closed by the broker: 404 NOT_FOUND - no exchange '${missing}' in vhost '/' ` +
+          `effect-amqp: channel 1 closed by the broker: 404 NOT_FOUND - no exchange '${
+            missing.replace("\t", "\\t")
+          }' in vhost '/' ` +
             "(exchange.declare); publish declares no exchange\n"
+        )
+      }))
+      yield* LeakProbe.assertNoLeaks(before)
+    }))
+
+  it.live("without --confirm, a publish the broker refuses still exits 1", () =>
+    Effect.gen(function*() {
+      const before = yield* LeakProbe.snapshot()
+      yield* Effect.scoped(Effect.gen(function*() {
+        const exchange = yield* topicExchange({ internal: true })
+        const result = yield* cli(["publish", "--url", sharedUrl, "--exchange", exchange, "--routing-key", "r"])
+        assert.strictEqual(result.code, 1)
+        assert.strictEqual(result.stdout, "")
+        assert.strictEqual(
+          result.stderr,
+          "effect-amqp: channel 1 closed by the broker: 403 ACCESS_REFUSED - cannot publish to internal exchange " +
+            `'${exchange}' in vhost '/' (basic.publish)\n`
         )
       }))
       yield* LeakProbe.assertNoLeaks(before)
@@ -237,7 +258,10 @@ describe("effect-amqp publish to an exchange", () => {
         ["--count", "1"],
         ["--exchange", "amq.topic", "--queue", "q"],
         ["--exchange", "amq.topic", "--declare"],
-        ["--exchange", "x".repeat(256)]
+        ["--exchange", "x".repeat(256)],
+        ["--queue", "a\nb"],
+        ["--exchange", "a\rb"],
+        ["--exchange", "amq.topic", "--routing-key", "a\nb"]
       ], (args) =>
         cli(["publish", "--url", "amqp://guest:guest@127.0.0.1:1", ...args]), { concurrency: "unbounded" })
       const said = refusals.map((result) => [result.code, result.stdout, result.stderr.split("\n")[0]])
@@ -248,6 +272,12 @@ describe("effect-amqp publish to an exchange", () => {
         refused("--declare with --exchange needs the --queue to bind"),
         refused(
           `Invalid value for flag --exchange: "${"x".repeat(256)}". Expected: --exchange must be at most 255 bytes`
+        ),
+        ...[["queue", "a\\nb"], ["exchange", "a\\rb"], ["routing-key", "a\\nb"]].map(([flag, value]) =>
+          refused(
+            `Invalid value for flag --${flag}: "${value}". Expected: --${flag} must not hold CR or LF: ` +
+              "RabbitMQ drops them from names it declares, not from routing keys"
+          )
         )
       ])
     }))

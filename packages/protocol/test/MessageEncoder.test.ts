@@ -4,6 +4,7 @@ import type { Command } from "../src/CommandAssembler.ts"
 import { encodeMethod, type Frame, FrameType } from "../src/Frame.ts"
 import { FrameDecoder } from "../src/FrameDecoder.ts"
 import { Methods } from "../src/generated/Methods.ts"
+import { BufferWriter } from "../src/internal/BufferWriter.ts"
 import { MessageEncoder } from "../src/MessageEncoder.ts"
 import type { BasicProperties } from "../src/Properties.ts"
 import { encodeErrorOf } from "./fixtures/Errors.ts"
@@ -162,6 +163,21 @@ describe("publish, the client's path", () => {
       ),
       { numRuns: 300 }
     )
+  })
+
+  it("refuses a huge routing key without growing its buffer for it", () => {
+    const writer = new BufferWriter(1024)
+    const error = encodeErrorOf(() => writer.shortstr("x".repeat(20_000_000)))
+    assert.strictEqual(error.message.slice(0, 45), "short string of 20000000 bytes exceeds 255: x")
+    assert.strictEqual(writer.buf.length, 1024)
+    assert.strictEqual(writer.pos, 0)
+  })
+
+  it("refuses a timestamp that is neither a number nor a bigint with a clear reason", () => {
+    const error = encodeErrorOf(() =>
+      new MessageEncoder().publish(1, "", "q", false, { timestamp: new Date(0) as never }, pattern(1))
+    )
+    assert.match(error.message, /is not an unsigned 64-bit integer$/)
   })
 
   it("refuses a routing key over 255 bytes and leaves no bytes behind", () => {

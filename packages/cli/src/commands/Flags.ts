@@ -23,8 +23,18 @@ export const url = Flag.String("url").pipe(
  */
 export const queue = Flag.String("queue").pipe(
   Flag.withDescription("Queue name."),
-  Flag.filter((name) => name.length > 0 && Buffer.byteLength(name) <= 255, () => "--queue must be 1 to 255 bytes")
+  Flag.filter((name) => name.length > 0 && Buffer.byteLength(name) <= 255, () => "--queue must be 1 to 255 bytes"),
+  Flag.filter((name) => !hasLineBreak(name), () => lineBreakRefused("queue"))
 )
+
+/**
+ * RabbitMQ drops CR and LF from the names it declares but not from a publish's routing key: a
+ * queue declared or checked as "a\nb" is "ab", and messages sent to "a\nb" go nowhere.
+ */
+const hasLineBreak = (name: string): boolean => /[\r\n]/.test(name)
+
+const lineBreakRefused = (flag: string) =>
+  `--${flag} must not hold CR or LF: RabbitMQ drops them from names it declares, not from routing keys`
 
 /**
  * A flag holding a short string (an exchange name, a routing key): at most 255 bytes.
@@ -35,7 +45,8 @@ export const queue = Flag.String("queue").pipe(
 export const shortString = (name: string, description: string) =>
   Flag.String(name).pipe(
     Flag.withDescription(description),
-    Flag.filter((value) => Buffer.byteLength(value) <= 255, () => `--${name} must be at most 255 bytes`)
+    Flag.filter((value) => Buffer.byteLength(value) <= 255, () => `--${name} must be at most 255 bytes`),
+    Flag.filter((value) => !hasLineBreak(value), () => lineBreakRefused(name))
   )
 
 /**

@@ -7,8 +7,9 @@
  * with a passive `queue.declare`, so a typo fails with 404. A named exchange is checked the same
  * way with a passive `exchange.declare`; with `--declare` and `--queue`, the queue is declared and
  * bound to it with the routing key first. With `--confirm` the publishes are mandatory, so a
- * message no queue is bound for fails the command; without it, the broker drops such a message.
- * Bodies come from `Message.body`.
+ * message no queue is bound for fails the command; without it, the broker drops such a message,
+ * but a publish it refuses (an internal exchange) still fails the command, found by one more round
+ * trip at the end. Bodies come from `Message.body`.
  *
  * @since 0.1.0
  */
@@ -71,6 +72,7 @@ export const run = Effect.fn("effect-amqp publish")(function*(options: Options) 
     }))
   }
   yield* Message.forEachId(options.count, options.confirm ? options.window : 1, publishOne)
+  if (!options.confirm) yield* handled(channel, destination)
 
   const verb = options.confirm ? "published and confirmed" : "published"
   yield* Console.log(Report.summary(verb, done, byteCount, Report.secondsSince(start)))
@@ -137,6 +139,16 @@ const prepare = (channel: AmqpChannel.AmqpChannel, destination: Destination, dec
       if (exchange !== "") yield* channel.queueBind(queue, exchange, destination.routingKey)
     }
   })
+
+/**
+ * Returns once the broker has handled every publish before it: it answers a method on a channel
+ * only after what came before, so a publish it refused (a channel closed with 403 or 404) fails
+ * here instead of the command exiting 0 with the refusal still on its way.
+ */
+const handled = (channel: AmqpChannel.AmqpChannel, destination: Destination) =>
+  destination.exchange !== ""
+    ? channel.exchangeDeclare(destination.exchange, "direct", { passive: true })
+    : channel.queueDeclare(destination.routingKey, { passive: true })
 
 /** A 404 from a passive declare becomes the command's failure, with a hint after the broker's words. */
 const failIfMissing = <A, E, R>(effect: Effect.Effect<A, E, R>, hint: string) =>

@@ -27,6 +27,9 @@ export const putUint32 = (buf: Uint8Array, at: number, value: number): void => {
   buf[at + 3] = value
 }
 
+const shortstrTooLong = (value: string, bytes: number) =>
+  new AmqpEncodeError({ message: `short string of ${bytes} bytes exceeds 255: ${value.slice(0, 40)}...` })
+
 export class BufferWriter {
   buf: Buffer
   pos = 0
@@ -120,7 +123,7 @@ export class BufferWriter {
   /** An unsigned 64-bit integer given as a whole number or a bigint (a timestamp from elsewhere). */
   longlongExact(value: number | bigint): void {
     if (typeof value === "number") return this.longlong(value)
-    if (value < 0n || value >= TWO_64) {
+    if (typeof value !== "bigint" || value < 0n || value >= TWO_64) {
       throw new AmqpEncodeError({ message: `${value} is not an unsigned 64-bit integer` })
     }
     this.ensure(8)
@@ -130,6 +133,8 @@ export class BufferWriter {
 
   shortstr(value: string): void {
     const length = value.length
+    // Each UTF-16 unit takes at least a byte: a longer string never fits, and must not grow the buffer.
+    if (length > 255) throw shortstrTooLong(value, Buffer.byteLength(value))
     this.ensure(1 + length * 3)
     const buf = this.buf
     const start = this.pos + 1
@@ -147,9 +152,7 @@ export class BufferWriter {
       }
     }
     const written = buf.write(value, start, "utf8")
-    if (written > 255) {
-      throw new AmqpEncodeError({ message: `short string of ${written} bytes exceeds 255: ${value.slice(0, 40)}...` })
-    }
+    if (written > 255) throw shortstrTooLong(value, written)
     buf[this.pos] = written
     this.pos = start + written
   }
