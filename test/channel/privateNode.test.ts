@@ -8,11 +8,12 @@ import {
   AmqpChannelLimit,
   type AmqpConnection,
   AmqpPublishError,
-  BlockedTimeout
+  BlockedTimeout,
+  type Unconfirmed
 } from "@effect-amqp/client"
 import { BrokerNode } from "@effect-amqp/testing"
 import { assert, beforeAll, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Option, Queue, Stream } from "effect"
+import { Effect, Exit, Fiber, Option, Queue, Scope, Stream } from "effect"
 import { text, utf8, withLeakProbe } from "../support/channelKit.ts"
 
 let node: BrokerNode.BrokerNode
@@ -143,6 +144,52 @@ describe("memory alarm", () => {
           }
           assert.deepStrictEqual(bodies, ["trigger", "after"])
           assert.strictEqual(yield* channel.queueDelete(queue), 0)
+        })),
+    60_000
+  )
+})
+
+describe("closing while blocked", () => {
+  it.live(
+    "waits for no confirm and no close-ok, which the blocking broker would not send, and fails the confirm",
+    () =>
+      withLeakProbe(node, (connect) =>
+        Effect.gen(function*() {
+          const queue = "blocked-close"
+          const links = yield* Scope.make()
+          const connection = yield* Scope.provide(connect({ closeTimeout: 1500 }), links)
+          const events = yield* Scope.provide(recordEvents(connection), links)
+          const channel = yield* Scope.provide(AmqpChannel.make(connection), links)
+          yield* channel.confirmSelect
+          yield* channel.queueDeclare(queue)
+
+          // The publish gets the connection blocked (see above), and its confirm cannot come.
+          yield* node.setMemoryAlarm
+          yield* Effect.addFinalizer(() => Effect.ignore(node.clearMemoryAlarm))
+          const publish = yield* channel.publish("", queue, utf8("stuck")).pipe(
+            Effect.flip,
+            Effect.forkScoped({ startImmediately: true })
+          )
+          assert.deepStrictEqual(
+            yield* Queue.take(events).pipe(Effect.timeout("15 seconds")),
+            { _tag: "Blocked", reason: "low on memory" }
+          )
+
+          // Waiting for the confirm, the channel's close-ok and the connection's would take a
+          // closeTimeout each (4.5 s): only the wait for the socket to close is left.
+          const started = Date.now()
+          yield* Scope.close(links, Exit.void)
+          const took = Date.now() - started
+          assert.isBelow(took, 2500)
+          const error = yield* Fiber.join(publish)
+          assert.instanceOf(error, AmqpPublishError)
+          assert.strictEqual(error.reason._tag, "Unconfirmed")
+          assert.isTrue((error.reason as Unconfirmed).sent)
+
+          yield* node.clearMemoryAlarm
+          const cleanup = yield* connect()
+          const admin = yield* AmqpChannel.make(cleanup)
+          yield* admin.queueDelete(queue)
         })),
     60_000
   )

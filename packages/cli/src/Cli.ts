@@ -86,7 +86,8 @@ const presenter = CliOutput.layerPresenter({
     })
 })
 
-const messageOf = (error: unknown): string => oneLine(error instanceof Error ? error.message : String(error))
+const messageOf = (error: unknown): string =>
+  oneLine((error instanceof Error ? error.message : String(error)).trimEnd())
 
 /**
  * Runs the command line with `args` (without the node and script paths) and ends with `Exit` on

@@ -55,6 +55,19 @@ describe("effect-amqp perf against the broker's view", () => {
       assert.deepStrictEqual(brokerView(queue), { type: "classic", messages: 0 })
     }))
 
+  it.live("names the setting of an existing queue that differs from what perf declares", () =>
+    Effect.gen(function*() {
+      const queue = uniqueQueue("perf-max-length")
+      yield* deleteAtEnd(queue)
+      yield* Effect.scoped(
+        Effect.flatMap(sharedChannel, (channel) => channel.queueDeclare(queue, { arguments: { "x-max-length": 10 } }))
+      )
+      const refused = yield* perf(["--queue", queue, "--queue-type", "classic", "--count", "1"])
+      assert.strictEqual(refused.result.code, 1)
+      assert.include(refused.result.stderr, "inequivalent arg 'x-max-length'")
+      assert.notInclude(refused.result.stderr, "inequivalent arg 'durable'")
+    }))
+
   it.live(
     "checks a durable classic queue and an existing stream as such; a stream needs --queue-type",
     () =>

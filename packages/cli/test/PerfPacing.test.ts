@@ -35,6 +35,14 @@ describe("effect-amqp perf --rate", () => {
       assert.approximately(summary.rates.consumed, 2, 0.1)
     }))
 
+  it.live("paces every producer from the run's start, so each gets its whole share of a duration", () =>
+    Effect.gen(function*() {
+      // Each producer: due at 0, 2 ... 3998 ms, 2000 messages before the end at 4 s.
+      const summary = yield* perfJson(["--rate", "500", "--producers", "3", "--duration", "4"])
+      assert.strictEqual(summary.published, 6000)
+      assert.strictEqual(summary.consumed, 6000)
+    }))
+
   it.live("reports the rate it held over a count, for every producer together", () =>
     Effect.gen(function*() {
       // Each producer: 0, 0.5 and 1 s, its turn over at 1.5 s; two of them make 4 msg/s.

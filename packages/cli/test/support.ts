@@ -19,8 +19,15 @@ export interface Result {
   readonly stderr: string
 }
 
-/** Runs `effect-amqp ...args` from the repository root; `env` is added to this process's. */
-export const cli = (args: ReadonlyArray<string>, env: Record<string, string> = {}): Effect.Effect<Result> =>
+/**
+ * Runs `effect-amqp ...args` from the repository root; `env` is added to this process's. With
+ * `interruptAfter`, the command gets SIGINT (as from Ctrl-C) that many milliseconds in.
+ */
+export const cli = (
+  args: ReadonlyArray<string>,
+  env: Record<string, string> = {},
+  interruptAfter?: number
+): Effect.Effect<Result> =>
   Effect.callback<Result>((resume) => {
     const child = ChildProcess.spawn(process.execPath, [bin, ...args], {
       cwd: root,
@@ -31,13 +38,19 @@ export const cli = (args: ReadonlyArray<string>, env: Record<string, string> = {
     const stderr: Array<Buffer> = []
     child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk))
     child.stderr.on("data", (chunk: Buffer) => stderr.push(chunk))
-    child.on("close", (code) =>
+    const interrupt = interruptAfter === undefined ? undefined : setTimeout(() => child.kill("SIGINT"), interruptAfter)
+    child.on("close", (code) => {
+      clearTimeout(interrupt)
       resume(Effect.succeed({
         code,
         stdout: Buffer.concat(stdout).toString("utf8"),
         stderr: Buffer.concat(stderr).toString("utf8")
-      })))
-    return Effect.sync(() => child.kill("SIGKILL"))
+      }))
+    })
+    return Effect.sync(() => {
+      clearTimeout(interrupt)
+      child.kill("SIGKILL")
+    })
   })
 
 export const uniqueQueue = (what: string): string =>

@@ -30,6 +30,11 @@
  * progress for 5 s. The command exits 1 when any error happened (publish failures, nacks,
  * consumers that stopped or stalled), after printing the summary.
  *
+ * A broker that blocks publishers (a memory or disk alarm) does not keep a `--duration` run going:
+ * producers stop on time, the progress line says why they stood still, and confirms still owed
+ * after 5 s without progress count as an error. Interrupted (Ctrl-C), the command prints the
+ * summary so far before it closes the connections, and exits 130.
+ *
  * @since 0.1.0
  */
 import { AmqpChannel, type AmqpConnection, type AmqpPublishError } from "@effect-amqp/client"
@@ -205,6 +210,10 @@ const queueArguments = (type: QueueType) => ({
 const refused = (error: AmqpChannel.ChannelError): boolean =>
   error._tag === "AmqpChannelError" && error.replyCode === 406
 
+/** RabbitMQ names the first setting that differs: "inequivalent arg 'durable' for queue ...". */
+const refusedForDurability = (error: AmqpChannel.ChannelError): boolean =>
+  refused(error) && error._tag === "AmqpChannelError" && error.replyText.includes("inequivalent arg 'durable'")
+
 /** The queue of a run and its type, when known. */
 interface RunQueue {
   readonly name: string
@@ -228,9 +237,10 @@ const setupQueue = (
   const declare = (declareOptions: AmqpChannel.QueueDeclareOptions = queueArguments(type)) =>
     Effect.as(Queues.withChannel(connection, (channel) => channel.queueDeclare(name, declareOptions)), { name, type })
   // Declared as perf would declare it, an existing queue of another type (or other settings) is
-  // refused by the broker with 406; a classic queue may be durable too.
+  // refused by the broker with 406; a classic queue may be durable too, which is tried only when
+  // durability is what the broker named, so that a refusal names the setting that differs.
   const asDeclared = type === "classic"
-    ? Effect.catchIf(declare(), refused, () => declare({ durable: true }))
+    ? Effect.catchIf(declare(), refusedForDurability, () => declare({ durable: true }))
     : declare()
   const checkExisting = (): Effect.Effect<RunQueue, AmqpChannel.ChannelError | Report.CommandFailed> =>
     Option.isNone(options.queueType) ? Effect.succeed({ name, type: null }) : asDeclared.pipe(
@@ -254,8 +264,12 @@ const setupQueue = (
   )
 }
 
-/** When a producer stops: after `count` messages, or at `stopAt` (performance.now milliseconds). */
+/**
+ * When a producer stops: after `count` messages, or at `stopAt` (performance.now milliseconds).
+ * Every producer paces its `--rate` from the run's `start`.
+ */
 interface Plan {
+  readonly start: number
   readonly count: number | undefined
   readonly stopAt: number
 }
@@ -278,25 +292,26 @@ const untilDue = (due: number, plan: Plan) =>
  * this one fiber; a second fiber counts the confirms in the order they were published. With the
  * window full the producer waits for the oldest confirm before it stamps the next body, so the
  * channel, whose window is the same size, never holds a stamped message back.
+ *
+ * A broker that blocks publishers (a memory or disk alarm) does not hold a `--duration` run past its
+ * end: the producer stops at `stopAt` wherever it waits, and a publish not yet admitted is not
+ * sent. Confirms still owed then get until they make no progress for 5 s, and count as an error.
  */
-const publishLoop = (
-  channel: AmqpChannel.AmqpChannel,
-  queue: string,
-  options: Options,
-  plan: Plan,
-  counters: Counters
-) =>
+const publishLoop = (link: Link, queue: string, options: Options, plan: Plan, counters: Counters) =>
   Effect.gen(function*() {
     const template = bodyTemplate(options.size, counters.runId)
     const pending = yield* Queue.unbounded<Effect.Effect<void, AmqpPublishError>, Cause.Done>()
+    let settled = 0
     const confirms = yield* Effect.forkChild(
       Stream.fromQueue(pending).pipe(Stream.runForEach((confirmation) =>
         Effect.match(confirmation, {
           onFailure: (error) => {
+            settled++
             if (error.reason._tag === "Nacked") counters.nacked++
             counters.error(error)
           },
           onSuccess: () => {
+            settled++
             counters.confirmed++
             counters.lastConfirmAt = performance.now()
           }
@@ -304,29 +319,71 @@ const publishLoop = (
       ))
     )
     const window: Array<Effect.Effect<void, AmqpPublishError>> = []
-    const started = performance.now()
     let sent = 0
-    while (!finished(plan, sent)) {
-      if (options.rate > 0) {
-        yield* untilDue(started + (sent * 1000) / options.rate, plan)
-        if (finished(plan, sent)) break
+    // Counted in the same uninterruptible step as the publish that it counts: a stop that comes
+    // while the publish waits to be admitted leaves it unsent and uncounted, never sent uncounted.
+    const publishOne = Effect.uninterruptibleMask((restore) =>
+      Effect.map(restore(link.channel.publishAsync("", queue, stamped(template))), (confirmation) => {
+        sent++
+        counters.sent++
+        counters.lastSentAt = performance.now()
+        if (options.confirm > 0) {
+          window[(sent - 1) % options.confirm] = confirmation
+          Queue.offerUnsafe(pending, confirmation)
+        }
+      })
+    )
+    const publishing = Effect.gen(function*() {
+      while (!finished(plan, sent)) {
+        if (options.rate > 0) {
+          yield* untilDue(plan.start + (sent * 1000) / options.rate, plan)
+          if (finished(plan, sent)) break
+        }
+        if (options.confirm > 0 && sent >= options.confirm) yield* Effect.exit(window[sent % options.confirm]!)
+        yield* publishOne
       }
-      if (options.confirm > 0 && sent >= options.confirm) yield* Effect.exit(window[sent % options.confirm]!)
-      const confirmation = yield* channel.publishAsync("", queue, stamped(template))
-      sent++
-      counters.sent++
-      counters.lastSentAt = performance.now()
-      if (options.confirm > 0) {
-        window[(sent - 1) % options.confirm] = confirmation
-        Queue.offerUnsafe(pending, confirmation)
-      }
-    }
-    // Under a rate limit the last message's turn lasts until the next one would be due: the run's
-    // rate is then the limit, not a little above it.
-    if (options.rate > 0) yield* untilDue(started + (sent * 1000) / options.rate, plan)
+      // Under a rate limit the last message's turn lasts until the next one would be due: the
+      // run's rate is then the limit, not a little above it.
+      if (options.rate > 0) yield* untilDue(plan.start + (sent * 1000) / options.rate, plan)
+    })
+    yield* plan.count !== undefined
+      ? publishing
+      : Effect.raceFirst(publishing, Effect.suspend(() => Effect.sleep(Math.max(plan.stopAt - performance.now(), 0))))
     counters.publishingEndedAt = Math.max(counters.publishingEndedAt, performance.now())
     Queue.endUnsafe(pending)
-    yield* Fiber.join(confirms)
+    const stalled = yield* untilStalled(Fiber.join(confirms), () => settled)
+    if (stalled) {
+      yield* Fiber.interrupt(confirms)
+      const blocked = yield* link.connection.blocked
+      counters.error(
+        new Error(
+          `${sent - settled} publishes were not confirmed (no progress for 5 s)` +
+            (blocked === undefined ? "" : `: the broker blocks publishers (${blocked})`)
+        )
+      )
+    }
+  })
+
+/**
+ * Runs `effect` until it ends, or until `progress()` has not changed for 5 s; true when it stalled
+ * (`effect` is then left running).
+ */
+const untilStalled = <E>(effect: Effect.Effect<void, E>, progress: () => number) =>
+  Effect.gen(function*() {
+    const running = yield* Effect.forkChild(effect)
+    let seen = progress()
+    let progressAt = performance.now()
+    while (running.pollUnsafe() === undefined) {
+      yield* Effect.sleep("10 millis")
+      if (progress() !== seen) {
+        seen = progress()
+        progressAt = performance.now()
+      } else if (performance.now() - progressAt > stallMillis) {
+        return true
+      }
+    }
+    yield* Fiber.join(running)
+    return false
   })
 
 /** Consumes until interrupted, acking each delivery or every `--multi-ack` with `multiple`. */
@@ -353,11 +410,18 @@ const consumeLoop = (channel: AmqpChannel.AmqpChannel, queue: RunQueue, options:
   )
 }
 
+/** A producer's or consumer's own connection and its channel. */
+interface Link {
+  readonly connection: AmqpConnection.AmqpConnection
+  readonly channel: AmqpChannel.AmqpChannel
+}
+
 /** Opens a connection and channel for one producer or consumer, for the scope. */
-const openChannel = (target: Broker.Target, role: string, channelOptions: AmqpChannel.ChannelOptions = {}) =>
+const openLink = (target: Broker.Target, role: string, channelOptions: AmqpChannel.ChannelOptions = {}) =>
   Effect.flatMap(
     Broker.connect(target, { connectionName: `effect-amqp perf ${role}` }),
-    ({ connection }) => AmqpChannel.make(connection, channelOptions)
+    ({ connection }) =>
+      Effect.map(AmqpChannel.make(connection, channelOptions), (channel): Link => ({ connection, channel }))
   )
 
 /**
@@ -406,10 +470,21 @@ const sampleRss = Effect.gen(function*() {
 const formatMillis = (millis: number | null | undefined): string =>
   millis === null || millis === undefined ? "-" : `${millis.toFixed(2)} ms`
 
-/** The progress line: totals and what happened in the last second. */
-const progress = (counters: Counters, start: number): Effect.Effect<void, never, Scope.Scope> => {
+/**
+ * The progress line: totals and what happened in the last second, and why the producers stand
+ * still when the broker blocks them.
+ */
+const progress = (
+  counters: Counters,
+  start: number,
+  producers: ReadonlyArray<Link>
+): Effect.Effect<void, never, Scope.Scope> => {
   let last = { sent: 0, confirmed: 0, consumed: 0, at: start }
-  const line = () => {
+  const blocked = Effect.map(
+    Effect.forEach(producers, (link) => link.connection.blocked),
+    (reasons) => reasons.find((reason) => reason !== undefined)
+  )
+  const line = (blockedReason: string | undefined) => {
     const at = performance.now()
     const seconds = Math.max(at - last.at, 1) / 1000
     const rate = (n: number, before: number) => Math.round((n - before) / seconds)
@@ -418,13 +493,17 @@ const progress = (counters: Counters, start: number): Effect.Effect<void, never,
       `confirmed ${counters.confirmed} (${rate(counters.confirmed, last.confirmed)} msg/s), ` +
       `received ${counters.consumed} (${rate(counters.consumed, last.consumed)} msg/s), ` +
       `latency p50 ${formatMillis(counters.lastSecond.quantile(0.5))} ` +
-      `p99 ${formatMillis(counters.lastSecond.quantile(0.99))}`
+      `p99 ${formatMillis(counters.lastSecond.quantile(0.99))}` +
+      (blockedReason === undefined ? "" : `, blocked by the broker: ${blockedReason}`)
     last = { sent: counters.sent, confirmed: counters.confirmed, consumed: counters.consumed, at }
     counters.lastSecond.reset()
     return text
   }
   return Effect.asVoid(Effect.forkScoped(
-    Effect.forever(Effect.andThen(Effect.sleep("1 second"), Effect.suspend(() => Console.error(line()))))
+    Effect.forever(Effect.andThen(
+      Effect.sleep("1 second"),
+      Effect.flatMap(blocked, (reason) => Console.error(line(reason)))
+    ))
   ))
 }
 
@@ -486,82 +565,22 @@ export const formatSummary = (summary: Summary): string => {
   return lines.map(([label, value]) => `${label.padEnd(12)}${value}`).join("\n")
 }
 
-/**
- * Runs the load as described in the module header.
- *
- * @since 0.1.0
- * @category commands
- */
-export const run = Effect.fn("effect-amqp perf")(function*(options: Options) {
-  yield* checkOptions(options)
-  const target = yield* Broker.target(options.url)
-  const { connection: admin } = yield* Broker.connect(target, { connectionName: "effect-amqp perf admin" })
-  const queue = yield* setupQueue(admin, options)
-  yield* Console.error(
-    `perf: ${Report.counted(options.producers, "producer")}, ${Report.counted(options.consumers, "consumer")}, ` +
-      `${queue.type ?? "existing"} queue ${queue.name} ` +
-      `on ${Broker.describe(target)}`
-  )
-  const counters = new Counters(Math.floor(Math.random() * 0x1_0000_0000))
-  const consumerChannels = yield* Effect.forEach(Message.ids(options.consumers), (index) =>
-    Effect.tap(
-      openChannel(target, `consumer ${index}`),
-      (channel) => options.prefetch > 0 ? channel.qos(options.prefetch) : Effect.void
-    ), { concurrency: "unbounded" })
-  const consumers = yield* Effect.forEach(
-    consumerChannels,
-    (channel) =>
-      Effect.forkScoped(
-        consumeLoop(channel, queue, options, counters).pipe(
-          Effect.andThen(Effect.fail(new Error("a consumer stopped: the broker ended its stream"))),
-          Effect.catch((error) => Effect.sync(() => counters.error(error)))
-        )
-      )
-  )
-  if (queue.type !== "stream") {
-    yield* Queues.awaitConsumers(admin, queue.name, options.consumers).pipe(
-      Effect.mapError((error) =>
-        queue.type === null && error._tag === "CommandFailed"
-          ? new Report.CommandFailed({
-            message: `${error.message} (a stream counts no consumers: give --queue-type stream for one)`
-          })
-          : error
-      )
-    )
-  }
-  const producerChannels = yield* Effect.forEach(
-    Message.ids(options.producers),
-    (index) =>
-      openChannel(target, `producer ${index}`, options.confirm > 0 ? { maxOutstandingConfirms: options.confirm } : {}),
-    { concurrency: "unbounded" }
-  )
-  if (options.confirm > 0) yield* Effect.forEach(producerChannels, (channel) => channel.confirmSelect)
-
-  const peakRss = yield* sampleRss
-  const cpuBefore = process.cpuUsage()
-  const start = performance.now()
-  const plan: Plan = {
-    count: Option.getOrUndefined(options.count),
-    // A run of --count messages is not cut short by the default duration.
-    stopAt: Option.isSome(options.count) ? Infinity : start + Option.getOrElse(options.duration, () => 10) * 1000
-  }
-  yield* progress(counters, start)
-  yield* Effect.forEach(producerChannels, (channel) =>
-    publishLoop(channel, queue.name, options, plan, counters).pipe(
-      Effect.catch((error) => Effect.sync(() => counters.error(error)))
-    ), { concurrency: "unbounded", discard: true })
-  if (options.producers === 0) yield* Effect.sleep(Math.max(plan.stopAt - performance.now(), 0))
-  else if (options.consumers > 0) yield* drain(queue, options, counters)
-  yield* Fiber.interruptAll(consumers)
+/** The summary of the run so far, from its counters. */
+const summaryOf = (
+  queue: RunQueue,
+  options: Options,
+  counters: Counters,
+  start: number,
+  cpu: NodeJS.CpuUsage,
+  peakRssBytes: number
+): Summary => {
   const end = performance.now()
-  const cpu = process.cpuUsage(cpuBefore)
-
   const over = (last: number, n: number) => n / (Math.max(last - start, 1) / 1000)
   // Without a rate limit, publishing ends with the last message; with one, a turn later.
   const publishedUntil = options.rate > 0 ? counters.publishingEndedAt : counters.lastSentAt
   const user = round(cpu.user / 1000, 1)
   const system = round(cpu.system / 1000, 1)
-  const summary: Summary = {
+  return {
     queue: queue.name,
     queueType: queue.type,
     producers: options.producers,
@@ -583,13 +602,93 @@ export const run = Effect.fn("effect-amqp perf")(function*(options: Options) {
     },
     latencyMs: latencyOf(counters.latency),
     cpuMs: { user, system, total: round(user + system, 1) },
-    peakRssBytes: peakRss(),
+    peakRssBytes,
     errors: { count: counters.errors, first: counters.firstErrors }
   }
-  yield* Console.log(options.json ? JSON.stringify(summary) : formatSummary(summary))
+}
+
+/**
+ * Runs the load as described in the module header.
+ *
+ * @since 0.1.0
+ * @category commands
+ */
+export const run = Effect.fn("effect-amqp perf")(function*(options: Options) {
+  yield* checkOptions(options)
+  const target = yield* Broker.target(options.url)
+  const { connection: admin } = yield* Broker.connect(target, { connectionName: "effect-amqp perf admin" })
+  const queue = yield* setupQueue(admin, options)
+  yield* Console.error(
+    `perf: ${Report.counted(options.producers, "producer")}, ${Report.counted(options.consumers, "consumer")}, ` +
+      `${queue.type ?? "existing"} queue ${queue.name} ` +
+      `on ${Broker.describe(target)}`
+  )
+  const counters = new Counters(Math.floor(Math.random() * 0x1_0000_0000))
+  const consumerLinks = yield* Effect.forEach(Message.ids(options.consumers), (index) =>
+    Effect.tap(
+      openLink(target, `consumer ${index}`),
+      ({ channel }) => options.prefetch > 0 ? channel.qos(options.prefetch) : Effect.void
+    ), { concurrency: "unbounded" })
+  const consumers = yield* Effect.forEach(
+    consumerLinks,
+    ({ channel }) =>
+      Effect.forkScoped(
+        consumeLoop(channel, queue, options, counters).pipe(
+          Effect.andThen(Effect.fail(new Error("a consumer stopped: the broker ended its stream"))),
+          Effect.catch((error) => Effect.sync(() => counters.error(error)))
+        )
+      )
+  )
+  if (queue.type !== "stream") {
+    yield* Queues.awaitConsumers(admin, queue.name, options.consumers).pipe(
+      Effect.mapError((error) =>
+        queue.type === null && error._tag === "CommandFailed"
+          ? new Report.CommandFailed({
+            message: `${error.message} (a stream counts no consumers: give --queue-type stream for one)`
+          })
+          : error
+      )
+    )
+  }
+  const producers = yield* Effect.forEach(
+    Message.ids(options.producers),
+    (index) =>
+      openLink(target, `producer ${index}`, options.confirm > 0 ? { maxOutstandingConfirms: options.confirm } : {}),
+    { concurrency: "unbounded" }
+  )
+  if (options.confirm > 0) yield* Effect.forEach(producers, ({ channel }) => channel.confirmSelect)
+
+  const peakRss = yield* sampleRss
+  const cpuBefore = process.cpuUsage()
+  const start = performance.now()
+  const plan: Plan = {
+    start,
+    count: Option.getOrUndefined(options.count),
+    // A run of --count messages is not cut short by the default duration.
+    stopAt: Option.isSome(options.count) ? Infinity : start + Option.getOrElse(options.duration, () => 10) * 1000
+  }
+  const summarize = () => summaryOf(queue, options, counters, start, process.cpuUsage(cpuBefore), peakRss())
+  const printSummary = (summary: Summary) =>
+    Console.log(options.json ? JSON.stringify(summary) : formatSummary(summary))
+  yield* progress(counters, start, producers)
+  yield* Effect.gen(function*() {
+    yield* Effect.forEach(producers, (link) =>
+      publishLoop(link, queue.name, options, plan, counters).pipe(
+        Effect.catch((error) => Effect.sync(() => counters.error(error)))
+      ), { concurrency: "unbounded", discard: true })
+    if (options.producers === 0) yield* Effect.sleep(Math.max(plan.stopAt - performance.now(), 0))
+    else if (options.consumers > 0) yield* drain(queue, options, counters)
+  }).pipe(
+    // Interrupted (Ctrl-C), the run so far is reported before the connections close.
+    Effect.onInterrupt(() =>
+      Effect.andThen(printSummary(summarize()), Console.error("perf: interrupted; closing the connections"))
+    )
+  )
+  yield* Fiber.interruptAll(consumers)
+  yield* printSummary(summarize())
   if (counters.errors > 0) {
     return yield* new Report.CommandFailed({
-      message: `${counters.errors} errors during the run, the first: ${counters.firstErrors[0]}`
+      message: `${Report.counted(counters.errors, "error")} during the run, the first: ${counters.firstErrors[0]}`
     })
   }
 }, Effect.scoped)

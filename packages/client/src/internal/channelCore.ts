@@ -655,7 +655,8 @@ export class ChannelCore implements ChannelSink {
    * arrive, then `channel.close` and its `close-ok` (bounded). The id is freed with the `close-ok`:
    * when it has not come in time, the id stays taken until it does, so that a new channel cannot
    * open on an id the broker still holds (which it answers with 504, closing the connection).
-   * Once the peer has let one `close-ok` time out, closes send theirs without waiting.
+   * Once the peer has let one `close-ok` time out, or while it blocks the connection (and so may
+   * not read it), closes send theirs without waiting.
    */
   readonly close: Effect.Effect<void> = Effect.suspend(() => {
     if (this.state === "closed") {
@@ -673,7 +674,7 @@ export class ChannelCore implements ChannelSink {
       const cause = new AmqpClosedError({ what: "channel", cause: undefined })
       for (const consumer of this.consumers.values()) consumer.onChannelClosed(cause as never)
       this.consumers.clear()
-      if (this.confirmMode && this.confirms.outstanding > 0 && !connection.peerUnresponsive) {
+      if (this.confirmMode && this.confirms.outstanding > 0 && !connection.unread) {
         yield* this.awaitConfirmsDrained.pipe(Effect.timeoutOption(timeout))
       }
       if (this.state !== "closed") {
@@ -683,7 +684,7 @@ export class ChannelCore implements ChannelSink {
           this.id,
           Methods.channelClose({ replyCode: 200, replyText: "Goodbye", classId: 0, methodId: 0 })
         )
-        if (!connection.peerUnresponsive) {
+        if (!connection.unread) {
           const answered = yield* Deferred.await(this.closeOk).pipe(Effect.timeoutOption(timeout))
           if (answered._tag === "None") connection.peerUnresponsive = true
         }

@@ -123,6 +123,15 @@ export class ConnectionCore {
    */
   peerUnresponsive = false
 
+  /**
+   * True when the broker may not read what is sent now: a hung peer, or one that blocks this
+   * connection (RabbitMQ stops reading a blocked publisher's socket until its alarm clears). A
+   * close then waits for no confirm and no `close-ok`, which could only come once it reads again.
+   */
+  get unread(): boolean {
+    return this.peerUnresponsive || this.blockedReason !== undefined
+  }
+
   constructor(
     options: ConnectionOptions,
     transport: Transport,
@@ -416,7 +425,7 @@ export class ConnectionCore {
       ? Effect.gen({ self: this }, function*() {
         this.state = "closing"
         this.writeMethod(0, Methods.connectionClose({ replyCode: 200, replyText: "Goodbye", classId: 0, methodId: 0 }))
-        if (!this.peerUnresponsive) yield* Deferred.await(this.closeOk).pipe(Effect.timeoutOption(timeout))
+        if (!this.unread) yield* Deferred.await(this.closeOk).pipe(Effect.timeoutOption(timeout))
       })
       : Effect.void
     return closing.pipe(
