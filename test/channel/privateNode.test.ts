@@ -14,7 +14,7 @@ import {
 import { BrokerNode } from "@effect-amqp/testing"
 import { assert, beforeAll, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Option, Queue, Scope, Stream } from "effect"
-import { text, utf8, withLeakProbe } from "../support/channelKit.ts"
+import { type Connect, text, utf8, withLeakProbe } from "../support/channelKit.ts"
 
 let node: BrokerNode.BrokerNode
 
@@ -149,47 +149,104 @@ describe("memory alarm", () => {
   )
 })
 
+/**
+ * A connection in a scope of its own whose confirm channel published under the memory alarm: the
+ * publish gets the connection blocked, and its confirm cannot come.
+ */
+const stuckPublish = (connect: Connect, queue: string) =>
+  Effect.gen(function*() {
+    const links = yield* Scope.make()
+    const connection = yield* Scope.provide(connect({ closeTimeout: 1500 }), links)
+    const events = yield* Scope.provide(recordEvents(connection), links)
+    const channel = yield* Scope.provide(AmqpChannel.make(connection), links)
+    yield* channel.confirmSelect
+    yield* channel.queueDeclare(queue)
+    yield* node.setMemoryAlarm
+    yield* Effect.addFinalizer(() => Effect.ignore(node.clearMemoryAlarm))
+    const publish = yield* channel.publish("", queue, utf8("stuck")).pipe(
+      Effect.flip,
+      Effect.forkScoped({ startImmediately: true })
+    )
+    return { links, connection, events, publish }
+  })
+
+/**
+ * Closes the stuck publish's connection, which waiting for the confirm, the channel's close-ok and
+ * the connection's would make take a closeTimeout each (4.5 s); checks that it took less than two,
+ * and that the publish ended unconfirmed. Then clears the alarm and deletes `queue`.
+ */
+const closeStuck = (connect: Connect, queue: string, stuck: Effect.Success<ReturnType<typeof stuckPublish>>) =>
+  Effect.gen(function*() {
+    const started = Date.now()
+    yield* Scope.close(stuck.links, Exit.void)
+    const took = Date.now() - started
+    assert.isBelow(took, 2500)
+    const error = yield* Fiber.join(stuck.publish)
+    assert.instanceOf(error, AmqpPublishError)
+    assert.strictEqual(error.reason._tag, "Unconfirmed")
+    assert.isTrue((error.reason as Unconfirmed).sent)
+
+    yield* node.clearMemoryAlarm
+    const admin = yield* AmqpChannel.make(yield* connect())
+    yield* admin.queueDelete(queue)
+  })
+
 describe("closing while blocked", () => {
   it.live(
     "waits for no confirm and no close-ok, which the blocking broker would not send, and fails the confirm",
     () =>
       withLeakProbe(node, (connect) =>
         Effect.gen(function*() {
-          const queue = "blocked-close"
-          const links = yield* Scope.make()
-          const connection = yield* Scope.provide(connect({ closeTimeout: 1500 }), links)
-          const events = yield* Scope.provide(recordEvents(connection), links)
-          const channel = yield* Scope.provide(AmqpChannel.make(connection), links)
-          yield* channel.confirmSelect
-          yield* channel.queueDeclare(queue)
-
-          // The publish gets the connection blocked (see above), and its confirm cannot come.
-          yield* node.setMemoryAlarm
-          yield* Effect.addFinalizer(() => Effect.ignore(node.clearMemoryAlarm))
-          const publish = yield* channel.publish("", queue, utf8("stuck")).pipe(
-            Effect.flip,
-            Effect.forkScoped({ startImmediately: true })
-          )
+          const stuck = yield* stuckPublish(connect, "blocked-close")
           assert.deepStrictEqual(
-            yield* Queue.take(events).pipe(Effect.timeout("15 seconds")),
+            yield* Queue.take(stuck.events).pipe(Effect.timeout("15 seconds")),
             { _tag: "Blocked", reason: "low on memory" }
           )
+          yield* closeStuck(connect, "blocked-close", stuck)
+        })),
+    60_000
+  )
 
-          // Waiting for the confirm, the channel's close-ok and the connection's would take a
-          // closeTimeout each (4.5 s): only the wait for the socket to close is left.
+  it.live(
+    "a close that began just before connection.blocked came stops waiting for its confirm then",
+    () =>
+      withLeakProbe(node, (connect) =>
+        Effect.gen(function*() {
+          const stuck = yield* stuckPublish(connect, "blocked-close-race")
+          assert.isUndefined(yield* stuck.connection.blocked)
+          yield* closeStuck(connect, "blocked-close-race", stuck)
+        })),
+    60_000
+  )
+
+  it.live(
+    "a channel.close left unread behind the publish that got the connection blocked returns at once",
+    () =>
+      withLeakProbe(node, (connect) =>
+        Effect.gen(function*() {
+          const queue = "blocked-channel-close"
+          const connection = yield* connect({ closeTimeout: 1500 })
+          const events = yield* recordEvents(connection)
+          const admin = yield* AmqpChannel.make(connection)
+          yield* admin.queueDeclare(queue)
+          const scope = yield* Scope.make()
+          const plain = yield* Scope.provide(AmqpChannel.make(connection), scope)
+          yield* node.setMemoryAlarm
+          yield* Effect.addFinalizer(() => Effect.ignore(node.clearMemoryAlarm))
+          yield* plain.publish("", queue, utf8("trigger"))
           const started = Date.now()
-          yield* Scope.close(links, Exit.void)
+          yield* Scope.close(scope, Exit.void)
           const took = Date.now() - started
-          assert.isBelow(took, 2500)
-          const error = yield* Fiber.join(publish)
-          assert.instanceOf(error, AmqpPublishError)
-          assert.strictEqual(error.reason._tag, "Unconfirmed")
-          assert.isTrue((error.reason as Unconfirmed).sent)
+          assert.strictEqual(yield* connection.blocked, "low on memory")
+          assert.isBelow(took, 1000)
 
+          // The broker was blocking, not hung: the connection carries on once the alarm clears.
           yield* node.clearMemoryAlarm
-          const cleanup = yield* connect()
-          const admin = yield* AmqpChannel.make(cleanup)
-          yield* admin.queueDelete(queue)
+          while ((yield* Queue.take(events).pipe(Effect.timeout("15 seconds")))._tag !== "Unblocked") continue
+          const next = yield* AmqpChannel.make(connection)
+          yield* next.confirmSelect
+          yield* next.publish("", queue, utf8("after"))
+          assert.strictEqual(yield* admin.queueDelete(queue), 2)
         })),
     60_000
   )

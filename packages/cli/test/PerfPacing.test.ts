@@ -35,9 +35,9 @@ describe("effect-amqp perf --rate", () => {
       assert.approximately(summary.rates.consumed, 2, 0.1)
     }))
 
-  it.live("paces every producer from the run's start, so each gets its whole share of a duration", () =>
+  it.live("gives every producer its whole share of a duration, however busy the process", () =>
     Effect.gen(function*() {
-      // Each producer: due at 0, 2 ... 3998 ms, 2000 messages before the end at 4 s.
+      // Each producer: due at 0, 2 ... 3998 ms from the run's start, 2000 messages, a little late if busy.
       const summary = yield* perfJson(["--rate", "500", "--producers", "3", "--duration", "4"])
       assert.strictEqual(summary.published, 6000)
       assert.strictEqual(summary.consumed, 6000)

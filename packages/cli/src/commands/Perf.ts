@@ -333,22 +333,25 @@ const publishLoop = (link: Link, queue: string, options: Options, plan: Plan, co
         }
       })
     )
+    // Under a rate limit over a duration, every message due before the end goes, a little late if
+    // the process was busy: how many does not depend on the machine's load.
+    const dueAt = (n: number) => plan.start + (n * 1000) / options.rate
+    const done = () => options.rate > 0 && plan.count === undefined ? dueAt(sent) >= plan.stopAt : finished(plan, sent)
     const publishing = Effect.gen(function*() {
-      while (!finished(plan, sent)) {
-        if (options.rate > 0) {
-          yield* untilDue(plan.start + (sent * 1000) / options.rate, plan)
-          if (finished(plan, sent)) break
-        }
+      while (!done()) {
+        if (options.rate > 0) yield* untilDue(dueAt(sent), plan)
         if (options.confirm > 0 && sent >= options.confirm) yield* Effect.exit(window[sent % options.confirm]!)
         yield* publishOne
       }
       // Under a rate limit the last message's turn lasts until the next one would be due: the
       // run's rate is then the limit, not a little above it.
-      if (options.rate > 0) yield* untilDue(plan.start + (sent * 1000) / options.rate, plan)
+      if (options.rate > 0) yield* untilDue(dueAt(sent), plan)
     })
+    // A producer more than a second behind its rate is stopped with the others.
+    const deadline = plan.stopAt + (options.rate > 0 ? 1000 : 0)
     yield* plan.count !== undefined
       ? publishing
-      : Effect.raceFirst(publishing, Effect.suspend(() => Effect.sleep(Math.max(plan.stopAt - performance.now(), 0))))
+      : Effect.raceFirst(publishing, Effect.suspend(() => Effect.sleep(Math.max(deadline - performance.now(), 0))))
     counters.publishingEndedAt = Math.max(counters.publishingEndedAt, performance.now())
     Queue.endUnsafe(pending)
     const stalled = yield* untilStalled(Fiber.join(confirms), () => settled)

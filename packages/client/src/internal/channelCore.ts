@@ -58,6 +58,12 @@ export interface ChannelOptions {
 /** A message's or a method's encoded frames, in one buffer or several to be written in order. */
 type Frames = Buffer | ReadonlyArray<Uint8Array>
 
+/**
+ * How long a close waits for one more confirm from a broker that does not read the connection: the
+ * acks it sent before it stopped reading arrive within this, those for publishes it never read never.
+ */
+const UNREAD_CONFIRM_QUIET = 250
+
 /** What admitting a publish gives outside confirm mode, once it is written: nothing to wait for. */
 const sentUnconfirmed: Effect.Effect<Effect.Effect<void, AmqpPublishError>> = Exit.succeed(Effect.void)
 
@@ -674,7 +680,7 @@ export class ChannelCore implements ChannelSink {
       const cause = new AmqpClosedError({ what: "channel", cause: undefined })
       for (const consumer of this.consumers.values()) consumer.onChannelClosed(cause as never)
       this.consumers.clear()
-      if (this.confirmMode && this.confirms.outstanding > 0 && !connection.unread) {
+      if (this.confirmMode && this.confirms.outstanding > 0) {
         yield* this.awaitConfirmsDrained.pipe(Effect.timeoutOption(timeout))
       }
       if (this.state !== "closed") {
@@ -684,10 +690,7 @@ export class ChannelCore implements ChannelSink {
           this.id,
           Methods.channelClose({ replyCode: 200, replyText: "Goodbye", classId: 0, methodId: 0 })
         )
-        if (!connection.unread) {
-          const answered = yield* Deferred.await(this.closeOk).pipe(Effect.timeoutOption(timeout))
-          if (answered._tag === "None") connection.peerUnresponsive = true
-        }
+        if ((yield* connection.awaitCloseAnswer(this.closeOk)) === "timedOut") connection.peerUnresponsive = true
       }
       this.fail(connection.error(new ClosedByApplication()))
       this.releaseIdIfDone()
@@ -712,8 +715,24 @@ export class ChannelCore implements ChannelSink {
     }
   }
 
+  /**
+   * Waits until no confirm is outstanding. While the broker does not read the connection (it
+   * blocks it, or was taken for hung), only the confirms already on their way can still come: the
+   * wait ends once none has come for `UNREAD_CONFIRM_QUIET` milliseconds.
+   */
   private readonly awaitConfirmsDrained: Effect.Effect<void> = Effect.suspend(() => {
-    if (this.confirms.outstanding === 0 || this.state === "closed") return Effect.void
-    return Effect.sleep(5).pipe(Effect.andThen(this.awaitConfirmsDrained))
+    let outstanding = this.confirms.outstanding
+    let changedAt = Date.now()
+    const poll: Effect.Effect<void> = Effect.suspend(() => {
+      if (this.confirms.outstanding === 0 || this.state === "closed") return Effect.void
+      if (this.confirms.outstanding !== outstanding) {
+        outstanding = this.confirms.outstanding
+        changedAt = Date.now()
+      } else if (this.connection.unread && Date.now() - changedAt >= UNREAD_CONFIRM_QUIET) {
+        return Effect.void
+      }
+      return Effect.andThen(Effect.sleep(5), poll)
+    })
+    return poll
   })
 }

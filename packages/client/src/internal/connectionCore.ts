@@ -102,6 +102,8 @@ export class ConnectionCore {
    */
   readonly streamQueues = new Set<string>()
   private unblocked = Deferred.makeUnsafe<void>()
+  /** Completes when the broker blocks the connection, or it ends; a fresh one after each unblock. */
+  private blocked = Deferred.makeUnsafe<void>()
   maxEventLoopLag = 0
   private readonly inbox: Queue.Queue<Method, Cause.Done>
   private closeOk = Deferred.makeUnsafe<void>()
@@ -130,6 +132,24 @@ export class ConnectionCore {
    */
   get unread(): boolean {
     return this.peerUnresponsive || this.blockedReason !== undefined
+  }
+
+  /**
+   * Waits up to `closeTimeout` for the broker's answer to a close: "answered", "unread" when the
+   * broker does not read us (it blocks the connection, from before the wait or during it, or the
+   * peer was taken for hung), or "timedOut".
+   */
+  awaitCloseAnswer(answer: Deferred.Deferred<void>): Effect.Effect<"answered" | "unread" | "timedOut"> {
+    return Effect.suspend(() => {
+      if (this.unread) return Effect.succeed("unread" as const)
+      return Effect.raceFirst(
+        Effect.as(Deferred.await(answer), "answered" as const),
+        Effect.as(Deferred.await(this.blocked), "unread" as const)
+      ).pipe(
+        Effect.timeoutOption(this.options.closeTimeout),
+        Effect.map((outcome) => outcome._tag === "Some" ? outcome.value : "timedOut" as const)
+      )
+    })
   }
 
   constructor(
@@ -326,11 +346,13 @@ export class ConnectionCore {
       case "connection.blocked":
         this.blockedReason = method.reason
         if (Deferred.isDoneUnsafe(this.unblocked)) this.unblocked = Deferred.makeUnsafe<void>()
+        Deferred.doneUnsafe(this.blocked, Exit.void)
         PubSub.publishUnsafe(this.events, { _tag: "Blocked", reason: method.reason })
         return
       case "connection.unblocked":
         this.blockedReason = undefined
         Deferred.doneUnsafe(this.unblocked, Exit.void)
+        if (Deferred.isDoneUnsafe(this.blocked)) this.blocked = Deferred.makeUnsafe<void>()
         PubSub.publishUnsafe(this.events, { _tag: "Unblocked" })
         return
       case "connection.update-secret-ok": {
@@ -409,6 +431,7 @@ export class ConnectionCore {
     Deferred.doneUnsafe(this.ended, Exit.succeed(error))
     Deferred.doneUnsafe(this.closeOk, Exit.void)
     Deferred.doneUnsafe(this.unblocked, Exit.void)
+    Deferred.doneUnsafe(this.blocked, Exit.void)
     for (const waiter of this.updateSecretOk.splice(0)) Deferred.doneUnsafe(waiter, Exit.void)
     Queue.endUnsafe(this.inbox)
     PubSub.publishUnsafe(this.events, { _tag: "Closed", error })
@@ -425,7 +448,7 @@ export class ConnectionCore {
       ? Effect.gen({ self: this }, function*() {
         this.state = "closing"
         this.writeMethod(0, Methods.connectionClose({ replyCode: 200, replyText: "Goodbye", classId: 0, methodId: 0 }))
-        if (!this.unread) yield* Deferred.await(this.closeOk).pipe(Effect.timeoutOption(timeout))
+        yield* this.awaitCloseAnswer(this.closeOk)
       })
       : Effect.void
     return closing.pipe(
