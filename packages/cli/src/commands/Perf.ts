@@ -7,7 +7,8 @@
  * A producer is one fiber that publishes with `publishAsync` and keeps up to `--confirm W`
  * unconfirmed messages in flight: with W out, it waits for the oldest confirm before it takes the
  * time for the next body, so a message's latency never includes its wait for the window. `--rate`
- * paces each producer. Consumers ack each delivery, or with `--multi-ack K` every K deliveries
+ * paces each producer from the run's start: over a duration, every message due before its end goes,
+ * a little late if the process is busy. Consumers ack each delivery, or with `--multi-ack K` every K deliveries
  * with `multiple` (a partial group is acked after 50 ms). Every body starts with the time it was
  * published (milliseconds since the epoch, a big-endian float64) and a 32-bit id of the run;
  * latency is taken from the bodies of this run only, so messages left in a named queue by earlier
