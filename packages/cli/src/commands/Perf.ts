@@ -8,11 +8,11 @@
  * unconfirmed messages in flight: with W out, it waits for the oldest confirm before it takes the
  * time for the next body, so a message's latency never includes its wait for the window. `--rate`
  * paces each producer from the run's start: over a duration, every message due before its end goes,
- * a little late if the process is busy. Consumers ack each delivery, or with `--multi-ack K` every K deliveries
- * with `multiple` (a partial group is acked after 50 ms). Every body starts with the time it was
- * published (milliseconds since the epoch, a big-endian float64) and a 32-bit id of the run;
- * latency is taken from the bodies of this run only, so messages left in a named queue by earlier
- * runs are consumed but not measured.
+ * a little late if the process is busy. Consumers ack each delivery, or with `--multi-ack K` every
+ * K deliveries with `multiple` (a partial group is acked after 50 ms). Every body starts with the
+ * time it was published (milliseconds since the epoch, a big-endian float64) and a 32-bit id of the
+ * run; latency is taken from the bodies of this run only, so messages left in a named queue by
+ * earlier runs are consumed but not measured.
  *
  * The queue is `--queue`, declared with `--queue-type` unless it exists, and kept; by default it is
  * a fresh uniquely named queue that is deleted at the end, also on failure or interruption. Classic
