@@ -54,8 +54,8 @@ const command = Command.make("effect-amqp").pipe(
 )
 
 // A name the broker or a flag gave may hold line breaks or other control characters: a reason
-// stays one line, with each such character written as an escape. In what the command line library
-// formats only line breaks are, since on a terminal its colours are escape sequences.
+// stays one line, with each such character written as an escape. What the command line library
+// formats has only its line breaks escaped: on a terminal its colours are escape sequences.
 const escaped = (char: string) => JSON.stringify(char).slice(1, -1)
 // oxlint-disable-next-line no-control-regex
 const oneLine = (text: string): string => text.replace(/[\u0000-\u001f\u007f]/g, escaped)

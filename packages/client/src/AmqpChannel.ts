@@ -367,14 +367,14 @@ export const openCore = (
     return core
   })
 
+/** The properties of a publish that gives none: one shared object, not one per message. */
+const noProperties: BasicProperties = Object.freeze({})
+
 /**
  * Wraps an open channel state machine in the public interface.
  *
  * @internal
  */
-/** The properties of a publish that gives none: one shared object, not one per message. */
-const noProperties: BasicProperties = Object.freeze({})
-
 export const makeChannel = (core: ChannelCore): AmqpChannel => {
   const rpc = core.rpc.bind(core)
 

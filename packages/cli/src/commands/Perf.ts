@@ -295,8 +295,9 @@ const untilDue = (due: number, plan: Plan) =>
  * channel, whose window is the same size, never holds a stamped message back.
  *
  * A broker that blocks publishers (a memory or disk alarm) does not hold a `--duration` run past its
- * end: the producer stops at `stopAt` wherever it waits, and a publish not yet admitted is not
- * sent. Confirms still owed then get until they make no progress for 5 s, and count as an error.
+ * end: the producer stops at `stopAt` (a second later under `--rate`, for a producer running late)
+ * wherever it waits, and a publish not yet admitted is not sent. Confirms still owed then get
+ * until they make no progress for 5 s, and count as an error.
  */
 const publishLoop = (link: Link, queue: string, options: Options, plan: Plan, counters: Counters) =>
   Effect.gen(function*() {

@@ -128,7 +128,8 @@ export class ConnectionCore {
   /**
    * True when the broker may not read what is sent now: a hung peer, or one that blocks this
    * connection (RabbitMQ stops reading a blocked publisher's socket until its alarm clears). A
-   * close then waits for no confirm and no `close-ok`, which could only come once it reads again.
+   * close then waits for no `close-ok`, which could only come once it reads again, and for confirms
+   * only while those already on their way keep coming.
    */
   get unread(): boolean {
     return this.peerUnresponsive || this.blockedReason !== undefined
