@@ -12,7 +12,8 @@
 import { AmqpChannel, AmqpConnection, AmqpConnectionError, ProtocolViolation } from "@effect-amqp/client"
 import { encodeFrame, encodeMethod, Methods } from "@effect-amqp/protocol"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Deferred, Effect, Exit } from "effect"
+import * as Net from "node:net"
 import { leakChecked } from "../support/Probe.ts"
 import { answerCloses, closeCodesSent, openChannel, peerUrl, servedBy } from "../support/scriptedAmqp.ts"
 
@@ -141,4 +142,28 @@ describe("a server that breaks the protocol on channel 0", () => {
         assert.deepStrictEqual(yield* closeCodesSent(yield* peer.client), [505])
       })))
   }
+})
+
+describe("a server that does not speak AMQP at all", () => {
+  it.live("an HTTP server's answer fails the connect at once, though it never closes its side", () =>
+    leakChecked(Effect.gen(function*() {
+      // Answers like a web server, then keeps the socket open whatever the client does.
+      const closedAt = yield* Deferred.make<number>()
+      const server = Net.createServer({ allowHalfOpen: true }, (socket) => {
+        socket.once("data", () => socket.write("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
+        socket.on("error", () => {})
+        socket.on("close", () => Deferred.doneUnsafe(closedAt, Exit.succeed(Date.now())))
+      })
+      yield* Effect.acquireRelease(
+        Effect.callback<void>((resume) => void server.listen(0, "127.0.0.1", () => resume(Effect.void))),
+        () => Effect.callback<void>((resume) => void server.close(() => resume(Effect.void)))
+      )
+      const began = Date.now()
+      const port = (server.address() as Net.AddressInfo).port
+      const error = yield* Effect.flip(Effect.scoped(AmqpConnection.fromUrl(peerUrl(port), { closeTimeout: 5_000 })))
+      // Waiting closeTimeout for the server to close its side would only hold the error back.
+      assert.isBelow(Date.now() - began, 1_500)
+      assert.strictEqual(replyCodeOf(error), 501)
+      assert.isBelow((yield* Deferred.await(closedAt).pipe(Effect.timeout("2 seconds"))) - began, 1_500)
+    })))
 })

@@ -381,7 +381,7 @@ export class ConnectionCore {
 
   /**
    * Ends the connection for the peer's breach of the protocol: `connection.close` with the error's
-   * reply code (501 for anything else thrown while decoding), then FIN.
+   * reply code (501 for anything else thrown while decoding), then FIN; before tune, destroy.
    */
   violation(error: unknown): void {
     const replyCode = error instanceof AmqpFrameError ? error.replyCode : 501
@@ -392,7 +392,10 @@ export class ConnectionCore {
         Methods.connectionClose({ replyCode, replyText: message.slice(0, 250), classId: 0, methodId: 0 })
       )
     }
-    this.fail(new ProtocolViolation({ replyCode, message }), "end")
+    // Before tune there is no connection.close to send, and a peer that breaks the handshake (a
+    // web server answering the protocol header, say) may never close its side: waiting for it
+    // would only hold the error back by closeTimeout.
+    this.fail(new ProtocolViolation({ replyCode, message }), this.tuneSent ? "end" : "destroy")
   }
 
   private onSocketClosed(): void {
