@@ -356,8 +356,9 @@ const publishLoop = (link: Link, queue: string, options: Options, plan: Plan, co
       : Effect.raceFirst(publishing, Effect.suspend(() => Effect.sleep(Math.max(deadline - performance.now(), 0))))
     counters.publishingEndedAt = Math.max(counters.publishingEndedAt, performance.now())
     Queue.endUnsafe(pending)
-    const stalled = yield* untilStalled(Fiber.join(confirms), () => settled)
-    if (stalled) {
+    if (!(yield* untilStalled(() => confirms.pollUnsafe() !== undefined, () => settled))) {
+      yield* Fiber.join(confirms)
+    } else {
       yield* Fiber.interrupt(confirms)
       const blocked = yield* link.connection.blocked
       counters.error(
@@ -370,15 +371,13 @@ const publishLoop = (link: Link, queue: string, options: Options, plan: Plan, co
   })
 
 /**
- * Runs `effect` until it ends, or until `progress()` has not changed for 5 s; true when it stalled
- * (`effect` is then left running).
+ * Waits until `done()`, or until `progress()` has not changed for 5 s; true when it stalled.
  */
-const untilStalled = <E>(effect: Effect.Effect<void, E>, progress: () => number) =>
+const untilStalled = (done: () => boolean, progress: () => number) =>
   Effect.gen(function*() {
-    const running = yield* Effect.forkChild(effect)
     let seen = progress()
     let progressAt = performance.now()
-    while (running.pollUnsafe() === undefined) {
+    while (!done()) {
       yield* Effect.sleep("10 millis")
       if (progress() !== seen) {
         seen = progress()
@@ -387,7 +386,6 @@ const untilStalled = <E>(effect: Effect.Effect<void, E>, progress: () => number)
         return true
       }
     }
-    yield* Fiber.join(running)
     return false
   })
 
@@ -438,26 +436,16 @@ const drain = (queue: RunQueue, options: Options, counters: Counters) =>
     const readers = queue.type === "stream" ? options.consumers : 1
     const published = () => options.confirm > 0 ? counters.confirmed : counters.sent
     const expected = () => published() * readers
-    let seen = counters.ownConsumed
-    let progressAt = performance.now()
-    while (counters.ownConsumed < expected()) {
-      yield* Effect.sleep("10 millis")
-      if (counters.ownConsumed !== seen) {
-        seen = counters.ownConsumed
-        progressAt = performance.now()
-      } else if (performance.now() - progressAt > stallMillis) {
-        const missing = expected() - counters.ownConsumed
-        counters.error(
-          new Error(
-            readers === 1
-              ? `${missing} published messages were not consumed (no progress for 5 s)`
-              : `${missing} of ${expected()} deliveries (${published()} messages, each to ${readers} stream ` +
-                `consumers) were not consumed (no progress for 5 s)`
-          )
-        )
-        return
-      }
-    }
+    if (!(yield* untilStalled(() => counters.ownConsumed >= expected(), () => counters.ownConsumed))) return
+    const missing = expected() - counters.ownConsumed
+    counters.error(
+      new Error(
+        readers === 1
+          ? `${missing} published messages were not consumed (no progress for 5 s)`
+          : `${missing} of ${expected()} deliveries (${published()} messages, each to ${readers} stream ` +
+            `consumers) were not consumed (no progress for 5 s)`
+      )
+    )
   })
 
 /** Samples the resident set size every 100 ms while the scope is open; `peak()` is the largest seen. */
