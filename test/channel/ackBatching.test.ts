@@ -12,29 +12,9 @@ import { Methods } from "@effect-amqp/protocol"
 import { ScriptedPeer } from "@effect-amqp/testing"
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Fiber } from "effect"
-import * as Net from "node:net"
 import { leakChecked } from "../support/Probe.ts"
 import { CHANNEL, delivery, recordUntilEnd } from "../support/scriptedAmqp.ts"
-
-interface WritableInternals {
-  _writeGeneric: (this: Net.Socket, ...args: Array<unknown>) => unknown
-}
-
-/** Counts the writes (single or gathered) that sockets bound to `localPort()` hand to the system. */
-const countWrites = (localPort: () => number | undefined) =>
-  Effect.acquireRelease(
-    Effect.sync(() => {
-      const proto = Net.Socket.prototype as unknown as WritableInternals
-      const original = proto._writeGeneric
-      const counter = { writes: 0, restore: () => (proto._writeGeneric = original) }
-      proto._writeGeneric = function(this: Net.Socket, ...args) {
-        if (this.localPort === localPort()) counter.writes++
-        return original.apply(this, args)
-      }
-      return counter
-    }),
-    (counter) => Effect.sync(counter.restore)
-  )
+import { countWrites } from "../support/socketWrites.ts"
 
 /**
  * Sends `count` deliveries in one chunk once the consumer is started, and returns what the client

@@ -101,15 +101,59 @@ export class MessageEncoder {
     properties: BasicProperties,
     body: Uint8Array
   ): Buffer | Array<Uint8Array> {
-    const start = this.begin(body.length)
+    this.publishHead(channel, exchange, routingKey, mandatory, properties, body.length)
+    return this.body(channel, body)
+  }
+
+  /**
+   * `publish` without a view of the result, for the client's hot path. A message whose body is
+   * copied (`copyLimit`) is written into the slab, `slab`, from the offset returned up to
+   * `slabEnd`, and counts as handed out. A larger body is not written at all: the result is then
+   * -1, and `publish` takes the message.
+   */
+  publishToSlab(
+    channel: number,
+    exchange: string,
+    routingKey: string,
+    mandatory: boolean,
+    properties: BasicProperties,
+    body: Uint8Array
+  ): number {
+    if (body.length > this.copyLimit) return -1
+    const start = this.publishHead(channel, exchange, routingKey, mandatory, properties, body.length)
+    this.copyBody(channel, body)
+    this.w.start = this.w.pos
+    return start
+  }
+
+  /** The `basic.publish` and content header frames, with room made for the body's; returns where they start. */
+  private publishHead(
+    channel: number,
+    exchange: string,
+    routingKey: string,
+    mandatory: boolean,
+    properties: BasicProperties,
+    size: number
+  ): number {
+    const start = this.begin(size)
     try {
       writePublishFrame(this.w, channel, exchange, routingKey, mandatory)
       this.checkFrameSize("method", this.w.pos - start)
-      this.header(channel, properties, body.length)
+      this.header(channel, properties, size)
     } catch (error) {
       this.discard(start, error)
     }
-    return this.body(channel, body)
+    return start
+  }
+
+  /** The slab `publishToSlab` writes into; it changes when one fills up. */
+  get slab(): Buffer {
+    return this.w.buf
+  }
+
+  /** Where the last message `publishToSlab` wrote ends in `slab`. */
+  get slabEnd(): number {
+    return this.w.start
   }
 
   /** Makes room for the frames of a message with a body of `size` bytes; returns where it starts. */
@@ -133,18 +177,7 @@ export class MessageEncoder {
     const w = this.w
     const size = body.length
     if (size <= this.copyLimit) {
-      if (size === 0) return w.cut()
-      if (size <= this.maxPayload) {
-        const at = beginFrame(w, FrameType.body, channel)
-        w.bytes(body)
-        endFrame(w, at)
-        return w.cut()
-      }
-      for (let offset = 0; offset < size; offset += this.maxPayload) {
-        const at = beginFrame(w, FrameType.body, channel)
-        w.bytes(body.subarray(offset, Math.min(offset + this.maxPayload, size)))
-        endFrame(w, at)
-      }
+      this.copyBody(channel, body)
       return w.cut()
     }
     const out: Array<Uint8Array> = []
@@ -158,6 +191,24 @@ export class MessageEncoder {
     }
     out.push(w.cut())
     return out
+  }
+
+  /** The body frames of a body that is copied, into the room `begin` made for them. */
+  private copyBody(channel: number, body: Uint8Array): void {
+    const w = this.w
+    const size = body.length
+    if (size === 0) return
+    if (size <= this.maxPayload) {
+      const at = beginFrame(w, FrameType.body, channel)
+      w.bytes(body)
+      endFrame(w, at)
+      return
+    }
+    for (let offset = 0; offset < size; offset += this.maxPayload) {
+      const at = beginFrame(w, FrameType.body, channel)
+      w.bytes(body.subarray(offset, Math.min(offset + this.maxPayload, size)))
+      endFrame(w, at)
+    }
   }
 
   /**

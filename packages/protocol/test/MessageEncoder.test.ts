@@ -165,6 +165,50 @@ describe("publish, the client's path", () => {
     )
   })
 
+  it("writes into its slab what publish hands out, and never over a message already written", () => {
+    const message = fc.record({
+      routingKey: fc.string({ unit: "binary", maxLength: 60 }),
+      size: fc.integer({ min: 0, max: 20_000 })
+    })
+    fc.assert(
+      fc.property(fc.array(message, { minLength: 1, maxLength: 60 }), fc.integer({ min: 4096, max: 20_000 }), (
+        messages,
+        frameMax
+      ) => {
+        const encoder = new MessageEncoder({ frameMax })
+        const written: Array<{ readonly bytes: Uint8Array; readonly expected: string }> = []
+        messages.forEach(({ routingKey, size }, i) => {
+          const body = pattern(size, i)
+          const expected = toHex(
+            concat(pieces(new MessageEncoder({ frameMax }).publish(i, "x", routingKey, false, {}, body)))
+          )
+          const start = encoder.publishToSlab(i, "x", routingKey, false, {}, body)
+          if (size > 16 * 1024) {
+            assert.strictEqual(start, -1)
+            return
+          }
+          written.push({ bytes: encoder.slab.subarray(start, encoder.slabEnd), expected })
+        })
+        for (const { bytes, expected } of written) assert.strictEqual(toHex(bytes), expected)
+      }),
+      { numRuns: 200 }
+    )
+  })
+
+  it("writes nothing into its slab for a body it does not copy, or a publish it refuses", () => {
+    const encoder = new MessageEncoder({ copyLimit: 10 })
+    const first = encoder.publishToSlab(1, "", "q", false, {}, pattern(3))
+    const end = encoder.slabEnd
+    assert.strictEqual(encoder.publishToSlab(1, "", "q", false, {}, pattern(11)), -1)
+    encodeErrorOf(() => encoder.publishToSlab(1, "", "é".repeat(128), false, {}, pattern(3)))
+    assert.strictEqual(encoder.slabEnd, end)
+    const next = encoder.publishToSlab(1, "", "q", false, {}, pattern(3))
+    assert.strictEqual(next, end)
+    assert.strictEqual(toHex(encoder.slab.subarray(next, encoder.slabEnd)), toHex(encoder.slab.subarray(first, end)))
+    const last = encoder.slabEnd
+    assert.strictEqual(encoder.method(1, Methods.basicQos({ prefetchCount: 1 })).byteOffset, last)
+  })
+
   it("refuses a huge routing key without growing its buffer for it", () => {
     const writer = new BufferWriter(1024)
     const error = encodeErrorOf(() => writer.shortstr("x".repeat(20_000_000)))

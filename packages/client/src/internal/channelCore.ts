@@ -58,6 +58,8 @@ export interface ChannelOptions {
 /** A message's or a method's encoded frames, in one buffer or several to be written in order. */
 type Frames = Buffer | ReadonlyArray<Uint8Array>
 
+const noFrames: Frames = []
+
 /**
  * How long a close waits for one more confirm from a broker that does not read the connection: the
  * acks it sent before it stopped reading arrive within this, those for publishes it never read never.
@@ -547,18 +549,35 @@ export class ChannelCore implements ChannelSink {
     mandatory: boolean
   ): Admission {
     if (!this.acceptsMethods()) return Effect.fail(this.closedError())
+    const connection = this.connection
+    const transport = connection.transport
+    const encoder = connection.encoder
+    const ready = connection.state === "open" && connection.blockedReason === undefined && transport.isOpen() &&
+      !transport.congested() && this.committing === undefined
+    const slotFree = this.slots < this.options.maxOutstandingConfirms && this.slotWaiters.length === 0
     // Encoded before it waits for anything, so that a value the encoder refuses fails this
-    // publish alone, holding no confirm slot.
-    let frames: Buffer | Array<Uint8Array>
+    // publish alone, holding no confirm slot. One sent at once whose body the encoder copies is
+    // written as its place in the encoder's slab, with no view made of it.
+    let inSlab = -1
+    let frames: Frames = noFrames
     try {
-      frames = this.connection.encoder.publish(this.id, exchange, routingKey, mandatory, properties, body)
+      if (ready && (slotFree || !this.confirmMode)) {
+        inSlab = encoder.publishToSlab(this.id, exchange, routingKey, mandatory, properties, body)
+      }
+      if (inSlab < 0) frames = encoder.publish(this.id, exchange, routingKey, mandatory, properties, body)
     } catch (error) {
       return Effect.fail(asEncodeError(error))
     }
-    const connection = this.connection
-    const transport = connection.transport
-    const ready = connection.state === "open" && connection.blockedReason === undefined && transport.isOpen() &&
-      !transport.congested() && this.committing === undefined
+    if (inSlab >= 0) {
+      if (!this.confirmMode) {
+        transport.writeRange(encoder.slab, inSlab, encoder.slabEnd)
+        return sentUnconfirmed
+      }
+      this.slots++
+      const confirmed = this.expectConfirm(exchange, routingKey, body, properties, mandatory)
+      transport.writeRange(encoder.slab, inSlab, encoder.slabEnd)
+      return Exit.succeed(confirmed)
+    }
     if (!this.confirmMode) {
       if (ready) {
         this.writeFrames(frames)
@@ -571,7 +590,7 @@ export class ChannelCore implements ChannelSink {
         Effect.as(Effect.void)
       )
     }
-    if (ready && this.slots < this.options.maxOutstandingConfirms && this.slotWaiters.length === 0) {
+    if (ready && slotFree) {
       this.slots++
       return Exit.succeed(this.sendConfirmed(frames, exchange, routingKey, body, properties, mandatory))
     }
@@ -616,6 +635,19 @@ export class ChannelCore implements ChannelSink {
     properties: BasicProperties,
     mandatory: boolean
   ): Effect.Effect<void, AmqpPublishError> {
+    const confirmed = this.expectConfirm(exchange, routingKey, body, properties, mandatory)
+    this.writeFrames(frames)
+    return confirmed
+  }
+
+  /** Counts a publish about to be written in confirm mode; returns the wait for its confirm. */
+  private expectConfirm(
+    exchange: string,
+    routingKey: string,
+    body: Uint8Array,
+    properties: BasicProperties,
+    mandatory: boolean
+  ): Effect.Effect<void, AmqpPublishError> {
     const deferred = Deferred.makeUnsafe<void, AmqpPublishError>()
     this.confirms.add({
       deferred,
@@ -626,7 +658,6 @@ export class ChannelCore implements ChannelSink {
       properties: mandatory ? properties : undefined,
       returned: undefined
     })
-    this.writeFrames(frames)
     return Deferred.await(deferred)
   }
 
@@ -637,7 +668,7 @@ export class ChannelCore implements ChannelSink {
     return new AmqpPublishError({ reason: new Unconfirmed({ cause, sent: false }) })
   }
 
-  private writeMessage(frames: Buffer | Array<Uint8Array>): Effect.Effect<void, AmqpPublishError | AmqpClosedError> {
+  private writeMessage(frames: Frames): Effect.Effect<void, AmqpPublishError | AmqpClosedError> {
     if (!this.acceptsMethods()) return Effect.fail(this.unsent())
     // Admitted before confirm.select went out, sent after it: the broker numbers it all the same.
     if (this.confirmMode) this.confirms.skip()

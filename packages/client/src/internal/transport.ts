@@ -43,6 +43,8 @@ export interface Transport {
   /** Writes in order now; never blocks. */
   readonly write: (data: Uint8Array) => void
   readonly writev: (data: ReadonlyArray<Uint8Array>) => void
+  /** `write` for the bytes of `buffer` from `start` to `end`, making no view of them unless it must. */
+  readonly writeRange: (buffer: Uint8Array, start: number, end: number) => void
   /**
    * Writes in order on the next tick, with whatever else is written until then: for frames whose
    * latency hardly matters (acknowledgements), which then share one system call.
@@ -261,21 +263,27 @@ const makeTransport = (
   closed: Deferred.Deferred<TransportEnd>,
   lastError: () => (Error & { code?: string }) | undefined
 ): Transport => {
-  // Writes of one tick gather here and leave together on the next tick. Views that continue one
+  // Writes of one tick gather here and leave together on the next tick. Writes that continue one
   // another in the same memory (consecutive messages from the encoder's slab) merge into one: the
-  // last write stays open as `tail`, grown to `tailEnd` bytes, and becomes one view when it ends.
+  // last write stays open as the tail, from `tailStart` to `tailEnd` in `tailMemory`, and becomes
+  // one view when it ends (`tailView`, the write itself, while it is just one).
   let pending: Array<Uint8Array> = []
   let pendingBytes = 0
-  let tail: Uint8Array | undefined
+  let tailMemory: ArrayBufferLike | undefined
+  let tailStart = 0
   let tailEnd = 0
+  let tailView: Uint8Array | undefined
   const closeTail = () => {
-    if (tail === undefined) return
-    pending.push(
-      tailEnd === tail.byteOffset + tail.byteLength
-        ? tail
-        : new Uint8Array(tail.buffer, tail.byteOffset, tailEnd - tail.byteOffset)
-    )
-    tail = undefined
+    if (tailMemory === undefined) return
+    pending.push(tailView ?? new Uint8Array(tailMemory, tailStart, tailEnd - tailStart))
+    tailMemory = undefined
+    tailView = undefined
+  }
+  const dropPending = () => {
+    pending = []
+    pendingBytes = 0
+    tailMemory = undefined
+    tailView = undefined
   }
   let sequence = 0
   let scheduled = false
@@ -306,17 +314,23 @@ const makeTransport = (
     }
     if (!socket.writableNeedDrain) wake()
   }
-  const enqueue = (data: Uint8Array) => {
+  // `view` is the bytes themselves when the caller has them as one, else undefined.
+  const enqueue = (memory: ArrayBufferLike, from: number, to: number, view: Uint8Array | undefined) => {
     sequence++
-    if (tail !== undefined && tail.buffer === data.buffer && tailEnd === data.byteOffset) {
-      tailEnd += data.byteLength
+    if (memory === tailMemory && from === tailEnd) {
+      tailEnd = to
+      tailView = undefined
     } else {
       closeTail()
-      tail = data
-      tailEnd = data.byteOffset + data.byteLength
+      tailMemory = memory
+      tailStart = from
+      tailEnd = to
+      tailView = view
     }
-    pendingBytes += data.byteLength
+    pendingBytes += to - from
   }
+  const enqueueView = (data: Uint8Array) =>
+    enqueue(data.buffer, data.byteOffset, data.byteOffset + data.byteLength, data)
   // The heartbeat reads `lastSent` to the half interval, so once a tick is precise enough.
   const schedule = () => {
     if (scheduled) return
@@ -334,8 +348,9 @@ const makeTransport = (
   const endTick = () => {
     quiet = true
   }
+  const mayWriteNow = () => !bursting && quiet && !scheduled
   const writeNow = (data: Uint8Array | ReadonlyArray<Uint8Array>): boolean => {
-    if (bursting || !quiet || scheduled) return false
+    if (!mayWriteNow()) return false
     quiet = false
     sequence++
     process.nextTick(endTick)
@@ -366,19 +381,29 @@ const makeTransport = (
     write: (data) => {
       if (!isOpen() || writeNow(data)) return
       gathered++
-      enqueue(data)
+      enqueueView(data)
       schedule()
     },
     writev: (data) => {
       if (!isOpen() || writeNow(data)) return
       gathered++
-      for (const chunk of data) enqueue(chunk)
+      for (const chunk of data) enqueueView(chunk)
+      schedule()
+    },
+    writeRange: (buffer, start, end) => {
+      if (!isOpen()) return
+      if (mayWriteNow()) {
+        writeNow(buffer.subarray(start, end))
+        return
+      }
+      gathered++
+      enqueue(buffer.buffer, buffer.byteOffset + start, buffer.byteOffset + end, undefined)
       schedule()
     },
     writeLater: (data) => {
       if (!isOpen()) return
       gathered++
-      enqueue(data)
+      enqueueView(data)
       schedule()
     },
     sequence: () => sequence,
@@ -411,15 +436,11 @@ const makeTransport = (
       }),
     destroy: () => {
       sequence++
-      pending = []
-      pendingBytes = 0
-      tail = undefined
+      dropPending()
       socket.destroy()
     },
     abort: () => {
-      pending = []
-      pendingBytes = 0
-      tail = undefined
+      dropPending()
       if (socket.destroyed) return
       try {
         socket.resetAndDestroy()
