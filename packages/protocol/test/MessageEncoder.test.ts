@@ -7,6 +7,7 @@ import { Methods } from "../src/generated/Methods.ts"
 import { BufferWriter } from "../src/internal/BufferWriter.ts"
 import { MessageEncoder } from "../src/MessageEncoder.ts"
 import type { BasicProperties } from "../src/Properties.ts"
+import { AmqpEncodeError } from "../src/ProtocolError.ts"
 import { encodeErrorOf } from "./fixtures/Errors.ts"
 import { assemble, pattern } from "./fixtures/Streams.ts"
 import { Bytes, concat, frame, toHex } from "./fixtures/Wire.ts"
@@ -102,6 +103,16 @@ describe("message framing", () => {
   })
 })
 
+/** What `encode` returns, or undefined when the encoder refuses it. */
+const unlessRefused = <A>(encode: () => A): A | undefined => {
+  try {
+    return encode()
+  } catch (error) {
+    if (error instanceof AmqpEncodeError) return undefined
+    throw error
+  }
+}
+
 /** Encodes a publish with a `size`-byte body, decodes and assembles it, and checks it came back whole. */
 const roundTrip = (frameMax: number, size: number) => {
   const body = pattern(size, size)
@@ -165,33 +176,57 @@ describe("publish, the client's path", () => {
     )
   })
 
-  it("writes into its slab what publish hands out, and never over a message already written", () => {
-    const message = fc.record({
+  it("never writes over what it handed out, however its uses mix: slab ranges, views, refusals, growth", () => {
+    const operation = fc.record({
+      kind: fc.constantFrom("slab", "publish", "method"),
       routingKey: fc.string({ unit: "binary", maxLength: 60 }),
-      size: fc.integer({ min: 0, max: 20_000 })
+      // Copied bodies weigh most, so that every run fills more than one slab.
+      size: fc.constantFrom(0, 1, 100, 4089, 12_000, 12_000, 16 * 1024, 16 * 1024, 16 * 1024 + 1, 40_000),
+      // Mostly none; now and then a header that grows the slab, or one over frame_max.
+      headerPad: fc.oneof({ weight: 8, arbitrary: fc.constant(0) }, fc.integer({ min: 1, max: 200_000 }))
     })
     fc.assert(
-      fc.property(fc.array(message, { minLength: 1, maxLength: 60 }), fc.integer({ min: 4096, max: 20_000 }), (
-        messages,
+      fc.property(fc.array(operation, { minLength: 100, maxLength: 200 }), fc.constantFrom(4096, 20_000, 131072, 0), (
+        operations,
         frameMax
       ) => {
         const encoder = new MessageEncoder({ frameMax })
-        const written: Array<{ readonly bytes: Uint8Array; readonly expected: string }> = []
-        messages.forEach(({ routingKey, size }, i) => {
+        // Its results are read at once: it may write over them.
+        const reference = new MessageEncoder({ frameMax })
+        const handedOut: Array<{ readonly bytes: () => string; readonly expected: string }> = []
+        operations.forEach(({ kind, routingKey, size, headerPad }, i) => {
+          if (kind === "method") {
+            const ack = Methods.basicAck({ deliveryTag: i + 1, multiple: true })
+            const frame = encoder.method(i, ack)
+            handedOut.push({ bytes: () => toHex(frame), expected: toHex(reference.method(i, ack)) })
+            return
+          }
           const body = pattern(size, i)
-          const expected = toHex(
-            concat(pieces(new MessageEncoder({ frameMax }).publish(i, "x", routingKey, false, {}, body)))
-          )
-          const start = encoder.publishToSlab(i, "x", routingKey, false, {}, body)
+          const properties = headerPad > 0 ? { headers: { pad: "x".repeat(headerPad) } } : {}
+          const publish = (on: MessageEncoder) => on.publish(i, "x", routingKey, i % 2 === 0, properties, body)
+          const expected = unlessRefused(() => toHex(concat(pieces(publish(reference)))))
+          if (kind === "publish") {
+            const frames = unlessRefused(() => publish(encoder))
+            assert.strictEqual(frames === undefined, expected === undefined, `publish ${i}`)
+            if (frames !== undefined && expected !== undefined) {
+              handedOut.push({ bytes: () => toHex(concat(pieces(frames))), expected })
+            }
+            return
+          }
+          const start = unlessRefused(() => encoder.publishToSlab(i, "x", routingKey, i % 2 === 0, properties, body))
           if (size > 16 * 1024) {
             assert.strictEqual(start, -1)
             return
           }
-          written.push({ bytes: encoder.slab.subarray(start, encoder.slabEnd), expected })
+          assert.strictEqual(start === undefined, expected === undefined, `publishToSlab ${i}`)
+          if (start !== undefined && expected !== undefined) {
+            const bytes = encoder.slab.subarray(start, encoder.slabEnd)
+            handedOut.push({ bytes: () => toHex(bytes), expected })
+          }
         })
-        for (const { bytes, expected } of written) assert.strictEqual(toHex(bytes), expected)
+        for (const { bytes, expected } of handedOut) assert.strictEqual(bytes(), expected)
       }),
-      { numRuns: 200 }
+      { numRuns: 12, endOnFailure: true }
     )
   })
 
