@@ -197,23 +197,23 @@ describe("publish, the client's path", () => {
         operations.forEach(({ kind, routingKey, size, headerPad }, i) => {
           if (kind === "method") {
             const ack = Methods.basicAck({ deliveryTag: i + 1, multiple: true })
-            const frame = encoder.method(i, ack)
-            handedOut.push({ bytes: () => toHex(frame), expected: toHex(reference.method(i, ack)) })
+            const ackFrame = encoder.method(i, ack)
+            handedOut.push({ bytes: () => toHex(ackFrame), expected: toHex(reference.method(i, ack)) })
             return
           }
           const body = pattern(size, i)
-          const properties = headerPad > 0 ? { headers: { pad: "x".repeat(headerPad) } } : {}
-          const publish = (on: MessageEncoder) => on.publish(i, "x", routingKey, i % 2 === 0, properties, body)
-          const expected = unlessRefused(() => toHex(concat(pieces(publish(reference)))))
+          const padded = headerPad > 0 ? { headers: { pad: "x".repeat(headerPad) } } : {}
+          const publishOn = (on: MessageEncoder) => on.publish(i, "x", routingKey, i % 2 === 0, padded, body)
+          const expected = unlessRefused(() => toHex(concat(pieces(publishOn(reference)))))
           if (kind === "publish") {
-            const frames = unlessRefused(() => publish(encoder))
+            const frames = unlessRefused(() => publishOn(encoder))
             assert.strictEqual(frames === undefined, expected === undefined, `publish ${i}`)
             if (frames !== undefined && expected !== undefined) {
               handedOut.push({ bytes: () => toHex(concat(pieces(frames))), expected })
             }
             return
           }
-          const start = unlessRefused(() => encoder.publishToSlab(i, "x", routingKey, i % 2 === 0, properties, body))
+          const start = unlessRefused(() => encoder.publishToSlab(i, "x", routingKey, i % 2 === 0, padded, body))
           if (size > 16 * 1024) {
             assert.strictEqual(start, -1)
             return
