@@ -6,7 +6,8 @@
  * header and frame-end between them, ready for one vectored write.
  *
  * Output buffers are views into a shared slab that is never written over once handed out, so many
- * small messages cost no allocation each.
+ * small messages cost no allocation each; `publishToSlab` hands a message out as its place in the
+ * slab, without even a view.
  *
  * @since 0.1.0
  */
