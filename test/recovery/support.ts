@@ -55,7 +55,7 @@ const describeEvent = (event: LifecycleEvent): string => {
     case "QueueRenamed":
       return `${event._tag}(${event.from} -> ${event.to})`
     case "RecoveryStepFailed":
-      return `${event._tag}(${event.step})`
+      return `${event._tag}(${event.step}: ${event.error._tag})`
     case "Connecting":
       return `${event._tag}(${event.port} #${event.attempt})`
     case "AttemptFailed":

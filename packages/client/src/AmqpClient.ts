@@ -80,7 +80,7 @@ export type LifecycleEvent =
   | { readonly _tag: "Unblocked" }
   | { readonly _tag: "Disconnected"; readonly cause: AmqpConnectionError }
   | { readonly _tag: "Recovered"; readonly durationMillis: number }
-  | { readonly _tag: "RecoveryStepFailed"; readonly step: string; readonly error: unknown }
+  | { readonly _tag: "RecoveryStepFailed"; readonly step: string; readonly error: AmqpChannel.ChannelError }
   | { readonly _tag: "QueueRenamed"; readonly from: string; readonly to: string }
   | { readonly _tag: "GaveUp"; readonly cause: AmqpConnectionError }
 
@@ -538,7 +538,10 @@ class Supervisor {
             Effect.tap((opened) => Effect.sync(() => (api = opened)))
           )
         )
-        const step = (name: string, run: (api: AmqpChannel.AmqpChannel) => Effect.Effect<unknown, unknown>) =>
+        const step = (
+          name: string,
+          run: (api: AmqpChannel.AmqpChannel) => Effect.Effect<unknown, AmqpChannel.ChannelError>
+        ) =>
           channel.pipe(
             Effect.flatMap(run),
             Effect.catch((error) =>
