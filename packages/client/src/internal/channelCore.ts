@@ -23,7 +23,7 @@ import {
   Returned,
   Unconfirmed
 } from "../AmqpError.ts"
-import { ConfirmTracker } from "./confirms.ts"
+import { ConfirmTracker, PendingConfirm } from "./confirms.ts"
 import { asEncodeError, type ChannelSink, type ConnectionCore } from "./connectionCore.ts"
 import { ReturnListeners } from "./returns.ts"
 import { Settlements } from "./settlements.ts"
@@ -648,17 +648,15 @@ export class ChannelCore implements ChannelSink {
     properties: BasicProperties,
     mandatory: boolean
   ): Effect.Effect<void, AmqpPublishError> {
-    const deferred = Deferred.makeUnsafe<void, AmqpPublishError>()
-    this.confirms.add({
-      deferred,
+    const entry = new PendingConfirm(
       exchange,
       routingKey,
       mandatory,
-      body: mandatory ? body : undefined,
-      properties: mandatory ? properties : undefined,
-      returned: undefined
-    })
-    return Deferred.await(deferred)
+      mandatory ? body : undefined,
+      mandatory ? properties : undefined
+    )
+    this.confirms.add(entry)
+    return entry.wait
   }
 
   /** The outcome of a publish that never left because the channel ended while it waited. */

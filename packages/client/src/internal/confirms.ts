@@ -13,24 +13,70 @@
  * confirms may come, so the message itself is what identifies it (a headers exchange routes by
  * properties alone); of identical messages, any one is the right one.
  *
- * State is brought up to date before any waiting publish is woken: completing a `Deferred` can run
- * the waiting fiber at once, and that fiber may publish again.
+ * State is brought up to date before any waiting publish is woken: waking one can run the waiting
+ * fiber at once, and that fiber may publish again.
+ *
+ * A publish's wait is its entry's own: no `Deferred` per publish. Most waits are run after their
+ * confirm came, and then return its outcome without suspending.
  */
 import { type BasicProperties, Decimal, Typed } from "@effect-amqp/protocol"
-import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import { AmqpPublishError, Nacked, type Returned, Unconfirmed } from "../AmqpError.ts"
 import type { AmqpChannelError, AmqpConnectionError } from "../AmqpError.ts"
 
-export interface PendingConfirm {
-  readonly deferred: Deferred.Deferred<void, AmqpPublishError>
+type Outcome = Exit.Exit<void, AmqpPublishError>
+type Resume = (outcome: Outcome) => void
+
+/** One publish waiting for its confirm, and the fibers waiting with it. */
+export class PendingConfirm {
   readonly exchange: string
   readonly routingKey: string
   readonly mandatory: boolean
   /** The body and properties of a mandatory publish, to recognise it in a `basic.return`. */
   readonly body: Uint8Array | undefined
   readonly properties: BasicProperties | undefined
-  returned: Returned | undefined
+  deliveryTag = 0
+  returned: Returned | undefined = undefined
+  private outcome: Outcome | undefined = undefined
+  /** The fibers waiting: none, one, or (a wait run by several fibers) a list. */
+  private waiting: Resume | Array<Resume> | undefined = undefined
+
+  constructor(
+    exchange: string,
+    routingKey: string,
+    mandatory: boolean,
+    body: Uint8Array | undefined,
+    properties: BasicProperties | undefined
+  ) {
+    this.exchange = exchange
+    this.routingKey = routingKey
+    this.mandatory = mandatory
+    this.body = body
+    this.properties = properties
+  }
+
+  /**
+   * Waits for the outcome. A fiber interrupted while waiting stays listed until the outcome
+   * comes, which every entry's does (an ack, a nack, or the channel's end), and is then not
+   * resumed: its wait has ended already.
+   */
+  readonly wait: Effect.Effect<void, AmqpPublishError> = Effect.callback((resume: Resume) => {
+    if (this.outcome !== undefined) return resume(this.outcome)
+    const waiting = this.waiting
+    if (waiting === undefined) this.waiting = resume
+    else if (typeof waiting === "function") this.waiting = [waiting, resume]
+    else waiting.push(resume)
+  })
+
+  settle(outcome: Outcome): void {
+    this.outcome = outcome
+    const waiting = this.waiting
+    if (waiting === undefined) return
+    this.waiting = undefined
+    if (typeof waiting === "function") waiting(outcome)
+    else for (const resume of waiting) resume(outcome)
+  }
 }
 
 /**
@@ -68,11 +114,6 @@ const sameFieldValue = (published: unknown, received: unknown): boolean => {
   return published === received
 }
 
-interface Settled {
-  readonly entry: PendingConfirm
-  readonly deliveryTag: number
-}
-
 export class ConfirmTracker {
   private entries: Array<PendingConfirm | undefined> = []
   private head = 0
@@ -91,10 +132,10 @@ export class ConfirmTracker {
     this.nextTag++
   }
 
-  add(entry: PendingConfirm): number {
+  add(entry: PendingConfirm): void {
+    entry.deliveryTag = this.nextTag++
     this.entries.push(entry)
     this.outstanding++
-    return this.nextTag++
   }
 
   /**
@@ -130,26 +171,26 @@ export class ConfirmTracker {
 
   /** Settles what an ack names, which the caller has checked with `names`. */
   ack(tag: number, multiple: boolean): void {
-    this.wake(this.settle(tag, multiple), (settled) =>
-      settled.entry.returned !== undefined
-        ? Exit.fail(new AmqpPublishError({ reason: settled.entry.returned }))
-        : Exit.void)
+    for (const entry of this.settle(tag, multiple)) {
+      entry.settle(
+        entry.returned !== undefined ? Exit.fail(new AmqpPublishError({ reason: entry.returned })) : Exit.void
+      )
+    }
   }
 
   /** Settles what a nack names, which the caller has checked with `names`. */
   nack(tag: number, multiple: boolean): void {
-    this.wake(
-      this.settle(tag, multiple),
-      (settled) => Exit.fail(new AmqpPublishError({ reason: new Nacked({ deliveryTag: settled.deliveryTag }) }))
-    )
+    for (const entry of this.settle(tag, multiple)) {
+      entry.settle(Exit.fail(new AmqpPublishError({ reason: new Nacked({ deliveryTag: entry.deliveryTag }) })))
+    }
   }
 
   /** Ends every waiting publish as unconfirmed. */
   failAll(cause: AmqpChannelError | AmqpConnectionError): void {
-    const waiting: Array<Settled> = []
+    const waiting: Array<PendingConfirm> = []
     for (let i = this.head; i < this.entries.length; i++) {
       const entry = this.entries[i]
-      if (entry !== undefined) waiting.push({ entry, deliveryTag: this.base + i })
+      if (entry !== undefined) waiting.push(entry)
     }
     this.entries = []
     this.head = 0
@@ -157,40 +198,29 @@ export class ConfirmTracker {
     this.outstanding = 0
     this.onSettled(waiting.length)
     const error = Exit.fail(new AmqpPublishError({ reason: new Unconfirmed({ cause, sent: true }) }))
-    for (const settled of waiting) Deferred.doneUnsafe(settled.entry.deferred, error)
+    for (const entry of waiting) entry.settle(error)
   }
 
   /** Takes the entries an ack or nack settles out of the bookkeeping and frees their slots. */
-  private settle(tag: number, multiple: boolean): Array<Settled> {
+  private settle(tag: number, multiple: boolean): Array<PendingConfirm> {
     const index = (tag === 0 ? this.nextTag - 1 : tag) - this.base
     if (index < this.head || index >= this.entries.length) return []
-    const settled: Array<Settled> = []
-    const take = (i: number) => {
-      const entry = this.entries[i]
-      if (entry === undefined) return
-      this.entries[i] = undefined
-      settled.push({ entry, deliveryTag: this.base + i })
-    }
-    if (multiple) {
-      for (let i = this.head; i <= index; i++) take(i)
-    } else {
-      take(index)
+    const settled: Array<PendingConfirm> = []
+    const entries = this.entries
+    for (let i = multiple ? this.head : index; i <= index; i++) {
+      const entry = entries[i]
+      if (entry === undefined) continue
+      entries[i] = undefined
+      settled.push(entry)
     }
     this.outstanding -= settled.length
-    while (this.head < this.entries.length && this.entries[this.head] === undefined) this.head++
-    if (this.head > 1024 && this.head * 2 > this.entries.length) {
-      this.entries = this.entries.slice(this.head)
+    while (this.head < entries.length && entries[this.head] === undefined) this.head++
+    if (this.head > 1024 && this.head * 2 > entries.length) {
+      this.entries = entries.slice(this.head)
       this.base += this.head
       this.head = 0
     }
     this.onSettled(settled.length)
     return settled
-  }
-
-  private wake(
-    settled: ReadonlyArray<Settled>,
-    outcome: (settled: Settled) => Exit.Exit<void, AmqpPublishError>
-  ): void {
-    for (const one of settled) Deferred.doneUnsafe(one.entry.deferred, outcome(one))
   }
 }
