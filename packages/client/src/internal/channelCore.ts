@@ -277,6 +277,9 @@ export class ChannelCore implements ChannelSink {
     for (const consumer of consumers) consumer.onChannelClosed(cause)
     this.endCommit()
     Deferred.doneUnsafe(this.ended, Exit.succeed(cause))
+    const draining = Array.from(this.drainWaiters)
+    this.drainWaiters.clear()
+    for (const wake of draining) wake()
     Deferred.doneUnsafe(this.closeOk, Exit.void)
     this.returns.end()
     const pending = this.pending
@@ -613,17 +616,31 @@ export class ChannelCore implements ChannelSink {
   private readonly writable: Effect.Effect<void, AmqpPublishError | AmqpClosedError> = Effect.suspend(() => {
     const connection = this.connection
     const transport = connection.transport
-    const drained = transport.congested()
-      ? Effect.raceFirst(transport.drained, Effect.asVoid(Deferred.await(this.ended)))
-      : Effect.void
-    return Effect.andThen(
-      drained,
-      Effect.suspend(() => {
-        if (!this.acceptsMethods()) return Effect.fail(this.unsent())
-        if (transport.isOpen() && connection.state === "open") return Effect.void
-        return Effect.andThen(Deferred.await(this.ended), Effect.suspend(() => Effect.fail(this.unsent())))
-      })
-    )
+    if (transport.congested() && this.state !== "closed") return Effect.andThen(this.drainedOrEnded, this.writable)
+    if (!this.acceptsMethods()) return Effect.fail(this.unsent())
+    if (transport.isOpen() && connection.state === "open") return Effect.void
+    return Effect.andThen(Deferred.await(this.ended), Effect.suspend(() => Effect.fail(this.unsent())))
+  })
+
+  /** Publishers waiting for the socket to drain, woken as well when the channel ends. */
+  private readonly drainWaiters = new Set<() => void>()
+
+  /**
+   * Waits until the socket drains below its limit or closes, or the channel ends: one callback
+   * the transport and the channel's end both call, so that a congested publisher costs no fibers.
+   */
+  private readonly drainedOrEnded: Effect.Effect<void> = Effect.callback((resume) => {
+    const wake = () => {
+      takeBack()
+      this.drainWaiters.delete(wake)
+      resume(Effect.void)
+    }
+    const takeBack = this.connection.transport.whenDrained(wake)
+    this.drainWaiters.add(wake)
+    return Effect.sync(() => {
+      takeBack()
+      this.drainWaiters.delete(wake)
+    })
   })
 
   /** Sends a publish that holds a window slot and returns the wait for its confirm. */

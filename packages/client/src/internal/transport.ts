@@ -59,8 +59,11 @@ export interface Transport {
   readonly isOpen: () => boolean
   /** True when more than the write limit is queued in the socket. */
   readonly congested: () => boolean
-  /** Waits until the socket has drained below its limit, or it closed. */
-  readonly drained: Effect.Effect<void>
+  /**
+   * Calls `listener` once, when the socket next drains below its limit or closes; returns what
+   * takes it back. Waiting on it costs no fiber, unlike a race.
+   */
+  readonly whenDrained: (listener: () => void) => () => void
   /**
    * Sends what is queued, then FIN, without waiting; with `destroyAfter`, destroys the socket if
    * the peer has not closed its side by then.
@@ -287,13 +290,14 @@ const makeTransport = (
   }
   let sequence = 0
   let scheduled = false
-  let drainWaiter: Deferred.Deferred<void> | undefined
+  let drainListeners: Array<() => void> = []
 
   const isOpen = () => !socket.destroyed && socket.writable
   const wake = () => {
-    const waiter = drainWaiter
-    drainWaiter = undefined
-    if (waiter !== undefined) Deferred.doneUnsafe(waiter, Exit.void)
+    if (drainListeners.length === 0) return
+    const listeners = drainListeners
+    drainListeners = []
+    for (const listener of listeners) listener()
   }
   const flush = () => {
     scheduled = false
@@ -409,15 +413,13 @@ const makeTransport = (
     sequence: () => sequence,
     isOpen,
     congested: () => socket.writableLength + pendingBytes >= WRITE_LIMIT && isOpen(),
-    drained: Effect.suspend(() => {
-      if (!transport.congested()) return Effect.void
-      drainWaiter ??= Deferred.makeUnsafe<void>()
-      const waiter = drainWaiter
-      return Effect.andThen(
-        Effect.raceFirst(Deferred.await(waiter), Effect.asVoid(Deferred.await(closed))),
-        transport.drained
-      )
-    }),
+    whenDrained: (listener) => {
+      drainListeners.push(listener)
+      return () => {
+        const index = drainListeners.indexOf(listener)
+        if (index >= 0) drainListeners.splice(index, 1)
+      }
+    },
     endNow: (destroyAfter) => {
       if (socket.destroyed) return
       if (scheduled) flush()
