@@ -4,9 +4,9 @@
  * a fresh `bench/worker.ts` process. Scenarios run against RabbitMQ, again against the null broker
  * (a child process) to measure the clients alone, and over TLS against a private RabbitMQ node.
  *
- *   pnpm bench [--reps 3] [--quick] [--scenario name[,name]] [--client name[,name]] [--broker rabbitmq,null,tls]
- *              [--url amqp://guest:guest@127.0.0.1:5672] [--no-null] [--no-tls] [--out bench/results]
- *              [--messages N] [--cpu-prof] [--ref HEAD]
+ *   pnpm bench [--help] [--reps 3] [--quick] [--scenario name[,name]] [--client name[,name]]
+ *              [--broker rabbitmq,null,tls] [--url amqp://guest:guest@127.0.0.1:5672] [--no-null] [--no-tls]
+ *              [--out bench/results] [--messages N] [--cpu-prof] [--ref HEAD]
  *
  * Every queue is fresh, uniquely named, declared with x-expires as a safety net and deleted after
  * its run; a count that does not add up stops the run with a non-zero exit. `--cpu-prof` runs
@@ -36,7 +36,6 @@ import {
   expectedAfter,
   messagesOf,
   type Scenario,
-  scenarioByName,
   scenarios,
   WARMUP_PASSES,
   warmupPassOf
@@ -55,30 +54,68 @@ interface Broker {
   readonly admin: RawConnection
 }
 
-const { values } = parseArgs({
-  options: {
-    reps: { type: "string" },
-    quick: { type: "boolean", default: false },
-    scenario: { type: "string", multiple: true },
-    client: { type: "string", multiple: true },
-    broker: { type: "string", multiple: true },
-    url: { type: "string", default: "amqp://guest:guest@127.0.0.1:5672" },
-    "no-null": { type: "boolean", default: false },
-    "no-tls": { type: "boolean", default: false },
-    "cpu-prof": { type: "boolean", default: false },
-    messages: { type: "string" },
-    ref: { type: "string" },
-    out: { type: "string", default: Path.join(here, "results") }
+const USAGE = `usage: pnpm bench [--reps 3] [--quick] [--scenario name[,name]] [--client name[,name]]
+                  [--broker rabbitmq,null,tls] [--url amqp://guest:guest@127.0.0.1:5672] [--no-null] [--no-tls]
+                  [--out bench/results] [--messages N] [--cpu-prof] [--ref HEAD]
+scenarios: ${scenarios.map((s) => s.name).join(", ")}
+clients: ${Object.keys(clientModules).join(", ")}`
+
+/** Stops with the reason and the usage, before anything was started: exit code 2. */
+const usageError = (reason: string): never => {
+  process.stderr.write(`pnpm bench: ${reason}\n${USAGE}\n`)
+  process.exit(2)
+}
+
+const commandLine = (() => {
+  try {
+    return parseArgs({
+      options: {
+        help: { type: "boolean", default: false },
+        reps: { type: "string" },
+        quick: { type: "boolean", default: false },
+        scenario: { type: "string", multiple: true },
+        client: { type: "string", multiple: true },
+        broker: { type: "string", multiple: true },
+        url: { type: "string", default: "amqp://guest:guest@127.0.0.1:5672" },
+        "no-null": { type: "boolean", default: false },
+        "no-tls": { type: "boolean", default: false },
+        "cpu-prof": { type: "boolean", default: false },
+        messages: { type: "string" },
+        ref: { type: "string" },
+        out: { type: "string", default: Path.join(here, "results") }
+      }
+    })
+  } catch (error) {
+    return usageError(error instanceof Error ? error.message : String(error))
   }
-})
+})()
+const values = commandLine.values
+if (values.help) {
+  process.stdout.write(`${USAGE}\n`)
+  process.exit(0)
+}
+
+/** A whole number of at least 1 from `--name`, or the usage error saying why not. */
+const positive = (name: string, text: string | undefined): number | undefined => {
+  if (text === undefined) return undefined
+  const value = Number(text)
+  return Number.isInteger(value) && value >= 1 ? value : usageError(`--${name} takes a whole number of at least 1`)
+}
 
 const quick = values.quick
-const reps = Number(values.reps ?? (quick ? 1 : 3))
+const reps = positive("reps", values.reps) ?? (quick ? 1 : 3)
+const messagesOption = positive("messages", values.messages)
 const split = (list: ReadonlyArray<string> | undefined) => list?.flatMap((s) => s.split(",")).filter((s) => s !== "")
-const selected: ReadonlyArray<Scenario> = split(values.scenario)?.map(scenarioByName) ?? scenarios
+const selected: ReadonlyArray<Scenario> =
+  split(values.scenario)?.map((name) =>
+    scenarios.find((s) => s.name === name) ?? usageError(`unknown scenario ${name}`)
+  ) ?? scenarios
 const clients = split(values.client) ?? Object.keys(clientModules)
-for (const c of clients) if (clientModules[c] === undefined) throw new Error(`unknown client ${c}`)
+for (const c of clients) if (clientModules[c] === undefined) usageError(`unknown client ${c}`)
 const brokerKinds = split(values.broker) ?? ["rabbitmq", "null", "tls"]
+for (const kind of brokerKinds) {
+  if (!["rabbitmq", "null", "tls"].includes(kind)) usageError(`unknown broker ${kind}: rabbitmq, null or tls`)
+}
 const wants = (kind: BrokerKind) => brokerKinds.includes(kind) && selected.some((s) => s.brokers.includes(kind))
 
 // -------------------------------------------------------------------------------------------------
@@ -219,7 +256,7 @@ const runWorker = (nodeArgs: ReadonlyArray<string>, args: ReadonlyArray<string>)
   })
 
 const runOne = async (broker: Broker, scenario: Scenario, client: string, rep: number): Promise<WorkerResult> => {
-  const messages = values.messages !== undefined ? Number(values.messages) : messagesOf(scenario, quick, broker.kind)
+  const messages = messagesOption ?? messagesOf(scenario, quick, broker.kind)
   const queue = queueName(scenario, client)
   const warmup = warmupPassOf(scenario, messages)
   const warmupQueues = warmup > 0
