@@ -1,7 +1,8 @@
 /**
  * The waits `ConfirmTracker` hands out: each ends with its own publish's outcome however many
- * fibers run it and whenever they do, an interrupted one is never resumed, and a model of
- * unsettled tags agrees with the tracker over random acks and nacks.
+ * fibers run it and whenever they do, an interrupted one is never resumed nor kept, a fiber woken
+ * by a confirm may publish, fail the channel or wait again before the others are woken, and a
+ * model of unsettled tags agrees with the tracker over random acks and nacks.
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
@@ -10,6 +11,15 @@ import * as Fiber from "effect/Fiber"
 import * as fc from "fast-check"
 import { AmqpChannelError, AmqpPublishError, Nacked, Returned, Unconfirmed } from "../src/AmqpError.ts"
 import { ConfirmTracker, PendingConfirm } from "../src/internal/confirms.ts"
+
+const channelClosed = new AmqpChannelError({
+  channel: 1,
+  replyCode: 406,
+  replyText: "PRECONDITION_FAILED",
+  classId: 0,
+  methodId: 0,
+  method: undefined
+})
 
 const pending = (mandatory = false, body?: Uint8Array) =>
   new PendingConfirm("x", "k", mandatory, body, mandatory ? {} : undefined)
@@ -62,6 +72,74 @@ describe("ConfirmTracker", () => {
       assert.isTrue(Exit.hasInterrupts(exit), "still interrupted, not resumed by the ack")
     }))
 
+  it.effect("keeps no fiber that stopped waiting: a wait polled a thousand times holds nothing", () =>
+    Effect.gen(function*() {
+      const tracker = new ConfirmTracker()
+      const entry = pending()
+      tracker.add(entry)
+      for (let i = 0; i < 1000; i++) {
+        const fiber = yield* Effect.forkChild(entry.wait)
+        yield* Effect.yieldNow
+        yield* Fiber.interrupt(fiber)
+        assert.isTrue(Exit.isFailure(yield* Effect.exit(Effect.timeout(entry.wait, "0 millis"))), "not confirmed yet")
+      }
+      assert.strictEqual(entry.waiterCount, 0)
+
+      const kept = yield* Effect.forEach([1, 2, 3], () => Effect.forkChild(Effect.exit(entry.wait)))
+      const dropped = yield* Effect.forkChild(entry.wait)
+      yield* Effect.yieldNow
+      assert.strictEqual(entry.waiterCount, 4)
+      yield* Fiber.interrupt(dropped)
+      assert.strictEqual(entry.waiterCount, 3)
+      tracker.ack(1, false)
+      const outcomes = yield* Effect.forEach(kept, (fiber) => Effect.map(Fiber.join(fiber), outcomeOf))
+      assert.deepStrictEqual(outcomes, ["acked", "acked", "acked"])
+      assert.strictEqual(entry.waiterCount, 0)
+    }))
+
+  it.effect("lets a fiber woken by a multiple ack publish again and fail the channel before the rest wake", () =>
+    Effect.gen(function*() {
+      const tracker = new ConfirmTracker()
+      let freed = 0
+      tracker.onSettled = (count) => {
+        freed += count
+      }
+      const entries = Array.from({ length: 5 }, () => pending())
+      for (const entry of entries) tracker.add(entry)
+      const seen: Array<string> = []
+      const first = yield* Effect.forkChild(Effect.gen(function*() {
+        seen.push(`1 ${outcomeOf(yield* Effect.exit(entries[0]!.wait))}`)
+        const again = pending()
+        tracker.add(again)
+        tracker.failAll(channelClosed)
+        seen.push(`again ${outcomeOf(yield* Effect.exit(again.wait))}`)
+        seen.push(`3 ${outcomeOf(yield* Effect.exit(entries[2]!.wait))}`)
+      }))
+      const others = yield* Effect.forEach(entries.slice(1), (entry) => Effect.forkChild(Effect.exit(entry.wait)))
+      yield* Effect.yieldNow
+
+      tracker.ack(3, true)
+      yield* Fiber.join(first)
+      assert.deepStrictEqual(seen, ["1 acked", "again Unconfirmed", "3 acked"])
+      const outcomes = yield* Effect.forEach(others, (fiber) => Effect.map(Fiber.join(fiber), outcomeOf))
+      assert.deepStrictEqual(outcomes, ["acked", "acked", "Unconfirmed", "Unconfirmed"])
+      assert.strictEqual(tracker.outstanding, 0)
+      assert.strictEqual(freed, 6, "every slot freed once")
+    }))
+
+  it.effect("gives a fiber woken by a multiple nack the outcomes of the later entries it settles", () =>
+    Effect.gen(function*() {
+      const tracker = new ConfirmTracker()
+      const entries = Array.from({ length: 3 }, () => pending())
+      for (const entry of entries) tracker.add(entry)
+      const inTurn = yield* Effect.forkChild(
+        Effect.forEach(entries, (entry) => Effect.map(Effect.exit(entry.wait), outcomeOf))
+      )
+      yield* Effect.yieldNow
+      tracker.nack(3, true)
+      assert.deepStrictEqual(yield* Fiber.join(inTurn), ["nacked 1", "nacked 2", "nacked 3"])
+    }))
+
   it.effect("ends a returned mandatory publish as returned, and every wait as unconfirmed when the channel ends", () =>
     Effect.gen(function*() {
       const tracker = new ConfirmTracker()
@@ -76,16 +154,7 @@ describe("ConfirmTracker", () => {
       const reason = new Returned({ replyCode: 312, replyText: "NO_ROUTE", exchange: "x", routingKey: "k" })
       assert.isTrue(tracker.returned(reason, body, {}))
       tracker.ack(1, false)
-      tracker.failAll(
-        new AmqpChannelError({
-          channel: 1,
-          replyCode: 406,
-          replyText: "PRECONDITION_FAILED",
-          classId: 0,
-          methodId: 0,
-          method: undefined
-        })
-      )
+      tracker.failAll(channelClosed)
       assert.strictEqual(outcomeOf(yield* Effect.exit(returned.wait)), "Returned")
       assert.strictEqual(outcomeOf(yield* Fiber.join(waiting)), "Unconfirmed")
       const first = yield* Effect.flip(lost[0]!.wait)

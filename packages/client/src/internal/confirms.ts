@@ -57,9 +57,8 @@ export class PendingConfirm {
   }
 
   /**
-   * Waits for the outcome. A fiber interrupted while waiting stays listed until the outcome
-   * comes, which every entry's does (an ack, a nack, or the channel's end), and is then not
-   * resumed: its wait has ended already.
+   * Waits for the outcome. A fiber that stops waiting (interrupted, timed out) is taken off the
+   * list, so a wait polled with a short timeout holds nothing while the confirm is late.
    */
   readonly wait: Effect.Effect<void, AmqpPublishError> = Effect.callback((resume: Resume) => {
     if (this.outcome !== undefined) return resume(this.outcome)
@@ -67,7 +66,24 @@ export class PendingConfirm {
     if (waiting === undefined) this.waiting = resume
     else if (typeof waiting === "function") this.waiting = [waiting, resume]
     else waiting.push(resume)
+    return Effect.sync(() => this.forget(resume))
   })
+
+  /** The fibers waiting now. */
+  get waiterCount(): number {
+    const waiting = this.waiting
+    return waiting === undefined ? 0 : typeof waiting === "function" ? 1 : waiting.length
+  }
+
+  private forget(resume: Resume): void {
+    const waiting = this.waiting
+    if (waiting === resume) {
+      this.waiting = undefined
+    } else if (Array.isArray(waiting)) {
+      const index = waiting.indexOf(resume)
+      if (index >= 0) waiting.splice(index, 1)
+    }
+  }
 
   settle(outcome: Outcome): void {
     this.outcome = outcome

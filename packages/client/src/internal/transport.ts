@@ -290,13 +290,13 @@ const makeTransport = (
   }
   let sequence = 0
   let scheduled = false
-  let drainListeners: Array<() => void> = []
+  let drainListeners = new Set<() => void>()
 
   const isOpen = () => !socket.destroyed && socket.writable
   const wake = () => {
-    if (drainListeners.length === 0) return
+    if (drainListeners.size === 0) return
     const listeners = drainListeners
-    drainListeners = []
+    drainListeners = new Set()
     for (const listener of listeners) listener()
   }
   const flush = () => {
@@ -414,11 +414,9 @@ const makeTransport = (
     isOpen,
     congested: () => socket.writableLength + pendingBytes >= WRITE_LIMIT && isOpen(),
     whenDrained: (listener) => {
-      drainListeners.push(listener)
-      return () => {
-        const index = drainListeners.indexOf(listener)
-        if (index >= 0) drainListeners.splice(index, 1)
-      }
+      const listeners = drainListeners
+      listeners.add(listener)
+      return () => listeners.delete(listener)
     },
     endNow: (destroyAfter) => {
       if (socket.destroyed) return
