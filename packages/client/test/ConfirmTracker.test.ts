@@ -140,6 +140,27 @@ describe("ConfirmTracker", () => {
       assert.deepStrictEqual(yield* Fiber.join(inTurn), ["nacked 1", "nacked 2", "nacked 3"])
     }))
 
+  it.effect("records every outcome of an ack before waking anyone: a woken publisher runs on without waiting", () =>
+    Effect.gen(function*() {
+      const tracker = new ConfirmTracker()
+      const entries = Array.from({ length: 3 }, () => pending())
+      for (const entry of entries) tracker.add(entry)
+      const order: Array<string> = []
+      const publisher = yield* Effect.forkChild(Effect.forEach(entries, (entry, i) =>
+        Effect.map(entry.wait, () => {
+          order.push(`publisher ${i + 1}`)
+        })))
+      const other = yield* Effect.forkChild(Effect.map(entries[1]!.wait, () => {
+        order.push("other 2")
+      }))
+      yield* Effect.yieldNow
+
+      tracker.ack(3, true)
+      assert.deepStrictEqual(order, ["publisher 1", "publisher 2", "publisher 3", "other 2"])
+      yield* Fiber.join(publisher)
+      yield* Fiber.join(other)
+    }))
+
   it.effect("ends a returned mandatory publish as returned, and every wait as unconfirmed when the channel ends", () =>
     Effect.gen(function*() {
       const tracker = new ConfirmTracker()

@@ -13,8 +13,9 @@
  * confirms may come, so the message itself is what identifies it (a headers exchange routes by
  * properties alone); of identical messages, any one is the right one.
  *
- * State is brought up to date before any waiting publish is woken: waking one can run the waiting
- * fiber at once, and that fiber may publish again.
+ * State is brought up to date before any waiting publish is woken, the outcomes of everything an
+ * ack or nack settles included: waking one can run the waiting fiber at once, and that fiber may
+ * publish again, or run the next wait, which then has its outcome.
  *
  * A publish's wait is its entry's own: no `Deferred` per publish. Most waits are run after their
  * confirm came, and then return its outcome without suspending.
@@ -85,14 +86,36 @@ export class PendingConfirm {
     }
   }
 
-  settle(outcome: Outcome): void {
+  /** Records the outcome; a wait run from now on returns it at once. Wakes nobody yet. */
+  resolve(outcome: Outcome): void {
     this.outcome = outcome
+  }
+
+  /** Wakes the fibers waiting, with the outcome `resolve` recorded. */
+  wake(): void {
     const waiting = this.waiting
     if (waiting === undefined) return
     this.waiting = undefined
+    const outcome = this.outcome!
     if (typeof waiting === "function") waiting(outcome)
     else for (const resume of waiting) resume(outcome)
   }
+}
+
+const acked = (entry: PendingConfirm): Outcome =>
+  entry.returned !== undefined ? Exit.fail(new AmqpPublishError({ reason: entry.returned })) : Exit.void
+
+const nacked = (entry: PendingConfirm): Outcome =>
+  Exit.fail(new AmqpPublishError({ reason: new Nacked({ deliveryTag: entry.deliveryTag }) }))
+
+/**
+ * Records the outcome of every entry, then wakes their waiters. A fiber woken for the first then
+ * finds the others' outcomes already there: a publisher keeping a window full runs on through
+ * every wait the ack settled, instead of suspending at each next one until its turn to be woken.
+ */
+const settleAll = (entries: ReadonlyArray<PendingConfirm>, outcome: (entry: PendingConfirm) => Outcome): void => {
+  for (const entry of entries) entry.resolve(outcome(entry))
+  for (const entry of entries) entry.wake()
 }
 
 /**
@@ -187,18 +210,12 @@ export class ConfirmTracker {
 
   /** Settles what an ack names, which the caller has checked with `names`. */
   ack(tag: number, multiple: boolean): void {
-    for (const entry of this.settle(tag, multiple)) {
-      entry.settle(
-        entry.returned !== undefined ? Exit.fail(new AmqpPublishError({ reason: entry.returned })) : Exit.void
-      )
-    }
+    settleAll(this.settle(tag, multiple), acked)
   }
 
   /** Settles what a nack names, which the caller has checked with `names`. */
   nack(tag: number, multiple: boolean): void {
-    for (const entry of this.settle(tag, multiple)) {
-      entry.settle(Exit.fail(new AmqpPublishError({ reason: new Nacked({ deliveryTag: entry.deliveryTag }) })))
-    }
+    settleAll(this.settle(tag, multiple), nacked)
   }
 
   /** Ends every waiting publish as unconfirmed. */
@@ -214,7 +231,7 @@ export class ConfirmTracker {
     this.outstanding = 0
     this.onSettled(waiting.length)
     const error = Exit.fail(new AmqpPublishError({ reason: new Unconfirmed({ cause, sent: true }) }))
-    for (const entry of waiting) entry.settle(error)
+    settleAll(waiting, () => error)
   }
 
   /** Takes the entries an ack or nack settles out of the bookkeeping and frees their slots. */
