@@ -5,10 +5,13 @@
  * - publishes made while the commit is pending (concurrently, or after a commit whose caller gave
  *   up waiting) wait, and the next commit makes them visible;
  * - an ack made while the commit is pending is sent after it, and the next commit settles it.
- * `channel.close`, which the broker does take, is not held.
+ * `channel.close`, which the broker does take, is not held. A commit that the application's own
+ * close of the channel cuts off (RabbitMQ then sends the close-ok and no commit-ok, though it may
+ * have committed) fails as that channel closed by the application; the connection stays open.
  */
+import { AmqpChannel, AmqpConnectionError, ClosedByApplication } from "@effect-amqp/client"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Option } from "effect"
+import { Effect, Exit, Fiber, Option, Scope } from "effect"
 import { onQueue, readyCountOnceAt } from "../support/channelKit.ts"
 
 describe("a pending tx.commit", () => {
@@ -71,5 +74,32 @@ describe("a pending tx.commit", () => {
         }))
       assert.isTrue(outcome.openAfterCommit)
       assert.strictEqual(outcome.stored, 20)
+    }))
+
+  it.live("cut off by the application closing its channel, fails as that channel closed, not the connection", () =>
+    Effect.gen(function*() {
+      const outcome = yield* onQueue("tx-commit-cut-off", ({ connection, admin, queue }) =>
+        Effect.gen(function*() {
+          const scope = yield* Scope.make()
+          const channel = yield* Scope.provide(AmqpChannel.make(connection), scope)
+          const id = channel.id
+          yield* channel.txSelect
+          yield* channel.publish("", queue, new Uint8Array(1024))
+          const commit = yield* Effect.forkChild(Effect.flip(channel.txCommit), { startImmediately: true })
+          yield* Scope.close(scope, Exit.void)
+          const error = yield* Fiber.join(commit)
+          const open = yield* connection.isOpen
+          yield* admin.queueDelete(queue)
+          return { error, id, open }
+        }))
+      assert.deepStrictEqual(
+        outcome.error,
+        new AmqpConnectionError({
+          reason: new ClosedByApplication({ channel: outcome.id }),
+          connectionName: outcome.error instanceof AmqpConnectionError ? outcome.error.connectionName : undefined
+        })
+      )
+      assert.strictEqual(outcome.error.message, `channel ${outcome.id} closed by the application`)
+      assert.isTrue(outcome.open)
     }))
 })

@@ -89,7 +89,7 @@ describe("connections that open", () => {
         }),
         names.own(broker)
       )
-      assert.deepStrictEqual((yield* closed).reason, new ClosedByApplication())
+      assert.deepStrictEqual((yield* closed).reason, new ClosedByApplication({}))
     }))
 
   it.live("opens TLS connections verified against the node's CA, by servername, URL host or IP address", () =>

@@ -293,6 +293,12 @@ export interface AmqpChannel {
    */
   readonly recover: (requeue?: boolean) => Effect.Effect<void, ChannelError | AmqpStreamRefused>
   readonly txSelect: Effect.Effect<void, ChannelError>
+  /**
+   * `tx.commit`. A commit whose `commit-ok` never comes because the channel or connection ended
+   * first may still have taken effect: RabbitMQ commits a `tx.commit` it has read even when it
+   * closes the channel before answering. Cut off by the application's own close of the channel,
+   * it fails with `ClosedByApplication` naming the channel.
+   */
   readonly txCommit: Effect.Effect<void, ChannelError>
   readonly txRollback: Effect.Effect<void, ChannelError>
   /** Waits until the channel has ended and returns why. */

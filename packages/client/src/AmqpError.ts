@@ -161,12 +161,16 @@ export class ProtocolViolation extends Data.TaggedClass("ProtocolViolation")<{
 }> {}
 
 /**
- * The application closed the connection (its scope ended or it was interrupted).
+ * The application closed the connection (its scope ended or it was interrupted), or, when
+ * `channel` is set, that channel: what was still waiting on it ends with this reason while the
+ * connection stays open.
  *
  * @since 0.1.0
  * @category reasons
  */
-export class ClosedByApplication extends Data.TaggedClass("ClosedByApplication")<{}> {}
+export class ClosedByApplication extends Data.TaggedClass("ClosedByApplication")<{
+  readonly channel?: number | undefined
+}> {}
 
 /**
  * @since 0.1.0
@@ -207,7 +211,9 @@ const describe = (reason: ConnectionErrorReason): string => {
     case "ProtocolViolation":
       return `protocol violation (${reason.replyCode}): ${reason.message}`
     case "ClosedByApplication":
-      return "connection closed by the application"
+      return reason.channel === undefined
+        ? "connection closed by the application"
+        : `channel ${reason.channel} closed by the application`
   }
 }
 

@@ -738,7 +738,7 @@ export class ChannelCore implements ChannelSink {
         )
         if ((yield* connection.awaitCloseAnswer(this.closeOk)) === "timedOut") connection.peerUnresponsive = true
       }
-      this.fail(connection.error(new ClosedByApplication()))
+      this.fail(connection.error(new ClosedByApplication({ channel: this.id })))
       this.releaseIdIfDone()
     }).pipe(Effect.ensuring(Effect.sync(() => Deferred.doneUnsafe(closing, Exit.void))), Effect.uninterruptible)
   })

@@ -456,7 +456,7 @@ export class ConnectionCore {
       })
       : Effect.void
     return closing.pipe(
-      Effect.andThen(Effect.sync(() => this.fail(new ClosedByApplication(), "end"))),
+      Effect.andThen(Effect.sync(() => this.fail(new ClosedByApplication({}), "end"))),
       Effect.andThen(Effect.suspend(() => this.heartbeatFiber ? Fiber.interrupt(this.heartbeatFiber) : Effect.void)),
       Effect.andThen(this.transport.end(timeout)),
       Effect.uninterruptible
@@ -510,7 +510,7 @@ export class ConnectionCore {
 
   /** The error to fail an operation with when the connection is no longer usable. */
   closedError(): AmqpConnectionError {
-    return this.failure ?? this.error(new ClosedByApplication())
+    return this.failure ?? this.error(new ClosedByApplication({}))
   }
 
   // -------------------------------------------------------------------------------------------
