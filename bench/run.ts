@@ -54,7 +54,7 @@ interface Broker {
   readonly admin: RawConnection
 }
 
-const USAGE = `usage: pnpm bench [--reps 3] [--quick] [--scenario name[,name]] [--client name[,name]]
+const USAGE = `usage: pnpm bench [--help] [--reps 3] [--quick] [--scenario name[,name]] [--client name[,name]]
                   [--broker rabbitmq,null,tls] [--url amqp://guest:guest@127.0.0.1:5672] [--no-null] [--no-tls]
                   [--out bench/results] [--messages N] [--cpu-prof] [--ref HEAD]
 scenarios: ${scenarios.map((s) => s.name).join(", ")}
